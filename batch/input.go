@@ -1,0 +1,468 @@
+// Package batch reads batchgpt input files (JSONL or CSV prompts), validates
+// them before anything is sent, and turns each row into a completionAsync
+// request body.
+//
+// Inputs are streamed: a file of millions of rows, with lines of any length,
+// is read with constant memory except for the set of row ids that Validate
+// keeps to find duplicates.
+package batch
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"hash/maphash"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/template"
+	"unicode/utf8"
+)
+
+// Input formats.
+const (
+	FormatJSONL = "jsonl"
+	FormatCSV   = "csv"
+)
+
+// Options say how to read an input file and which defaults its rows get.
+type Options struct {
+	Format string // "", "jsonl" or "csv"; "" = by extension
+	Folder string // folder id for model URIs built from short names
+	// Model is a short name ("yandexgpt-lite", "yandexgpt/rc", "llama-lite", ...)
+	// or a full "gpt://..." / "ds://..." URI. It may be empty for JSONL inputs
+	// whose rows all carry a modelUri.
+	Model  string
+	System string // default system message (a row's own system/messages win)
+
+	Temperature   *float64 // 0..1
+	MaxTokens     *int64   // > 0
+	ReasoningMode string   // REASONING_MODE_UNSPECIFIED, DISABLED or ENABLED_HIDDEN
+
+	// JSONSchema is the default structured-output schema (the object sent as
+	// jsonSchema.schema); JSONObject asks for any JSON object instead. They are
+	// exclusive. A row's own jsonSchema/jsonObject replace both.
+	JSONSchema json.RawMessage
+	JSONObject bool
+
+	// CSV only.
+	PromptColumn string // default "prompt"
+	IDColumn     string // default "id"; without such a column the id is the row number
+	SystemColumn string // optional; an empty cell means the default system message
+	// Template is a text/template over the row's columns by header name, e.g.
+	// `Translate to English: {{.text}}`; it replaces PromptColumn.
+	Template string
+}
+
+// Row is one input row ready to submit.
+type Row struct {
+	Index  int   // 0-based data row number (the checkpoint refers to rows by it)
+	Line   int   // 1-based line where the row starts
+	Offset int64 // byte offset of the row's first byte (so one row can be re-read)
+	ID     string
+	Body   []byte // the completionAsync request JSON
+	// PromptChars counts the runes of all message texts (for token estimates).
+	PromptChars int
+}
+
+// InputError is one problem in an input file.
+type InputError struct {
+	File  string
+	Line  int    // 1-based; 0 when the problem concerns the whole file
+	Field string // JSON path ("messages[1].role") or CSV column; may be empty
+	Msg   string
+}
+
+func (e *InputError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		b.WriteByte(':')
+		b.WriteString(strconv.Itoa(e.Line))
+	}
+	b.WriteString(": ")
+	if e.Field != "" {
+		// %q keeps invalid UTF-8 in a field name out of the message.
+		fmt.Fprintf(&b, "field %q: ", e.Field)
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// ValidationError lists the problems found in an input file.
+type ValidationError struct {
+	File   string
+	Errors []*InputError
+	More   int // problems found beyond the listed ones
+}
+
+func (e *ValidationError) Error() string {
+	if len(e.Errors) == 0 && e.More == 0 {
+		return e.File + ": invalid input"
+	}
+	var b strings.Builder
+	for i, ie := range e.Errors {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(ie.Error())
+	}
+	if e.More > 0 {
+		if len(e.Errors) > 0 {
+			b.WriteByte('\n')
+		}
+		noun := "problems"
+		if e.More == 1 {
+			noun = "problem"
+		}
+		fmt.Fprintf(&b, "... and %d more %s", e.More, noun)
+	}
+	return b.String()
+}
+
+// Unwrap lets errors.As find the individual *InputError values.
+func (e *ValidationError) Unwrap() []error {
+	errs := make([]error, len(e.Errors))
+	for i, ie := range e.Errors {
+		errs[i] = ie
+	}
+	return errs
+}
+
+// Summary describes a validated input file.
+type Summary struct {
+	Format          string // "jsonl" or "csv"
+	Rows            int
+	Size            int64  // bytes
+	SHA256          string // hex digest of the exact file bytes
+	PromptChars     int64
+	EstimatedTokens int64
+}
+
+// EstimateTokens approximates the number of input tokens for chars runes of
+// prompt text as chars/4 rounded up. It is a rough planning figure only (Russian
+// text usually needs more tokens per character than English); the tokenizer
+// API gives exact counts.
+func EstimateTokens(chars int64) int64 {
+	if chars <= 0 {
+		return 0
+	}
+	return (chars + 3) / 4
+}
+
+// config is Options checked and resolved for one file.
+type config struct {
+	path          string
+	format        string
+	folder        string
+	model         string // full URI of the default model; "" if none
+	system        string
+	temperature   *float64
+	maxTokens     *int64
+	reasoningMode string
+	jsonObject    bool
+	jsonSchema    json.RawMessage
+
+	promptCol, idCol, systemCol string
+	idColSet                    bool // IDColumn was given, so it must exist
+	tmpl                        *template.Template
+	tmplCols                    []string // columns the template refers to
+}
+
+func newConfig(path string, opt Options) (*config, error) {
+	c := &config{
+		path:          path,
+		folder:        opt.Folder,
+		system:        opt.System,
+		temperature:   opt.Temperature,
+		maxTokens:     opt.MaxTokens,
+		reasoningMode: opt.ReasoningMode,
+		jsonObject:    opt.JSONObject,
+	}
+	switch opt.Format {
+	case FormatJSONL, FormatCSV:
+		c.format = opt.Format
+	case "":
+		switch ext := strings.ToLower(filepath.Ext(path)); ext {
+		case ".jsonl", ".ndjson", ".json":
+			c.format = FormatJSONL
+		case ".csv":
+			c.format = FormatCSV
+		default:
+			return nil, fmt.Errorf("%s: cannot tell the input format from the extension %q: use .jsonl or .csv, or set the format (jsonl or csv)", path, ext)
+		}
+	default:
+		return nil, fmt.Errorf("unknown input format %q (want jsonl or csv)", opt.Format)
+	}
+
+	if opt.Model != "" {
+		uri, err := ModelURI(opt.Folder, opt.Model)
+		if err != nil {
+			return nil, err
+		}
+		c.model = uri
+	} else if c.format == FormatCSV {
+		return nil, errors.New("no model: set --model")
+	}
+	if !utf8.ValidString(opt.System) {
+		return nil, errors.New("the system message is not valid UTF-8")
+	}
+	if t := opt.Temperature; t != nil && !(*t >= 0 && *t <= 1) {
+		return nil, fmt.Errorf("temperature %v is out of range (want 0 to 1)", *t)
+	}
+	if m := opt.MaxTokens; m != nil && *m <= 0 {
+		return nil, fmt.Errorf("max tokens must be positive, not %d", *m)
+	}
+	if opt.ReasoningMode != "" && !reasoningModes[opt.ReasoningMode] {
+		return nil, fmt.Errorf("invalid reasoning mode %q (want %s)", opt.ReasoningMode, reasoningModeList)
+	}
+	if len(opt.JSONSchema) > 0 {
+		if opt.JSONObject {
+			return nil, errors.New("a JSON schema and a plain JSON object output are exclusive")
+		}
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(opt.JSONSchema, &m); err != nil || m == nil {
+			return nil, errors.New("the JSON schema must be a JSON object")
+		}
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, opt.JSONSchema); err != nil {
+			return nil, fmt.Errorf("JSON schema: %w", err)
+		}
+		c.jsonSchema = buf.Bytes()
+	}
+
+	if c.format == FormatJSONL {
+		if opt.Template != "" || opt.SystemColumn != "" ||
+			(opt.PromptColumn != "" && opt.PromptColumn != "prompt") ||
+			(opt.IDColumn != "" && opt.IDColumn != "id") {
+			return nil, errors.New("column and template options apply to CSV input only")
+		}
+		return c, nil
+	}
+
+	c.promptCol, c.idCol, c.systemCol = opt.PromptColumn, opt.IDColumn, opt.SystemColumn
+	if c.idCol == "" {
+		c.idCol = "id"
+	} else {
+		c.idColSet = true
+	}
+	if opt.Template != "" {
+		if opt.PromptColumn != "" {
+			return nil, errors.New("a prompt column and a template are exclusive")
+		}
+		if !utf8.ValidString(opt.Template) {
+			return nil, errors.New("the template is not valid UTF-8")
+		}
+		t, err := template.New("template").Option("missingkey=error").Parse(opt.Template)
+		if err != nil {
+			return nil, fmt.Errorf("parse template: %w", err)
+		}
+		c.tmpl = t
+		c.tmplCols = templateColumns(t)
+	} else if c.promptCol == "" {
+		c.promptCol = "prompt"
+	}
+	return c, nil
+}
+
+// scanner yields the rows of one input format.
+type scanner interface {
+	// next returns the next row. spec is never nil; errs lists the row's
+	// problems. err is io.EOF at the end, or an I/O error.
+	next() (pos rowPos, spec *rowSpec, errs []*InputError, err error)
+	// reread parses the row at pos again (to confirm a duplicate id).
+	reread(pos rowPos) (*rowSpec, []*InputError, error)
+}
+
+// rowPos locates a row in its file.
+type rowPos struct {
+	index  int
+	line   int
+	offset int64
+}
+
+// newScanner starts reading the file f through r (which may be f itself or a
+// reader that also hashes). Header problems of a CSV file come back as hdrErrs.
+func newScanner(c *config, r io.Reader, f io.ReaderAt) (sc scanner, hdrErrs []*InputError, err error) {
+	if c.format == FormatCSV {
+		cs, hdrErrs, err := newCSVScanner(c, r, f)
+		if cs == nil { // not a nil *csvScanner in a non-nil interface
+			return nil, hdrErrs, err
+		}
+		return cs, nil, nil
+	}
+	return newJSONLScanner(c, r, f), nil, nil
+}
+
+// section returns the part of f from off on.
+func section(f io.ReaderAt, off int64) *io.SectionReader {
+	return io.NewSectionReader(f, off, math.MaxInt64-off)
+}
+
+// Validate reads the whole file once: it computes the SHA-256 of its exact
+// bytes, counts rows and prompt characters, and checks every row, including
+// that ids are unique. It returns a *ValidationError listing up to maxErrors
+// problems (all of them if maxErrors <= 0) when the input is invalid, and
+// other errors for bad options or I/O failures.
+func Validate(path string, opt Options, maxErrors int) (Summary, error) {
+	c, err := newConfig(path, opt)
+	if err != nil {
+		return Summary{}, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return Summary{}, fmt.Errorf("open input: %w", err)
+	}
+	defer f.Close()
+
+	h := &countingHash{h: sha256.New()}
+	tee := io.TeeReader(f, h)
+	verr := &ValidationError{File: path}
+	add := func(errs []*InputError) {
+		for _, e := range errs {
+			if maxErrors <= 0 || len(verr.Errors) < maxErrors {
+				verr.Errors = append(verr.Errors, e)
+			} else {
+				verr.More++
+			}
+		}
+	}
+	sum := Summary{Format: c.format}
+
+	sc, hdrErrs, err := newScanner(c, tee, f)
+	if err != nil {
+		return Summary{}, fmt.Errorf("read %s: %w", path, err)
+	}
+	add(hdrErrs)
+	if sc != nil { // nil after header problems: the rows cannot be checked
+		if err := validateRows(c, sc, &sum, add); err != nil {
+			return Summary{}, fmt.Errorf("read %s: %w", path, err)
+		}
+	}
+	// Hash whatever the scanner did not need to read.
+	if _, err := io.Copy(io.Discard, tee); err != nil {
+		return Summary{}, fmt.Errorf("read %s: %w", path, err)
+	}
+	if sum.Rows == 0 && len(hdrErrs) == 0 {
+		add([]*InputError{{File: path, Msg: "no data rows"}})
+	}
+	sum.Size = h.n
+	sum.SHA256 = hex.EncodeToString(h.h.Sum(nil))
+	sum.EstimatedTokens = EstimateTokens(sum.PromptChars)
+	if len(verr.Errors) > 0 || verr.More > 0 {
+		return sum, verr
+	}
+	return sum, nil
+}
+
+func validateRows(c *config, sc scanner, sum *Summary, add func([]*InputError)) error {
+	ids := newIDSet(sc)
+	for {
+		pos, spec, errs, err := sc.next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		sum.Rows++
+		add(errs)
+		if spec.id != "" {
+			first, err := ids.add(spec.id, pos)
+			if err != nil {
+				return err
+			}
+			if first != nil {
+				add([]*InputError{c.errAt(pos.line, "id", "duplicate id %q (first on line %d)", spec.id, first.line)})
+			}
+		}
+		if len(errs) == 0 {
+			sum.PromptChars += int64(c.promptChars(spec))
+		}
+	}
+}
+
+// countingHash hashes and counts what is written to it.
+type countingHash struct {
+	h hash.Hash
+	n int64
+}
+
+func (c *countingHash) Write(p []byte) (int, error) {
+	c.n += int64(len(p))
+	return c.h.Write(p)
+}
+
+// idLoc is where an id was first seen, kept small: the id set holds one per row.
+type idLoc struct {
+	offset int64
+	line   int32
+	index  int32
+}
+
+// idSet finds duplicate ids with 64-bit hashes instead of the ids themselves
+// (about 30 bytes per row instead of 50+). A hash match is confirmed by
+// re-reading the first row, so a hash collision never reports a false
+// duplicate.
+type idSet struct {
+	sc     scanner
+	seed   maphash.Seed
+	hashes map[uint64]idLoc
+	// confirmed caches the id behind a hash already confirmed by a re-read.
+	confirmed map[uint64]string
+	// exact holds the ids whose hash collided with a different id.
+	exact map[string]idLoc
+}
+
+// idHash is a variable so that a test can force collisions.
+var idHash = maphash.String
+
+func newIDSet(sc scanner) *idSet {
+	return &idSet{sc: sc, seed: maphash.MakeSeed(), hashes: make(map[uint64]idLoc)}
+}
+
+// add records id at pos and returns where it was first seen if it is a
+// duplicate.
+func (s *idSet) add(id string, pos rowPos) (*idLoc, error) {
+	// int32 line and index numbers keep the set small; inputs have fewer
+	// than 2^31 lines in practice.
+	loc := idLoc{offset: pos.offset, line: int32(pos.line), index: int32(pos.index)}
+	h := idHash(s.seed, id)
+	first, ok := s.hashes[h]
+	if !ok {
+		s.hashes[h] = loc
+		return nil, nil
+	}
+	firstID, ok := s.confirmed[h]
+	if !ok {
+		spec, _, err := s.sc.reread(rowPos{index: int(first.index), line: int(first.line), offset: first.offset})
+		if err != nil {
+			return nil, fmt.Errorf("re-read line %d: %w", first.line, err)
+		}
+		firstID = spec.id
+		if firstID == id {
+			if s.confirmed == nil {
+				s.confirmed = make(map[uint64]string)
+			}
+			s.confirmed[h] = id
+		}
+	}
+	if firstID == id {
+		return &first, nil
+	}
+	if s.exact == nil {
+		s.exact = make(map[string]idLoc)
+	}
+	if prev, ok := s.exact[id]; ok {
+		return &prev, nil
+	}
+	s.exact[id] = loc
+	return nil, nil
+}

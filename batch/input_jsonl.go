@@ -1,0 +1,715 @@
+package batch
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
+
+// lineReader splits a stream into lines of any length (bufio.Scanner would
+// stop at 64 KiB) and tracks their offsets and numbers.
+type lineReader struct {
+	br   *bufio.Reader
+	off  int64 // offset of the next unread byte
+	line int   // number of the last line returned
+	long []byte
+}
+
+// newLineReader reads r, whose first byte is at offset off and on line
+// line+1. A UTF-8 BOM at offset 0 is skipped.
+func newLineReader(r io.Reader, off int64, line int) *lineReader {
+	lr := &lineReader{br: bufio.NewReaderSize(r, 64<<10), off: off, line: line}
+	if off == 0 {
+		if b, _ := lr.br.Peek(len(utf8BOM)); bytes.Equal(b, utf8BOM) {
+			n, _ := lr.br.Discard(len(utf8BOM))
+			lr.off += int64(n)
+		}
+	}
+	return lr
+}
+
+// next returns the next line without its "\n" or "\r\n", the offset of its
+// first byte and its number. The slice is valid until the next call.
+func (lr *lineReader) next() (data []byte, start int64, line int, err error) {
+	start = lr.off
+	long := false
+	for {
+		chunk, err := lr.br.ReadSlice('\n')
+		lr.off += int64(len(chunk))
+		if err == bufio.ErrBufferFull {
+			if !long {
+				lr.long = lr.long[:0]
+				long = true
+			}
+			lr.long = append(lr.long, chunk...)
+			continue
+		}
+		if long {
+			lr.long = append(lr.long, chunk...)
+			chunk = lr.long
+		}
+		if err == io.EOF {
+			if len(chunk) == 0 {
+				return nil, start, 0, io.EOF
+			}
+		} else if err != nil {
+			return nil, start, 0, err
+		}
+		lr.line++
+		chunk = bytes.TrimSuffix(chunk, []byte("\n"))
+		chunk = bytes.TrimSuffix(chunk, []byte("\r"))
+		return chunk, start, lr.line, nil
+	}
+}
+
+// jsonlScanner reads JSONL rows. Blank lines are errors, except one blank
+// last line (editors like to add one).
+type jsonlScanner struct {
+	c  *config
+	lr *lineReader
+	f  io.ReaderAt
+	// blank holds blank lines not yet known to be the last line.
+	blank []rowPos
+	// queue holds rows ready to return: blank-line errors, then the row that
+	// followed them.
+	queue []jsonlRow
+	obj   object // scratch space for parseJSONL
+	eof   bool
+}
+
+type jsonlRow struct {
+	pos  rowPos
+	spec *rowSpec
+	errs []*InputError
+}
+
+func newJSONLScanner(c *config, r io.Reader, f io.ReaderAt) *jsonlScanner {
+	return &jsonlScanner{c: c, lr: newLineReader(r, 0, 0), f: f}
+}
+
+func (s *jsonlScanner) next() (rowPos, *rowSpec, []*InputError, error) {
+	for len(s.queue) == 0 {
+		if s.eof {
+			return rowPos{}, nil, nil, io.EOF
+		}
+		data, start, line, err := s.lr.next()
+		if err == io.EOF {
+			s.eof = true
+			if len(s.blank) > 0 {
+				s.flushBlank(s.blank[:len(s.blank)-1])
+			}
+			continue
+		}
+		if err != nil {
+			return rowPos{}, nil, nil, err
+		}
+		pos := rowPos{index: line - 1, line: line, offset: start}
+		if isBlank(data) {
+			s.blank = append(s.blank, pos)
+			continue
+		}
+		s.flushBlank(s.blank)
+		spec, errs := s.c.parseJSONL(data, pos, &s.obj)
+		s.queue = append(s.queue, jsonlRow{pos, spec, errs})
+	}
+	r := s.queue[0]
+	s.queue = s.queue[1:]
+	return r.pos, r.spec, r.errs, nil
+}
+
+func (s *jsonlScanner) flushBlank(blank []rowPos) {
+	for _, pos := range blank {
+		s.queue = append(s.queue, jsonlRow{pos, &rowSpec{}, []*InputError{s.c.errAt(pos.line, "", "empty line")}})
+	}
+	s.blank = s.blank[:0]
+}
+
+func (s *jsonlScanner) reread(pos rowPos) (*rowSpec, []*InputError, error) {
+	lr := newLineReader(section(s.f, pos.offset), pos.offset, pos.line-1)
+	data, _, _, err := lr.next()
+	if err == io.EOF {
+		return nil, nil, io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if isBlank(data) {
+		return &rowSpec{}, []*InputError{s.c.errAt(pos.line, "", "empty line")}, nil
+	}
+	var obj object
+	spec, errs := s.c.parseJSONL(data, pos, &obj)
+	return spec, errs, nil
+}
+
+func isBlank(b []byte) bool {
+	return len(bytes.TrimSpace(b)) == 0
+}
+
+func (c *config) errAt(line int, field, format string, args ...any) *InputError {
+	msg := format
+	if len(args) > 0 {
+		msg = fmt.Sprintf(format, args...)
+	}
+	return &InputError{File: c.path, Line: line, Field: field, Msg: msg}
+}
+
+var (
+	topFields       = []string{"id", "prompt", "system", "messages", "modelUri", "completionOptions", "jsonSchema", "jsonObject"}
+	messageFields   = []string{"role", "text"}
+	optionFields    = []string{"temperature", "maxTokens", "reasoningOptions"}
+	reasoningFields = []string{"mode"}
+	schemaFields    = []string{"schema"}
+)
+
+// parseJSONL parses one non-blank JSONL line; scratch is reused between calls.
+func (c *config) parseJSONL(line []byte, pos rowPos, scratch *object) (*rowSpec, []*InputError) {
+	spec := &rowSpec{}
+	var errs []*InputError
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, c.errAt(pos.line, field, format, args...))
+	}
+
+	// encoding/json would silently turn invalid UTF-8 into U+FFFD.
+	if !utf8.Valid(line) {
+		bad(jsonPathAt(line, invalidUTF8At(line)), "invalid UTF-8")
+		return spec, errs
+	}
+	if !json.Valid(line) {
+		var v any
+		var se *json.SyntaxError
+		if err := json.Unmarshal(line, &v); errors.As(err, &se) {
+			bad("", "invalid JSON at column %d: %s", se.Offset, se.Error())
+		} else {
+			bad("", "invalid JSON: %v", err)
+		}
+		return spec, errs
+	}
+	obj, ok := parseObject(line, (*scratch)[:0])
+	*scratch = obj
+	if !ok {
+		bad("", "not a JSON object (each line must be one {...} object)")
+		return spec, errs
+	}
+	for _, msg := range checkMembers(obj, topFields) {
+		bad("", "%s", msg)
+	}
+
+	spec.id = strconv.Itoa(pos.index + 1)
+	if raw, ok := field(obj, "id"); ok {
+		spec.id = ""
+		if s, ok := jsonString(raw); ok {
+			if strings.TrimSpace(s) == "" {
+				bad("id", "empty id")
+			} else {
+				spec.id = s
+			}
+		} else if isJSONInteger(raw) {
+			spec.id = string(raw)
+		} else {
+			bad("id", "must be a string or an integer")
+		}
+	}
+
+	rawPrompt, hasPrompt := field(obj, "prompt")
+	rawMsgs, hasMsgs := field(obj, "messages")
+	switch {
+	case hasPrompt && hasMsgs:
+		bad("messages", "prompt and messages are exclusive")
+	case hasPrompt:
+		if s, ok := jsonString(rawPrompt); !ok {
+			bad("prompt", "must be a string")
+		} else if strings.TrimSpace(s) == "" {
+			bad("prompt", "empty prompt")
+		} else {
+			spec.prompt = s
+		}
+	case hasMsgs:
+		spec.messages = c.parseMessages(rawMsgs, bad)
+	default:
+		bad("prompt", "missing prompt (or messages)")
+	}
+	if raw, ok := field(obj, "system"); ok {
+		if s, ok := jsonString(raw); !ok {
+			bad("system", "must be a string")
+		} else if hasMsgs {
+			bad("system", "system and messages are exclusive (put a system message in messages)")
+		} else if strings.TrimSpace(s) != "" {
+			spec.system = s
+		}
+	}
+
+	if raw, ok := field(obj, "modelUri"); ok {
+		if s, ok := jsonString(raw); !ok {
+			bad("modelUri", "must be a string")
+		} else if uri, err := ModelURI(c.folder, s); err != nil {
+			bad("modelUri", "%s", err.Error())
+		} else {
+			spec.model = uri
+		}
+	} else if c.model == "" {
+		bad("modelUri", "no model: set --model or a per-row modelUri")
+	}
+	if raw, ok := field(obj, "completionOptions"); ok {
+		c.parseCompletionOptions(raw, spec, bad)
+	}
+
+	rawSchema, hasSchema := field(obj, "jsonSchema")
+	rawObject, hasObject := field(obj, "jsonObject")
+	if hasSchema {
+		spec.structured = true
+		schema, ok := parseObject(rawSchema, nil)
+		if !ok {
+			bad("jsonSchema", `must be an object like {"schema": {...}}`)
+		} else if msgs := checkMembers(schema, schemaFields); len(msgs) > 0 {
+			for _, msg := range msgs {
+				bad("jsonSchema", "%s", msg)
+			}
+		} else if s, ok := field(schema, "schema"); !ok {
+			bad("jsonSchema.schema", "missing schema")
+		} else if s[0] != '{' {
+			bad("jsonSchema.schema", "must be an object")
+		} else {
+			spec.jsonSchema = slices.Clone(s)
+		}
+	}
+	if hasObject {
+		spec.structured = true
+		switch string(rawObject) {
+		case "true":
+			spec.jsonObject = true
+			if hasSchema {
+				bad("jsonObject", "jsonSchema and jsonObject are exclusive")
+			}
+		case "false":
+		default:
+			bad("jsonObject", "must be true or false")
+		}
+	}
+	return spec, errs
+}
+
+func (c *config) parseMessages(raw []byte, bad func(field, format string, args ...any)) []message {
+	items, ok := parseArray(raw)
+	if !ok {
+		bad("messages", `must be an array of {"role": ..., "text": ...} objects`)
+		return nil
+	}
+	if len(items) == 0 {
+		bad("messages", "empty messages")
+		return nil
+	}
+	msgs := make([]message, 0, len(items))
+	ok = true
+	for i, item := range items {
+		name := fmt.Sprintf("messages[%d]", i)
+		m, isObj := parseObject(item, nil)
+		if !isObj {
+			bad(name, `must be an object like {"role": "user", "text": "..."}`)
+			ok = false
+			continue
+		}
+		for _, msg := range checkMembers(m, messageFields) {
+			bad(name, "%s", msg)
+			ok = false
+		}
+		var msg message
+		if r, present := field(m, "role"); !present {
+			bad(name+".role", "missing role")
+			ok = false
+		} else if s, isStr := jsonString(r); !isStr {
+			bad(name+".role", "must be a string")
+			ok = false
+		} else if s != roleSystem && s != roleUser && s != roleAssistant {
+			bad(name+".role", "invalid role %q (want system, user or assistant)", s)
+			ok = false
+		} else {
+			msg.Role = s
+		}
+		if t, present := field(m, "text"); !present {
+			bad(name+".text", "missing text")
+			ok = false
+		} else if s, isStr := jsonString(t); !isStr {
+			bad(name+".text", "must be a string")
+			ok = false
+		} else if strings.TrimSpace(s) == "" {
+			bad(name+".text", "empty text")
+			ok = false
+		} else {
+			msg.Text = s
+		}
+		msgs = append(msgs, msg)
+	}
+	if !ok {
+		return nil
+	}
+	if !hasRole(msgs, roleUser) {
+		bad("messages", "no user message")
+		return nil
+	}
+	if last := msgs[len(msgs)-1].Role; last != roleUser {
+		bad("messages", "the last message must be from user, not %s", last)
+		return nil
+	}
+	return msgs
+}
+
+func (c *config) parseCompletionOptions(raw []byte, spec *rowSpec, bad func(field, format string, args ...any)) {
+	opts, ok := parseObject(raw, nil)
+	if !ok {
+		bad("completionOptions", "must be an object")
+		return
+	}
+	for _, msg := range checkMembers(opts, optionFields) {
+		bad("completionOptions", "%s", msg)
+	}
+	if raw, ok := field(opts, "temperature"); ok {
+		var t float64
+		if !isJSONNumber(raw) || json.Unmarshal(raw, &t) != nil {
+			bad("completionOptions.temperature", "must be a number from 0 to 1")
+		} else if t < 0 || t > 1 {
+			bad("completionOptions.temperature", "%s is out of range (want 0 to 1)", raw)
+		} else {
+			spec.temperature = &t
+		}
+	}
+	if raw, ok := field(opts, "maxTokens"); ok {
+		digits := raw
+		if s, ok := jsonString(raw); ok {
+			digits = []byte(s)
+		}
+		n, err := strconv.ParseInt(string(digits), 10, 64)
+		if err != nil || n <= 0 || (digits[0] < '0' || digits[0] > '9') {
+			bad("completionOptions.maxTokens", "must be a positive integer (a number or a numeric string), not %s", raw)
+		} else {
+			spec.maxTokens = &n
+		}
+	}
+	if raw, ok := field(opts, "reasoningOptions"); ok {
+		ro, ok := parseObject(raw, nil)
+		if !ok {
+			bad("completionOptions.reasoningOptions", "must be an object")
+			return
+		}
+		for _, msg := range checkMembers(ro, reasoningFields) {
+			bad("completionOptions.reasoningOptions", "%s", msg)
+		}
+		if m, ok := field(ro, "mode"); !ok {
+			bad("completionOptions.reasoningOptions.mode", "missing mode")
+		} else if s, ok := jsonString(m); !ok || !reasoningModes[s] {
+			bad("completionOptions.reasoningOptions.mode", "invalid mode %s (want %s)", m, reasoningModeList)
+		} else {
+			spec.reasoningMode = s
+		}
+	}
+}
+
+// field returns the value of key unless it is missing or null.
+func field(obj object, key string) ([]byte, bool) {
+	for _, m := range obj {
+		if m.key == key {
+			if string(m.val) == "null" {
+				return nil, false
+			}
+			return m.val, true
+		}
+	}
+	return nil, false
+}
+
+// checkMembers describes the unknown and repeated keys of obj. Keys match
+// exactly: encoding/json would also accept "Prompt" for "prompt".
+func checkMembers(obj object, known []string) []string {
+	var unknown, msgs []string
+	for i, m := range obj {
+		if !slices.Contains(known, m.key) {
+			unknown = append(unknown, strconv.Quote(m.key))
+		}
+		for _, prev := range obj[:i] {
+			if prev.key == m.key {
+				msgs = append(msgs, fmt.Sprintf("duplicate field %q", m.key))
+				break
+			}
+		}
+	}
+	if len(unknown) == 0 {
+		return msgs
+	}
+	slices.Sort(unknown)
+	unknown = slices.Compact(unknown)
+	noun := "field"
+	if len(unknown) > 1 {
+		noun = "fields"
+	}
+	return append([]string{fmt.Sprintf("unknown %s %s (known fields: %s)", noun, strings.Join(unknown, ", "), strings.Join(known, ", "))}, msgs...)
+}
+
+// jsonString decodes a JSON string value; ok is false for other values.
+func jsonString(raw []byte) (s string, ok bool) {
+	if len(raw) < 2 || raw[0] != '"' {
+		return "", false
+	}
+	// Fast path: without escapes the value is the bytes between the quotes
+	// (the line was already checked to be valid JSON and UTF-8).
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return string(raw[1 : len(raw)-1]), true
+	}
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return "", false
+	}
+	return s, true
+}
+
+// isJSONNumber reports whether raw is a JSON number literal.
+func isJSONNumber(raw []byte) bool {
+	return len(raw) > 0 && (raw[0] == '-' || '0' <= raw[0] && raw[0] <= '9')
+}
+
+// isJSONInteger reports whether raw is a JSON number without fraction or
+// exponent that fits in an int64.
+func isJSONInteger(raw []byte) bool {
+	if !isJSONNumber(raw) {
+		return false
+	}
+	_, err := strconv.ParseInt(string(raw), 10, 64)
+	return err == nil
+}
+
+// invalidUTF8At returns the offset of the first invalid UTF-8 byte in b.
+func invalidUTF8At(b []byte) int {
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n == 1 {
+			return i
+		}
+		i += n
+	}
+	return -1
+}
+
+// jsonPathAt returns the path ("messages[1].text") of the JSON value or key
+// in line that contains byte offset at, or "" if it cannot tell.
+func jsonPathAt(line []byte, at int) string {
+	type frame struct {
+		array   bool
+		key     string
+		idx     int
+		wantKey bool
+	}
+	var stack []frame
+	path := func() string {
+		var b strings.Builder
+		for _, f := range stack {
+			if f.array {
+				fmt.Fprintf(&b, "[%d]", f.idx)
+				continue
+			}
+			if b.Len() > 0 {
+				b.WriteByte('.')
+			}
+			b.WriteString(f.key)
+		}
+		return b.String()
+	}
+	valueDone := func() {
+		if len(stack) == 0 {
+			return
+		}
+		if top := &stack[len(stack)-1]; top.array {
+			top.idx++
+		} else {
+			top.wantKey = true
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(line))
+	for {
+		before := dec.InputOffset()
+		tok, err := dec.Token()
+		if err != nil {
+			return ""
+		}
+		in := int64(at) >= before && int64(at) < dec.InputOffset()
+		if d, ok := tok.(json.Delim); ok {
+			switch d {
+			case '{':
+				stack = append(stack, frame{wantKey: true})
+			case '[':
+				stack = append(stack, frame{array: true})
+			default:
+				if len(stack) > 0 {
+					stack = stack[:len(stack)-1]
+				}
+				valueDone()
+			}
+			continue
+		}
+		if len(stack) > 0 {
+			if top := &stack[len(stack)-1]; !top.array && top.wantKey {
+				top.key, _ = tok.(string)
+				top.wantKey = false
+				if in {
+					return path()
+				}
+				continue
+			}
+		}
+		if in {
+			return path()
+		}
+		valueDone()
+	}
+}
+
+// object is a JSON object's members in order, values unparsed.
+type object []member
+
+type member struct {
+	key string
+	val []byte // the raw value, a slice of the parsed line
+}
+
+// The functions below split JSON that json.Valid has accepted. They are much
+// faster than decoding into a map, allocate only for the member slices, and
+// let checkMembers see repeated keys.
+
+// knownKeys are returned without allocating.
+var knownKeys = slices.Concat(topFields, messageFields, optionFields, reasoningFields)
+
+// parseObject appends the members of the object b to dst; ok is false if b is
+// not an object.
+func parseObject(b []byte, dst object) (obj object, ok bool) {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return dst, false
+	}
+	for i++; ; {
+		i = skipSpace(b, i)
+		if i >= len(b) {
+			return dst, false
+		}
+		switch b[i] {
+		case '}':
+			return dst, true
+		case ',':
+			i++
+			continue
+		case '"':
+		default:
+			return dst, false
+		}
+		end := stringEnd(b, i)
+		key := keyString(b[i:end])
+		i = skipSpace(b, end)
+		if i >= len(b) || b[i] != ':' {
+			return dst, false
+		}
+		i = skipSpace(b, i+1)
+		if i >= len(b) {
+			return dst, false
+		}
+		vend := valueEnd(b, i)
+		dst = append(dst, member{key, b[i:vend]})
+		i = vend
+	}
+}
+
+// parseArray returns the elements of the array b; ok is false if b is not an
+// array.
+func parseArray(b []byte) (elems [][]byte, ok bool) {
+	i := skipSpace(b, 0)
+	if i >= len(b) || b[i] != '[' {
+		return nil, false
+	}
+	elems = [][]byte{}
+	for i++; ; {
+		i = skipSpace(b, i)
+		if i >= len(b) {
+			return nil, false
+		}
+		switch b[i] {
+		case ']':
+			return elems, true
+		case ',':
+			i++
+			continue
+		}
+		end := valueEnd(b, i)
+		elems = append(elems, b[i:end])
+		i = end
+	}
+}
+
+func keyString(raw []byte) string {
+	if len(raw) >= 2 && bytes.IndexByte(raw, '\\') < 0 {
+		inner := raw[1 : len(raw)-1]
+		for _, k := range knownKeys {
+			if string(inner) == k {
+				return k
+			}
+		}
+	}
+	s, _ := jsonString(raw)
+	return s
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// stringEnd returns the index just after the string that starts at b[i].
+func stringEnd(b []byte, i int) int {
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return len(b)
+}
+
+// valueEnd returns the index just after the value that starts at b[i].
+func valueEnd(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return stringEnd(b, i)
+	case '{', '[':
+		depth := 0
+		for i < len(b) {
+			switch b[i] {
+			case '"':
+				i = stringEnd(b, i)
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+		return len(b)
+	}
+	for i < len(b) {
+		switch b[i] {
+		case ',', '}', ']', ' ', '\t', '\r', '\n':
+			return i
+		}
+		i++
+	}
+	return len(b)
+}

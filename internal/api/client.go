@@ -1,0 +1,346 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Credentials supplies the Authorization header. It is defined here, where it is used; the auth
+// package implements it.
+type Credentials interface {
+	Authorization(ctx context.Context) (string, error)
+	// Invalidate tells the source that the API answered 401 to a request sent with header.
+	Invalidate(header string)
+}
+
+// Config configures a Client.
+type Config struct {
+	Endpoint           string // e.g. https://llm.api.cloud.yandex.net
+	OperationsEndpoint string // e.g. https://operation.api.cloud.yandex.net
+	Credentials        Credentials
+	Folder             string // sent as x-folder-id when set
+	NoDataLogging      bool   // send x-data-logging-enabled: false
+	HTTPClient         *http.Client
+	SubmitPacer        *Pacer
+	PollPacer          *Pacer
+	// MaxAttempts bounds the tries of one call on transient errors (5xx, resets, garbage).
+	// 429 answers do not count: they are waited out through the pacer.
+	MaxAttempts    int
+	RequestTimeout time.Duration // per HTTP request; every call has a deadline
+	BackoffBase    time.Duration // first retry delay; doubled each try, with jitter
+	BackoffMax     time.Duration
+	Logger         *slog.Logger
+	UserAgent      string
+	// InFlight, when set, governs requests already sent: cancelling the call's context stops
+	// waits and retries but lets a request on the wire finish (so a Ctrl-C does not turn an
+	// accepted submission into an unknown one); cancelling InFlight aborts those too.
+	InFlight context.Context
+}
+
+// Client talks to the API. It is safe for concurrent use.
+type Client struct {
+	cfg       Config
+	submitURL string
+	opsURL    string
+}
+
+// CheckEndpoint refuses anything but https, except plain http on a loopback address (the emulator).
+func CheckEndpoint(name, raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("%s %q is not a URL", name, raw)
+	}
+	switch u.Scheme {
+	case "https":
+		return u, nil
+	case "http":
+		host := u.Hostname()
+		if host == "localhost" {
+			return u, nil
+		}
+		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+			return u, nil
+		}
+		return nil, fmt.Errorf("%s %q: plain http is only allowed on loopback; use https", name, raw)
+	}
+	return nil, fmt.Errorf("%s %q: scheme must be https", name, raw)
+}
+
+// New validates cfg and returns a client.
+func New(cfg Config) (*Client, error) {
+	ep, err := CheckEndpoint("endpoint", cfg.Endpoint)
+	if err != nil {
+		return nil, err
+	}
+	ops, err := CheckEndpoint("operations endpoint", cfg.OperationsEndpoint)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Credentials == nil {
+		return nil, errors.New("api client: no credentials")
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{}
+	}
+	if cfg.SubmitPacer == nil {
+		cfg.SubmitPacer = NewPacer(0, 0)
+	}
+	if cfg.PollPacer == nil {
+		cfg.PollPacer = NewPacer(0, 0)
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = 8
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 60 * time.Second
+	}
+	if cfg.BackoffBase <= 0 {
+		cfg.BackoffBase = 500 * time.Millisecond
+	}
+	if cfg.BackoffMax <= 0 {
+		cfg.BackoffMax = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = "batchgpt"
+	}
+	return &Client{
+		cfg:       cfg,
+		submitURL: strings.TrimRight(ep.String(), "/") + "/foundationModels/v1/completionAsync",
+		opsURL:    strings.TrimRight(ops.String(), "/") + "/operations/",
+	}, nil
+}
+
+// Submission is what Submit learned.
+type Submission struct {
+	OpID  string
+	Tries int // HTTP requests sent, 429s included
+	// InDoubt is true when an earlier try failed in a way that may have created (and billed) an
+	// operation we never heard of: the API has no idempotency.
+	InDoubt bool
+}
+
+// Submit posts one completionAsync request body and returns the operation id. Transient errors
+// are retried; a permanent error, an auth error or the attempt limit end the call. beforeSend, if
+// not nil, runs once, right before the first request leaves (after the pacer let it go): the
+// caller journals its intent there, so that a crash can only leave in doubt what was really sent.
+func (c *Client) Submit(ctx context.Context, body []byte, beforeSend func() error) (Submission, error) {
+	var sub Submission
+	var op Operation
+	err := c.do(ctx, "submit", c.cfg.SubmitPacer, func() (*http.Request, error) {
+		if beforeSend != nil {
+			if err := beforeSend(); err != nil {
+				return nil, err
+			}
+			beforeSend = nil
+		}
+		req, err := http.NewRequest(http.MethodPost, c.submitURL, bytes.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		if c.cfg.Folder != "" {
+			req.Header.Set("x-folder-id", c.cfg.Folder)
+		}
+		if c.cfg.NoDataLogging {
+			req.Header.Set("x-data-logging-enabled", "false")
+		}
+		return req, nil
+	}, &op, func(tryErr error) {
+		sub.Tries++
+		if tryErr != nil && reachedServer(tryErr) {
+			sub.InDoubt = true
+		}
+	})
+	if err != nil {
+		return sub, err
+	}
+	if op.ID == "" {
+		// An accepted answer without an id: we cannot track what may have been created.
+		sub.InDoubt = true
+		return sub, &BodyError{Op: "submit", Err: errors.New("operation without id")}
+	}
+	sub.OpID = op.ID
+	return sub, nil
+}
+
+// Operation reads one operation. A 404 is returned as an *Error classified NotFound for the caller
+// to judge (fresh or purged).
+func (c *Client) Operation(ctx context.Context, id string) (*Operation, error) {
+	var op Operation
+	err := c.do(ctx, "get operation "+id, c.cfg.PollPacer, func() (*http.Request, error) {
+		return http.NewRequest(http.MethodGet, c.opsURL+url.PathEscape(id), nil)
+	}, &op, nil)
+	if err != nil {
+		return nil, err
+	}
+	if op.ID == "" {
+		return nil, &BodyError{Op: "get operation " + id, Err: errors.New("operation without id")}
+	}
+	return &op, nil
+}
+
+// buildError is a failure before anything was sent (for example the journal could not record
+// the intent); it is returned as is and never retried.
+type buildError struct{ err error }
+
+func (e *buildError) Error() string { return e.err.Error() }
+func (e *buildError) Unwrap() error { return e.err }
+
+// errContext marks errors caused by the caller's context ending.
+var errContext = errors.New("context ended")
+
+type ctxError struct{ err error }
+
+func (e *ctxError) Error() string { return e.err.Error() }
+func (e *ctxError) Unwrap() []error {
+	return []error{e.err, errContext}
+}
+
+// do sends a request built by build until it succeeds, fails permanently, or runs out of
+// attempts. tried is told of each try and its error (nil on success).
+func (c *Client) do(ctx context.Context, op string, pacer *Pacer, build func() (*http.Request, error), out any, tried func(error)) error {
+	failures := 0
+	authRetried := false
+	for {
+		if err := pacer.Wait(ctx); err != nil {
+			return &ctxError{err}
+		}
+		req, err := build()
+		if err != nil {
+			return &buildError{fmt.Errorf("%s: %w", op, err)}
+		}
+		err = c.once(ctx, op, req, out)
+		if tried != nil {
+			tried(err)
+		}
+		if err == nil {
+			pacer.Succeeded()
+			return nil
+		}
+		if ctx.Err() != nil {
+			return &ctxError{fmt.Errorf("%s: %w", op, ctx.Err())}
+		}
+		var delay time.Duration
+		switch Classify(err) {
+		case Quota:
+			delay = c.retryAfter(err, c.backoff(1))
+			pacer.Throttled(delay)
+			c.cfg.Logger.Debug("quota exceeded, slowing down", "op", op, "rate", pacer.Rate(), "err", err)
+			continue // the pacer waits; 429s do not use up attempts
+		case Auth:
+			var ae *Error
+			if !authRetried && errors.As(err, &ae) && ae.HTTPStatus == http.StatusUnauthorized {
+				// One refresh, shared by all workers through the credentials source.
+				authRetried = true
+				c.cfg.Credentials.Invalidate(req.Header.Get("Authorization"))
+				continue
+			}
+			return err
+		case Transient:
+			failures++
+			if failures >= c.cfg.MaxAttempts {
+				return fmt.Errorf("%w (%d tries): %w", ErrTooManyAttempts, failures, err)
+			}
+			delay = c.retryAfter(err, c.backoff(failures))
+			c.cfg.Logger.Debug("transient error, retrying", "op", op, "try", failures, "delay", delay, "err", err)
+		default:
+			return err
+		}
+		if err := sleepCtx(ctx, delay); err != nil {
+			return &ctxError{err}
+		}
+	}
+}
+
+// once sends one HTTP request with its own deadline and decodes a 2xx body into out.
+func (c *Client) once(ctx context.Context, op string, req *http.Request, out any) error {
+	auth, err := c.cfg.Credentials.Authorization(ctx)
+	if err != nil {
+		return &Error{Op: op, HTTPStatus: http.StatusUnauthorized, Code: 16, Message: "credentials: " + err.Error()}
+	}
+	base := ctx
+	if c.cfg.InFlight != nil {
+		detached, cancelDetached := context.WithCancel(context.WithoutCancel(ctx))
+		defer cancelDetached()
+		stop := context.AfterFunc(c.cfg.InFlight, cancelDetached)
+		defer stop()
+		base = detached
+	}
+	rctx, cancel := context.WithTimeout(base, c.cfg.RequestTimeout)
+	defer cancel()
+	req = req.WithContext(rctx)
+	req.Header.Set("Authorization", auth)
+	req.Header.Set("User-Agent", c.cfg.UserAgent)
+	req.Header.Set("x-client-request-id", newRequestID())
+	resp, err := c.cfg.HTTPClient.Do(req)
+	if err != nil {
+		// Never echo the URL's secrets: there are none in it, and the header is not part of err.
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return &BodyError{Op: op, Err: err}
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return parseError(op, resp, body)
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return &BodyError{Op: op, Err: err}
+	}
+	return nil
+}
+
+// backoff is the capped exponential delay before try n+1, with full jitter on the upper half.
+func (c *Client) backoff(n int) time.Duration {
+	d := float64(c.cfg.BackoffBase) * math.Pow(2, float64(n-1))
+	if d > float64(c.cfg.BackoffMax) {
+		d = float64(c.cfg.BackoffMax)
+	}
+	return time.Duration(d/2 + mrand.Float64()*d/2)
+}
+
+// retryAfter honours a Retry-After header (seconds or HTTP date), capped at BackoffMax.
+func (c *Client) retryAfter(err error, def time.Duration) time.Duration {
+	var ae *Error
+	if !errors.As(err, &ae) || ae.RetryAfter == "" {
+		return def
+	}
+	var d time.Duration
+	if s, perr := strconv.ParseFloat(ae.RetryAfter, 64); perr == nil {
+		d = time.Duration(s * float64(time.Second))
+	} else if t, perr := http.ParseTime(ae.RetryAfter); perr == nil {
+		d = time.Until(t)
+	} else {
+		return def
+	}
+	if d <= 0 {
+		return def
+	}
+	return min(d, c.cfg.BackoffMax)
+}
+
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	h := hex.EncodeToString(b[:])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}

@@ -1,0 +1,69 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"strconv"
+)
+
+// Operation is the long-running operation returned by completionAsync and GET /operations/{id}.
+// A missing "done" means false (API.md §3: a recorded run omits it while running).
+type Operation struct {
+	ID       string              `json:"id"`
+	Done     bool                `json:"done"`
+	Error    *Status             `json:"error,omitempty"`
+	Response *CompletionResponse `json:"response,omitempty"`
+}
+
+// Failed reports whether a done operation ended with an error (error.code > 0, as the Python SDK judges).
+func (o *Operation) Failed() bool { return o.Error != nil && o.Error.Code > 0 }
+
+// Status is a google.rpc.Status.
+type Status struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+}
+
+// CompletionResponse is the result of a finished completion.
+type CompletionResponse struct {
+	Alternatives []Alternative `json:"alternatives"`
+	Usage        Usage         `json:"usage"`
+	ModelVersion string        `json:"modelVersion"`
+}
+
+// Alternative is one generated answer.
+type Alternative struct {
+	Message struct {
+		Role string `json:"role"`
+		Text string `json:"text"`
+	} `json:"message"`
+	Status string `json:"status"`
+}
+
+// Usage counts tokens; the API sends int64 as strings, some clients numbers: both are accepted.
+type Usage struct {
+	InputTextTokens  Int64 `json:"inputTextTokens"`
+	CompletionTokens Int64 `json:"completionTokens"`
+	TotalTokens      Int64 `json:"totalTokens"`
+}
+
+// Int64 decodes a proto-JSON int64: a JSON string or a number.
+type Int64 int64
+
+// UnmarshalJSON accepts "123", 123 and null.
+func (n *Int64) UnmarshalJSON(b []byte) error {
+	b = bytes.Trim(b, `"`)
+	if len(b) == 0 || string(b) == "null" {
+		*n = 0
+		return nil
+	}
+	v, err := strconv.ParseInt(string(b), 10, 64)
+	if err != nil {
+		return err
+	}
+	*n = Int64(v)
+	return nil
+}
+
+// MarshalJSON writes a number.
+func (n Int64) MarshalJSON() ([]byte, error) { return json.Marshal(int64(n)) }

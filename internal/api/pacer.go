@@ -1,0 +1,175 @@
+package api
+
+import (
+	"context"
+	"math"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Pacer enforces one quota for the whole process: a per-second rate that adapts to 429 answers
+// (multiplicative decrease, gradual increase back to the cap) and, optionally, an exact sliding
+// window of at most N requests per hour. Every worker waits on the same Pacer, so a 429 slows
+// them all at once instead of each backing off on its own.
+type Pacer struct {
+	limiter *rate.Limiter
+	cap     float64 // configured requests per second; the adaptive rate never exceeds it
+	floor   float64
+
+	mu       sync.Mutex
+	current  float64
+	pausedTo time.Time // after a 429: nobody starts a request before this
+	okStreak int
+	quota429 int64
+
+	// Sliding hour window: times of the last perHour requests, a ring buffer.
+	perHour int
+	ring    []time.Time
+	next    int
+	filled  int
+
+	now   func() time.Time
+	sleep func(ctx context.Context, d time.Duration) error
+}
+
+// NewPacer returns a pacer for perSecond requests a second (0 = unlimited) and at most perHour
+// requests in any sliding hour (0 = unlimited).
+func NewPacer(perSecond float64, perHour int) *Pacer {
+	p := &Pacer{cap: perSecond, current: perSecond, perHour: perHour, now: time.Now, sleep: sleepCtx}
+	if perSecond > 0 {
+		p.floor = math.Max(perSecond/50, 0.2)
+		burst := int(math.Ceil(perSecond / 10)) // smooth: never a whole second's worth at once
+		p.limiter = rate.NewLimiter(rate.Limit(perSecond), max(burst, 1))
+	}
+	if perHour > 0 {
+		p.ring = make([]time.Time, perHour)
+	}
+	return p
+}
+
+// Seed records requests already made in the last hour (for example by the run this one resumes),
+// so that the hour window holds across restarts.
+func (p *Pacer) Seed(times []time.Time) {
+	if p.perHour == 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cut := p.now().Add(-time.Hour)
+	for _, t := range times {
+		if t.After(cut) {
+			p.record(t)
+		}
+	}
+}
+
+func (p *Pacer) record(t time.Time) {
+	p.ring[p.next] = t
+	p.next = (p.next + 1) % len(p.ring)
+	if p.filled < len(p.ring) {
+		p.filled++
+	}
+}
+
+// Wait blocks until one more request may start.
+func (p *Pacer) Wait(ctx context.Context) error {
+	for {
+		p.mu.Lock()
+		now := p.now()
+		wait := p.pausedTo.Sub(now)
+		if p.perHour > 0 && p.filled == len(p.ring) {
+			// The oldest of the last perHour requests must be more than an hour old.
+			oldest := p.ring[p.next]
+			if w := oldest.Add(time.Hour).Sub(now); w > wait {
+				wait = w
+			}
+		}
+		if wait <= 0 {
+			if p.perHour > 0 {
+				p.record(now)
+			}
+			p.mu.Unlock()
+			break
+		}
+		p.mu.Unlock()
+		if err := p.sleep(ctx, wait); err != nil {
+			return err
+		}
+	}
+	if p.limiter != nil {
+		if err := p.limiter.Wait(ctx); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// Throttled is called after a 429: the rate drops by 30% (not below a floor) and every caller
+// pauses for d (Retry-After when the server gave one, else a short back-off).
+func (p *Pacer) Throttled(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.quota429++
+	p.okStreak = 0
+	if until := p.now().Add(d); until.After(p.pausedTo) {
+		p.pausedTo = until
+	}
+	if p.limiter == nil {
+		return
+	}
+	p.current = math.Max(p.current*0.7, p.floor)
+	p.limiter.SetLimit(rate.Limit(p.current))
+}
+
+// Succeeded is called after an accepted request: the rate climbs back toward the cap by 2% of
+// the cap every few successes, so a run converges on what the server accepts.
+func (p *Pacer) Succeeded() {
+	if p.limiter == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.current >= p.cap {
+		return
+	}
+	p.okStreak++
+	if p.okStreak < 5 {
+		return
+	}
+	p.okStreak = 0
+	p.current = math.Min(p.current+p.cap*0.02, p.cap)
+	p.limiter.SetLimit(rate.Limit(p.current))
+}
+
+// Rate is the current requests-per-second limit (0 = unlimited).
+func (p *Pacer) Rate() float64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.current
+}
+
+// Throttles counts the 429 answers reported to this pacer.
+func (p *Pacer) Throttles() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.quota429
+}
+
+// Limits returns the configured per-second and per-hour caps.
+func (p *Pacer) Limits() (perSecond float64, perHour int) { return p.cap, p.perHour }
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,82 @@
+// Package cmd builds batchgpt's command tree: the flags of run, resume, status and emulator, and
+// how each command turns them into a job, a status report or an emulator.
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/urfave/cli/v2"
+)
+
+// Exit codes, documented in the README and in --help.
+const (
+	ExitOK          = 0
+	ExitError       = 1   // anything else: I/O, configuration, an unreachable API
+	ExitUsage       = 2   // bad usage or bad input: nothing was sent
+	ExitRowsFailed  = 3   // the run finished but more rows failed than tolerated
+	ExitAuth        = 4   // authentication failed; resumable once credentials are fixed
+	ExitLocked      = 5   // another batchgpt process holds the checkpoint
+	ExitInterrupted = 130 // stopped by a signal; resumable
+)
+
+const exitCodesHelp = `EXIT CODES:
+   0    every row succeeded (or the failures were within --max-failed)
+   1    an error: I/O, configuration, the API unreachable
+   2    bad usage or bad input: nothing was sent
+   3    the run finished but rows failed beyond --max-failed
+   4    authentication failed (resumable once credentials are fixed)
+   5    another batchgpt process holds the checkpoint
+   130  interrupted by a signal (resumable: the command to resume is printed)`
+
+// UsageError is a mistake in the command line: exit code 2.
+type UsageError struct{ Msg string }
+
+func (e *UsageError) Error() string { return e.Msg }
+
+func usagef(format string, args ...any) error { return &UsageError{Msg: fmt.Sprintf(format, args...)} }
+
+// FailedRowsError says the run finished with more failed rows than tolerated: exit code 3.
+type FailedRowsError struct{ Failed, Rows int }
+
+func (e *FailedRowsError) Error() string {
+	return fmt.Sprintf("%d of %d rows failed (see the results file; `batchgpt resume --retry-failed` submits them again)", e.Failed, e.Rows)
+}
+
+// ErrReported marks an error whose message was already printed.
+var ErrReported = errors.New("reported")
+
+// App returns the command tree. kill is cancelled on the second signal: it aborts requests in
+// flight, while the context given to RunContext only stops new work.
+func App(stdout, stderr io.Writer, kill context.Context) *cli.App {
+	e := &env{stdout: stdout, stderr: stderr, kill: kill}
+	app := &cli.App{
+		Name:  "batchgpt",
+		Usage: "run thousands to millions of prompts through the YandexGPT async API, unattended and crash-safe",
+		Description: "batchgpt reads a JSONL or CSV file of prompts, submits each row to completionAsync (half the price of\n" +
+			"sync), keeps every operation id in a checkpoint journal the moment it is returned, polls the operations\n" +
+			"and writes one result per row. Killed at any moment, `batchgpt resume` carries on without paying twice.\n\n" +
+			"Try it with no credentials against the built-in emulator:\n" +
+			"   batchgpt run --emulator samples/prompts.jsonl\n\n" + exitCodesHelp,
+		Writer:               stdout,
+		ErrWriter:            stderr,
+		EnableBashCompletion: true,
+		// Errors are mapped to exit codes by main, after deferred flushes ran.
+		ExitErrHandler: func(*cli.Context, error) {},
+		Commands: []*cli.Command{
+			e.runCommand(),
+			e.resumeCommand(),
+			e.statusCommand(),
+			e.emulatorCommand(),
+		},
+	}
+	return app
+}
+
+// env is what every command writes to.
+type env struct {
+	stdout, stderr io.Writer
+	kill           context.Context
+}

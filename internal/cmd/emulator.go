@@ -1,0 +1,76 @@
+package cmd
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/batchgpt/batchgpt/internal/emulator"
+)
+
+func (e *env) emulatorCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "emulator",
+		Usage: "serve an emulation of the YandexGPT async API (and IAM) on loopback, for trying and testing batchgpt",
+		Description: "Serves POST /foundationModels/v1/completionAsync, GET /operations/{id}, POST /operations/{id}:cancel,\n" +
+			"POST /iam/v1/tokens, the VM metadata token path and GET /emulator/stats, with the API's bodies and errors.\n" +
+			"Latency: 0, 2s, uniform:100ms:2s, lognormal:1s:0.8[:max]. Faults: kind=rate pairs, kinds\n" +
+			"429, 500, 503, reset, slow, garbage, op_error, op_perm_error, fresh404, no_done, submit_lost; slow_delay=DURATION.\n" +
+			"Examples:\n" +
+			"   batchgpt emulator --addr 127.0.0.1:8080 --latency lognormal:2s:0.7 --faults 429=0.05,reset=0.01\n" +
+			"   BATCHGPT_ENDPOINT=http://127.0.0.1:8080 BATCHGPT_OPERATIONS_ENDPOINT=http://127.0.0.1:8080 \\\n" +
+			"     YC_API_KEY=anything batchgpt run --folder b1gemulatorfolder000 samples/prompts.jsonl",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:8080", Usage: "listen `ADDRESS` (loopback)"},
+			&cli.StringFlag{Name: "latency", Value: "lognormal:2s:0.7:30s", Usage: "operation latency distribution"},
+			&cli.StringFlag{Name: "faults", Usage: "injected faults, kind=rate,..."},
+			&cli.Float64Flag{Name: "submit-rps", Usage: "enforce a submission quota per second (0 = none)"},
+			&cli.IntFlag{Name: "submit-per-hour", Usage: "enforce a submission quota per hour (0 = none)"},
+			&cli.Float64Flag{Name: "poll-rps", Usage: "enforce a poll quota per second (0 = none)"},
+			&cli.StringSliceFlag{Name: "api-key", Usage: "accepted API key (repeatable; default: any key)"},
+			&cli.DurationFlag{Name: "token-lifetime", Value: 12 * time.Hour, Usage: "lifetime of issued IAM tokens"},
+			&cli.DurationFlag{Name: "retention", Value: 72 * time.Hour, Usage: "how long finished operations are kept"},
+			&cli.StringFlag{Name: "write-key", Usage: "write a fresh service-account authorized-key file to `PATH` that this emulator accepts"},
+			&cli.BoolFlag{Name: "log", Usage: "log every request to stderr"},
+		},
+		Action: func(c *cli.Context) error {
+			lat, err := emulator.ParseLatency(c.String("latency"))
+			if err != nil {
+				return usagef("--latency: %v", err)
+			}
+			faults, err := emulator.ParseFaults(c.String("faults"))
+			if err != nil {
+				return usagef("--faults: %v", err)
+			}
+			iam := emulator.NewIAM(c.Duration("token-lifetime"), nil)
+			cfg := emulator.Config{Latency: lat, Faults: faults, SubmitRPS: c.Float64("submit-rps"),
+				SubmitPerHour: c.Int("submit-per-hour"), PollRPS: c.Float64("poll-rps"), APIKeys: c.StringSlice("api-key"),
+				Retention: c.Duration("retention"), IAM: iam, Seed: time.Now().UnixNano()}
+			if c.Bool("log") {
+				cfg.Logf = func(format string, args ...any) { fmt.Fprintf(e.stderr, format+"\n", args...) }
+			}
+			if p := c.String("write-key"); p != "" {
+				key, err := iam.GenerateKey(2048)
+				if err != nil {
+					return err
+				}
+				if err := os.WriteFile(p, key, 0o600); err != nil {
+					return fmt.Errorf("write key: %w", err)
+				}
+				fmt.Fprintf(e.stderr, "wrote a service-account key for this emulator to %s\n", p)
+			}
+			srv := emulator.New(cfg)
+			url, err := srv.Start(c.String("addr"))
+			if err != nil {
+				return fmt.Errorf("emulator: %w", err)
+			}
+			defer srv.Close()
+			fmt.Fprintf(e.stdout, "emulator listening on %s\n", url)
+			<-c.Context.Done()
+			fmt.Fprintf(e.stderr, "emulator stopped: %+v\n", srv.Stats())
+			return nil
+		},
+	}
+}

@@ -1,0 +1,404 @@
+package cmd
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/batchgpt/batchgpt/batch"
+	"github.com/batchgpt/batchgpt/internal/api"
+	"github.com/batchgpt/batchgpt/internal/auth"
+	"github.com/batchgpt/batchgpt/internal/emulator"
+	"github.com/batchgpt/batchgpt/internal/job"
+	"github.com/batchgpt/batchgpt/store"
+)
+
+const (
+	defaultEndpoint           = "https://llm.api.cloud.yandex.net"
+	defaultOperationsEndpoint = "https://operation.api.cloud.yandex.net"
+	demoFolder                = "b1gemulatorfolder000"
+)
+
+func requestFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "folder", EnvVars: []string{"YC_FOLDER_ID"}, Usage: "folder `ID` for model URIs built from short names (with --emulator a demo folder is used when unset)"},
+		&cli.StringFlag{Name: "model", Value: "yandexgpt-lite", Usage: "model: a short `NAME` (yandexgpt-lite, yandexgpt, yandexgpt/rc, llama-lite, ...) or a full gpt:// URI"},
+		&cli.StringFlag{Name: "system", Usage: "system message for rows that have none"},
+		&cli.Float64Flag{Name: "temperature", Usage: "sampling temperature 0..1 (API default 0.3)"},
+		&cli.Int64Flag{Name: "max-tokens", Usage: "maximum tokens per answer"},
+		&cli.StringFlag{Name: "reasoning-mode", Usage: "reasoningOptions.mode: DISABLED or ENABLED_HIDDEN"},
+		&cli.StringFlag{Name: "format", Usage: "input format `jsonl` or `csv` (default: by file extension)"},
+		&cli.StringFlag{Name: "prompt-column", Value: "prompt", Usage: "CSV: column holding the prompt"},
+		&cli.StringFlag{Name: "id-column", Value: "id", Usage: "CSV: column holding the row id (row number when absent)"},
+		&cli.StringFlag{Name: "system-column", Usage: "CSV: column holding a per-row system message"},
+		&cli.StringFlag{Name: "template", Usage: "CSV: Go text/template over the row's columns that builds the prompt, e.g. 'Summarize: {{.body}}'"},
+		&cli.BoolFlag{Name: "no-data-logging", Usage: "ask the API not to log requests (x-data-logging-enabled: false)"},
+		&cli.StringFlag{Name: "endpoint", EnvVars: []string{"BATCHGPT_ENDPOINT"}, Value: defaultEndpoint, Usage: "API `URL` for completionAsync"},
+		&cli.StringFlag{Name: "operations-endpoint", EnvVars: []string{"BATCHGPT_OPERATIONS_ENDPOINT"}, Value: defaultOperationsEndpoint, Usage: "API `URL` for operations"},
+	}
+}
+
+func tuningFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.IntFlag{Name: "concurrency", Value: 16, Usage: "submissions in flight at once"},
+		&cli.Float64Flag{Name: "submit-rps", Value: 10, Usage: "submissions per second for the whole process (the folder quota; 0 = unlimited)"},
+		&cli.IntFlag{Name: "submit-per-hour", Value: 5000, Usage: "submissions in any sliding hour (the folder quota; 0 = unlimited)"},
+		&cli.Float64Flag{Name: "poll-rps", Value: 50, Usage: "operation polls per second (the folder quota; 0 = unlimited)"},
+		&cli.IntFlag{Name: "max-attempts", Value: 8, Usage: "tries of a call on transient errors, and submissions of a row whose operation failed transiently"},
+		&cli.DurationFlag{Name: "request-timeout", Value: time.Minute, Usage: "deadline of every HTTP request"},
+		&cli.IntFlag{Name: "max-failed", Value: 0, Usage: "failed rows tolerated before the exit code says so (exit 3)"},
+	}
+}
+
+func authFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "sa-key-file", EnvVars: []string{"YC_SERVICE_ACCOUNT_KEY_FILE"}, Usage: "service account authorized-key JSON `FILE` (IAM tokens are made and refreshed from it)"},
+		&cli.StringFlag{Name: "iam-endpoint", EnvVars: []string{"BATCHGPT_IAM_ENDPOINT"}, Value: auth.DefaultIAMEndpoint, Usage: "IAM token exchange `URL`"},
+		&cli.BoolFlag{Name: "metadata", Usage: "take IAM tokens from the VM metadata service (auto-detected when nothing else is set)"},
+		&cli.StringFlag{Name: "metadata-url", EnvVars: []string{"BATCHGPT_METADATA_URL"}, Value: auth.DefaultMetadataURL, Usage: "VM metadata service `URL`"},
+	}
+}
+
+func outputFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.BoolFlag{Name: "emulator", Usage: "start the built-in API emulator in this process and use it (no credentials needed)"},
+		&cli.StringFlag{Name: "emulator-latency", Value: "lognormal:400ms:0.6:5s", Usage: "with --emulator: operation latency (see `batchgpt emulator --help`)"},
+		&cli.StringFlag{Name: "emulator-faults", Usage: "with --emulator: injected faults, e.g. 429=0.05,500=0.02,reset=0.01"},
+		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors"},
+		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log format: text or json"},
+		&cli.BoolFlag{Name: "verbose", Usage: "log every retry"},
+		&cli.StringFlag{Name: "summary-json", Usage: "also write the final summary as JSON to `PATH`"},
+	}
+}
+
+const credentialsHelp = `CREDENTIALS (first that is set wins):
+   1. --sa-key-file / YC_SERVICE_ACCOUNT_KEY_FILE  service account authorized key (IAM tokens refreshed automatically)
+   2. YC_API_KEY                                   API key (Authorization: Api-Key)
+   3. YC_IAM_TOKEN                                 IAM token (lives at most 12 h; not refreshed)
+   4. --metadata, or auto-detected                 the VM's service account through the metadata service
+   Secrets are read from the environment or a file only, never from flags, and never written anywhere.`
+
+func (e *env) runCommand() *cli.Command {
+	flags := append(append(append(append([]cli.Flag{
+		&cli.StringFlag{Name: "checkpoint", Usage: "checkpoint `PATH` (default: <input without extension>.checkpoint.json)"},
+		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "results `PATH`; .csv writes CSV (default: <input without extension>.results.jsonl)"},
+		&cli.BoolFlag{Name: "force", Usage: "start over even if the checkpoint exists (its results file is truncated)"},
+	}, requestFlags()...), tuningFlags()...), authFlags()...), outputFlags()...)
+	return &cli.Command{
+		Name:      "run",
+		Usage:     "validate INPUT, then submit every row, poll and write the results",
+		ArgsUsage: "INPUT.jsonl|INPUT.csv",
+		Description: "The whole input is validated first: any problem is reported with file, line and field, and nothing is sent.\n" +
+			"Examples:\n" +
+			"   batchgpt run --emulator samples/prompts.jsonl\n" +
+			"   YC_API_KEY=... batchgpt run --folder b1g... --model yandexgpt prompts.jsonl\n" +
+			"   batchgpt run --template 'Translate to English: {{.text}}' -o out.csv reviews.csv\n\n" + credentialsHelp + "\n\n" + exitCodesHelp,
+		Flags: flags,
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return usagef("run: want exactly one INPUT file, got %d arguments", c.NArg())
+			}
+			input := c.Args().First()
+			checkpoint, results := job.DefaultPaths(input)
+			if v := c.String("checkpoint"); v != "" {
+				checkpoint = v
+			}
+			if v := c.String("output"); v != "" {
+				results = v
+			}
+			s, err := settingsFrom(c)
+			if err != nil {
+				return err
+			}
+			return e.execute(c, func(cfg *job.Config) {
+				cfg.Input, cfg.Checkpoint, cfg.Output, cfg.Force = input, checkpoint, results, c.Bool("force")
+				cfg.Settings = s
+			}, false)
+		},
+	}
+}
+
+func (e *env) resumeCommand() *cli.Command {
+	flags := append(append(append([]cli.Flag{}, tuningFlags()...), authFlags()...), outputFlags()...)
+	return &cli.Command{
+		Name:      "resume",
+		Usage:     "continue an interrupted run from its CHECKPOINT",
+		ArgsUsage: "CHECKPOINT",
+		Description: "Submits rows never submitted, polls operations still pending and writes results not yet written.\n" +
+			"A row whose operation id is in the checkpoint is never submitted again. Request settings come from the\n" +
+			"checkpoint; only tuning (concurrency, rates, attempts) and credentials may change.\n" +
+			"Example:\n   batchgpt resume prompts.checkpoint.json\n\n" + credentialsHelp + "\n\n" + exitCodesHelp,
+		Flags: flags,
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return usagef("resume: want exactly one CHECKPOINT file, got %d arguments", c.NArg())
+			}
+			return e.execute(c, func(cfg *job.Config) {
+				cfg.Checkpoint = c.Args().First()
+			}, true)
+		},
+	}
+}
+
+// settingsFrom reads the request settings of a run from its flags.
+func settingsFrom(c *cli.Context) (job.Settings, error) {
+	opts := batch.Options{
+		Format: c.String("format"), Folder: c.String("folder"), Model: c.String("model"), System: c.String("system"),
+		ReasoningMode: c.String("reasoning-mode"),
+		PromptColumn:  c.String("prompt-column"), IDColumn: c.String("id-column"), SystemColumn: c.String("system-column"),
+		Template: c.String("template"),
+	}
+	if c.IsSet("temperature") {
+		t := c.Float64("temperature")
+		if t < 0 || t > 1 {
+			return job.Settings{}, usagef("--temperature %v: want a number from 0 to 1", t)
+		}
+		opts.Temperature = &t
+	}
+	if c.IsSet("max-tokens") {
+		m := c.Int64("max-tokens")
+		if m <= 0 {
+			return job.Settings{}, usagef("--max-tokens %d: want a positive number", m)
+		}
+		opts.MaxTokens = &m
+	}
+	if c.Bool("emulator") && opts.Folder == "" {
+		opts.Folder = demoFolder
+	}
+	s := job.Settings{Input: opts, Endpoint: c.String("endpoint"), OperationsEndpoint: c.String("operations-endpoint"),
+		NoDataLogging: c.Bool("no-data-logging"), Emulator: c.Bool("emulator")}
+	if !s.Emulator {
+		for name, v := range map[string]string{"--endpoint": s.Endpoint, "--operations-endpoint": s.OperationsEndpoint} {
+			if _, err := api.CheckEndpoint(name, v); err != nil {
+				return s, &UsageError{Msg: err.Error()}
+			}
+		}
+	}
+	return s, nil
+}
+
+// execute runs or resumes a job with the tuning, credentials and output flags of c.
+func (e *env) execute(c *cli.Context, fill func(*job.Config), resume bool) error {
+	logger, err := e.logger(c)
+	if err != nil {
+		return err
+	}
+	if c.Int("concurrency") <= 0 || c.Int("max-attempts") <= 0 {
+		return usagef("--concurrency and --max-attempts must be positive")
+	}
+	if c.Float64("submit-rps") < 0 || c.Float64("poll-rps") < 0 || c.Int("submit-per-hour") < 0 {
+		return usagef("--submit-rps, --submit-per-hour and --poll-rps must not be negative")
+	}
+	cfg := job.Config{
+		Tuning: job.Tuning{
+			Concurrency: c.Int("concurrency"), SubmitRPS: c.Float64("submit-rps"), SubmitPerHour: c.Int("submit-per-hour"),
+			PollRPS: c.Float64("poll-rps"), MaxAttempts: c.Int("max-attempts"), RequestTimeout: c.Duration("request-timeout"),
+		},
+		HTTPClient: &http.Client{Transport: transport()},
+		Logger:     logger,
+		Kill:       e.kill,
+	}
+	fill(&cfg)
+	ctx := c.Context
+
+	if c.Bool("emulator") {
+		srv, key, err := startEmulator(c.String("emulator-latency"), c.String("emulator-faults"))
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+		cfg.Settings.Endpoint, cfg.Settings.OperationsEndpoint = srv.URL, srv.URL
+		cfg.Credentials = auth.APIKey(key)
+		logger.Info("using the built-in emulator", "url", srv.URL)
+	} else {
+		src, desc, err := auth.FromConfig(ctx, auth.Config{
+			APIKey: os.Getenv("YC_API_KEY"), IAMToken: os.Getenv("YC_IAM_TOKEN"),
+			SAKeyFile: c.String("sa-key-file"), IAMEndpoint: c.String("iam-endpoint"),
+			MetadataURL: c.String("metadata-url"), UseMetadata: c.Bool("metadata"), AutoMetadata: true,
+		}, &http.Client{Transport: transport(), Timeout: 30 * time.Second})
+		if err != nil {
+			if errors.Is(err, auth.ErrNoCredentials) {
+				return usagef("%v (or use --emulator to try batchgpt against its built-in emulator)", err)
+			}
+			return fmt.Errorf("%w: %w", job.ErrAuth, err)
+		}
+		cfg.Credentials = src
+		logger.Info("credentials", "using", desc)
+	}
+
+	j := job.New(cfg)
+	stopProgress := e.startProgress(c, j, logger)
+	var sum job.Summary
+	if resume {
+		sum, err = j.Resume(ctx)
+	} else {
+		sum, err = j.Run(ctx)
+	}
+	stopProgress()
+	if sum.Rows > 0 && !c.Bool("quiet") {
+		e.printSummary(sum)
+	}
+	if p := c.String("summary-json"); p != "" && sum.Rows > 0 {
+		if werr := writeSummaryJSON(p, sum); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	if err != nil {
+		var ve *batch.ValidationError
+		switch {
+		case errors.As(err, &ve):
+			return err
+		case errors.Is(err, store.ErrExists):
+			return &UsageError{Msg: err.Error()}
+		case errors.Is(err, job.ErrInterrupted) || errors.Is(err, job.ErrAuth) || sum.Rows > 0 && sum.Pending > 0:
+			fmt.Fprintf(e.stderr, "batchgpt: %v\nbatchgpt: every operation id is saved; to continue run:\n    batchgpt resume %s\n",
+				auth.Redact(err.Error()), shellQuote(cfg.Checkpoint))
+			return errors.Join(err, ErrReported)
+		}
+		return err
+	}
+	if sum.Failed > c.Int("max-failed") {
+		return &FailedRowsError{Failed: sum.Failed, Rows: sum.Rows}
+	}
+	return nil
+}
+
+// transport is the HTTP transport for API calls: TLS verification always on, sane pools.
+func transport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 256
+	t.MaxConnsPerHost = 0
+	return t
+}
+
+type emulatorHandle struct {
+	URL   string
+	Close func() error
+}
+
+// startEmulator starts an in-process emulator on a loopback port with a fresh API key.
+func startEmulator(latency, faults string) (*emulatorHandle, string, error) {
+	lat, err := emulator.ParseLatency(latency)
+	if err != nil {
+		return nil, "", usagef("--emulator-latency: %v", err)
+	}
+	var f emulator.Faults
+	if faults != "" {
+		if f, err = emulator.ParseFaults(faults); err != nil {
+			return nil, "", usagef("--emulator-faults: %v", err)
+		}
+	}
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	key := "AQVNemulator" + hex.EncodeToString(b[:])
+	srv := emulator.New(emulator.Config{Latency: lat, Faults: f, APIKeys: []string{key}})
+	url, err := srv.Start("127.0.0.1:0")
+	if err != nil {
+		return nil, "", fmt.Errorf("start emulator: %w", err)
+	}
+	return &emulatorHandle{URL: url, Close: srv.Close}, key, nil
+}
+
+func (e *env) logger(c *cli.Context) (*slog.Logger, error) {
+	level := slog.LevelInfo
+	if c.Bool("quiet") {
+		level = slog.LevelError
+	}
+	if c.Bool("verbose") {
+		level = slog.LevelDebug
+	}
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: redactAttr}
+	switch c.String("log-format") {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(e.stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(e.stderr, opts)), nil
+	}
+	return nil, usagef("--log-format %q: want text or json", c.String("log-format"))
+}
+
+// redactAttr keeps secrets out of every log line, whatever an error message carried.
+func redactAttr(_ []string, a slog.Attr) slog.Attr {
+	switch a.Value.Kind() {
+	case slog.KindString:
+		return slog.String(a.Key, auth.Redact(a.Value.String()))
+	case slog.KindAny:
+		if err, ok := a.Value.Any().(error); ok {
+			return slog.String(a.Key, auth.Redact(err.Error()))
+		}
+	}
+	return a
+}
+
+func (e *env) printSummary(s job.Summary) {
+	w := e.stderr
+	fmt.Fprintf(w, "rows: %d  succeeded: %d  failed: %d  pending: %d\n", s.Rows, s.Succeeded, s.Failed, s.Pending)
+	if len(s.FailedByKind) > 0 {
+		parts := make([]string, 0, len(s.FailedByKind))
+		for k, v := range s.FailedByKind {
+			parts = append(parts, k+"="+strconv.Itoa(v))
+		}
+		fmt.Fprintf(w, "failed by kind: %s\n", strings.Join(parts, " "))
+	}
+	fmt.Fprintf(w, "this process: %d submissions, %d resubmitted, %d in doubt, %d polls, %d throttled (429)\n",
+		s.Submissions, s.Resubmitted, s.InDoubt, s.Polls, s.Throttled)
+	fmt.Fprintf(w, "tokens: %d in, %d out  elapsed: %s\n", s.InputTokens, s.OutputTokens, s.Elapsed.Round(time.Millisecond))
+	fmt.Fprintf(w, "results: %s\ncheckpoint: %s\n", s.Results, s.Checkpoint)
+}
+
+func writeSummaryJSON(path string, s job.Summary) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("write summary: %w", err)
+	}
+	return nil
+}
+
+// shellQuote quotes a path for the printed resume command when it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r == '/' || r == '.' || r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// startProgress prints a progress line at a steady interval on stderr; the returned func stops it.
+func (e *env) startProgress(c *cli.Context, j *job.Job, logger *slog.Logger) func() {
+	if c.Bool("quiet") {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(10 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				p := j.Progress()
+				logger.Info("progress", "rows", p.Rows, "submitted", p.Submitted, "resolved", p.Resolved,
+					"succeeded", p.Succeeded, "failed", p.Failed, "pending", p.Pending)
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}

@@ -1,0 +1,57 @@
+package cmd
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/batchgpt/batchgpt/internal/job"
+)
+
+func (e *env) statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "status",
+		Usage:     "print the counts of a CHECKPOINT (works while a run is in progress)",
+		ArgsUsage: "CHECKPOINT",
+		Description: "Reads the checkpoint without locking it: rows, submitted, pending, succeeded, failed, rows in doubt,\n" +
+			"tokens used so far, the results path and an ETA for the rows not yet submitted under the quota.\n" +
+			"Example:\n   batchgpt status --json prompts.checkpoint.json | jq .pending",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "json", Usage: "print JSON for scripts"},
+			&cli.Float64Flag{Name: "submit-rps", Value: 10, Usage: "the submission quota per second, for the ETA"},
+			&cli.IntFlag{Name: "submit-per-hour", Value: 5000, Usage: "the submission quota per hour, for the ETA"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return usagef("status: want exactly one CHECKPOINT file, got %d arguments", c.NArg())
+			}
+			st, err := job.ReadStatus(c.Args().First(), c.Float64("submit-rps"), c.Int("submit-per-hour"), time.Now())
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				enc := json.NewEncoder(e.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			w := e.stdout
+			fmt.Fprintf(w, "checkpoint: %s\ninput:      %s\nresults:    %s\n", st.Checkpoint, st.Input, st.Results)
+			fmt.Fprintf(w, "rows:       %d\nsubmitted:  %d\npending:    %d\nsucceeded:  %d\nfailed:     %d\n",
+				st.Rows, st.Submitted, st.Pending, st.Succeeded, st.Failed)
+			if st.InDoubt > 0 {
+				fmt.Fprintf(w, "in doubt:   %d (being submitted when last seen; resume submits them again)\n", st.InDoubt)
+			}
+			fmt.Fprintf(w, "tokens:     %d in, %d out\n", st.InputTokens, st.OutputTokens)
+			if st.NotSubmitted > 0 {
+				fmt.Fprintf(w, "eta:        %s to submit the remaining %d rows at %g/s and %d/hour, plus the operations' own time\n",
+					time.Duration(st.SubmitETASeconds*float64(time.Second)).Round(time.Second), st.NotSubmitted, c.Float64("submit-rps"), c.Int("submit-per-hour"))
+			}
+			for _, p := range st.Problems {
+				fmt.Fprintf(w, "note:       %s\n", p)
+			}
+			return nil
+		},
+	}
+}

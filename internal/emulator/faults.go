@@ -1,0 +1,130 @@
+package emulator
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Fault kinds: the keys of Stats.Faults and of ParseFaults specs.
+const (
+	Fault429         = "429"
+	Fault500         = "500"
+	Fault503         = "503"
+	FaultReset       = "reset"
+	FaultSlow        = "slow"
+	FaultGarbage     = "garbage"
+	FaultOpError     = "op_error"
+	FaultOpPermError = "op_perm_error"
+	FaultFresh404    = "fresh404"
+	FaultNoDone      = "no_done"
+	FaultSubmitLost  = "submit_lost"
+)
+
+// faultKinds lists the kinds in the order of the counters in Server.
+var faultKinds = [...]string{
+	Fault429, Fault500, Fault503, FaultReset, FaultSlow, FaultGarbage,
+	FaultOpError, FaultOpPermError, FaultFresh404, FaultNoDone, FaultSubmitLost,
+}
+
+const (
+	fault429 = iota
+	fault500
+	fault503
+	faultReset
+	faultSlow
+	faultGarbage
+	faultOpError
+	faultOpPermError
+	faultFresh404
+	faultNoDone
+	faultSubmitLost
+	numFaults
+)
+
+// Faults are the probabilities of injected failures. The transport faults
+// (429, 500, 503, reset, garbage) are exclusive and drawn once per submit or
+// poll request; slow is drawn independently and delays whatever follows.
+type Faults struct {
+	Rate429, Rate500, Rate503 float64 // probability per submit/poll request of that HTTP error with the API's error bodies
+	RateReset                 float64 // hijack and close the connection without a response
+	RateSlow                  float64 // respond after SlowDelay (the request context is respected)
+	SlowDelay                 time.Duration
+	RateGarbage               float64 // 200 with a truncated JSON body; a submit still creates its operation
+	RateOpError               float64 // operation finishes done:true with error code 13 or 14
+	RateOpPermError           float64 // operation finishes done:true with error code 3 (permanent)
+	RateFresh404              float64 // the first poll of a new operation answers 404 (API.md §4: not on all replicas yet)
+	RateNoDone                float64 // a running operation omits "done" instead of done:false (API.md §3)
+	RateSubmitLost            float64 // the operation IS created and counted, but the response is a 500 or a reset
+}
+
+// rates returns pointers to the rate fields keyed by fault kind.
+func (f *Faults) rates() map[string]*float64 {
+	return map[string]*float64{
+		Fault429: &f.Rate429, Fault500: &f.Rate500, Fault503: &f.Rate503,
+		FaultReset: &f.RateReset, FaultSlow: &f.RateSlow, FaultGarbage: &f.RateGarbage,
+		FaultOpError: &f.RateOpError, FaultOpPermError: &f.RateOpPermError,
+		FaultFresh404: &f.RateFresh404, FaultNoDone: &f.RateNoDone, FaultSubmitLost: &f.RateSubmitLost,
+	}
+}
+
+// ParseFaults parses a comma-separated list of kind=rate pairs, for example
+// "429=0.05,reset=0.01,slow=0.1,slow_delay=3s". Kinds are the Fault*
+// constants; slow_delay is a duration. An empty spec means no faults.
+func ParseFaults(s string) (Faults, error) {
+	var f Faults
+	rates := f.rates()
+	for item := range strings.SplitSeq(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(item, "=")
+		if !ok {
+			return Faults{}, fmt.Errorf("parse faults: %q is not kind=value", item)
+		}
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		if k == "slow_delay" {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 {
+				return Faults{}, fmt.Errorf("parse faults: slow_delay %q is not a duration >= 0", v)
+			}
+			f.SlowDelay = d
+			continue
+		}
+		p, ok := rates[k]
+		if !ok {
+			return Faults{}, fmt.Errorf("parse faults: unknown kind %q (want one of %s, slow_delay)", k, strings.Join(faultKinds[:], ", "))
+		}
+		r, err := strconv.ParseFloat(v, 64)
+		if err != nil || math.IsNaN(r) || r < 0 || r > 1 {
+			return Faults{}, fmt.Errorf("parse faults: %s rate %q is not a probability in [0, 1]", k, v)
+		}
+		*p = r
+	}
+	return f, nil
+}
+
+// transportFault picks the exclusive transport fault for a draw u in [0, 1);
+// -1 means none.
+func (f *Faults) transportFault(u float64) int {
+	for _, c := range [...]struct {
+		rate  float64
+		fault int
+	}{
+		{f.Rate429, fault429}, {f.Rate500, fault500}, {f.Rate503, fault503},
+		{f.RateReset, faultReset}, {f.RateGarbage, faultGarbage},
+	} {
+		if u < c.rate {
+			return c.fault
+		}
+		u -= c.rate
+	}
+	return -1
+}
+
+func (f *Faults) anyTransport() bool {
+	return f.Rate429 > 0 || f.Rate500 > 0 || f.Rate503 > 0 || f.RateReset > 0 || f.RateGarbage > 0
+}

@@ -1,0 +1,378 @@
+// Package job runs a batch end to end: it validates the input, creates or reopens the
+// checkpoint, submits rows through the API client with bounded concurrency, hands operation ids
+// to the poller, and writes one result per row. It is the only package that knows batch, poller
+// and store together.
+package job
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/batchgpt/batchgpt/batch"
+	"github.com/batchgpt/batchgpt/internal/api"
+	"github.com/batchgpt/batchgpt/poller"
+	"github.com/batchgpt/batchgpt/store"
+)
+
+// Settings are the request settings of a run. They live in the checkpoint (never secrets) so that
+// resume sends exactly what run would have sent.
+type Settings struct {
+	Input              batch.Options `json:"input"`
+	Endpoint           string        `json:"endpoint"`
+	OperationsEndpoint string        `json:"operations_endpoint"`
+	NoDataLogging      bool          `json:"no_data_logging,omitempty"`
+	Emulator           bool          `json:"emulator,omitempty"`
+}
+
+// Tuning may change between run and resume.
+type Tuning struct {
+	Concurrency    int     // submissions in flight
+	SubmitRPS      float64 // 0 = unlimited
+	SubmitPerHour  int     // 0 = unlimited
+	PollRPS        float64 // 0 = unlimited
+	PollWorkers    int
+	MaxAttempts    int // per HTTP call on transient errors, and submissions per row
+	RequestTimeout time.Duration
+	BackoffBase    time.Duration
+	Schedule       *poller.Schedule // nil = default
+}
+
+// Config is everything a run or resume needs.
+type Config struct {
+	Input      string
+	Checkpoint string
+	Output     string
+	Force      bool
+	Settings   Settings
+	Tuning     Tuning
+
+	Credentials api.Credentials
+	HTTPClient  *http.Client
+	Logger      *slog.Logger
+	// Kill aborts requests already on the wire (a second Ctrl-C); the context given to Run or
+	// Resume only stops new work.
+	Kill context.Context
+	// MaxInputErrors bounds how many input problems are listed.
+	MaxInputErrors int
+}
+
+// ErrInterrupted is returned when the context ended before every row was resolved. Everything
+// acknowledged is on disk; the run can be resumed.
+var ErrInterrupted = errors.New("interrupted")
+
+// ErrAuth wraps authentication failures that stopped the run.
+var ErrAuth = errors.New("authentication failed")
+
+// Summary describes what a run or resume did.
+type Summary struct {
+	Checkpoint   string         `json:"checkpoint"`
+	Results      string         `json:"results"`
+	Rows         int            `json:"rows"`
+	Succeeded    int            `json:"succeeded"`
+	Failed       int            `json:"failed"`
+	FailedByKind map[string]int `json:"failed_by_kind,omitempty"`
+	Pending      int            `json:"pending"`
+	Submissions  int64          `json:"submissions"`   // completionAsync requests accepted by this process
+	Resubmitted  int64          `json:"resubmitted"`   // rows submitted again (failed operation, purged result)
+	InDoubt      int64          `json:"in_doubt"`      // submissions that may have created an unseen operation
+	InputTokens  int64          `json:"input_tokens"`  // tokens of rows resolved by this process
+	OutputTokens int64          `json:"output_tokens"` // likewise
+	Polls        int64          `json:"polls"`
+	Throttled    int64          `json:"throttled"` // 429 answers
+	Elapsed      time.Duration  `json:"elapsed_ns"`
+	Interrupted  bool           `json:"interrupted"`
+}
+
+// Job is one run or resume. Progress may be read while it runs.
+type Job struct {
+	cfg Config
+	log *slog.Logger
+
+	total       atomic.Int64
+	submitted   atomic.Int64 // rows with an operation id (all time)
+	resolved    atomic.Int64
+	succeeded   atomic.Int64
+	failed      atomic.Int64
+	submissions atomic.Int64
+	resubmitted atomic.Int64
+	inDoubt     atomic.Int64
+	tokensIn    atomic.Int64
+	tokensOut   atomic.Int64
+
+	mu           sync.Mutex
+	failedByKind map[string]int
+	pending      map[int]*pendingRow
+	poll         *poller.Poller
+	submitPacer  *api.Pacer
+}
+
+type pendingRow struct {
+	id      string
+	offset  int64
+	line    int
+	attempt int
+}
+
+// New prepares a job.
+func New(cfg Config) *Job {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Kill == nil {
+		cfg.Kill = context.Background()
+	}
+	if cfg.MaxInputErrors <= 0 {
+		cfg.MaxInputErrors = 50
+	}
+	if cfg.Tuning.Concurrency <= 0 {
+		cfg.Tuning.Concurrency = 16
+	}
+	if cfg.Tuning.MaxAttempts <= 0 {
+		cfg.Tuning.MaxAttempts = 8
+	}
+	return &Job{cfg: cfg, log: cfg.Logger, failedByKind: map[string]int{}, pending: map[int]*pendingRow{}}
+}
+
+// Progress is a snapshot of the counters.
+type Progress struct {
+	Rows, Submitted, Resolved, Succeeded, Failed int64
+	Pending                                      int
+	SubmitRate                                   float64 // current adaptive submissions/s limit (0 = unlimited)
+}
+
+// Progress returns current counts; safe while the job runs.
+func (j *Job) Progress() Progress {
+	p := Progress{Rows: j.total.Load(), Submitted: j.submitted.Load(), Resolved: j.resolved.Load(),
+		Succeeded: j.succeeded.Load(), Failed: j.failed.Load()}
+	j.mu.Lock()
+	p.Pending = len(j.pending)
+	if j.submitPacer != nil {
+		p.SubmitRate = j.submitPacer.Rate()
+	}
+	j.mu.Unlock()
+	return p
+}
+
+// DefaultPaths derives the checkpoint and results paths from the input path.
+func DefaultPaths(input string) (checkpoint, results string) {
+	base := strings.TrimSuffix(input, filepath.Ext(input))
+	return base + ".checkpoint.json", base + ".results.jsonl"
+}
+
+// Run validates the input, creates the checkpoint and processes every row.
+func (j *Job) Run(ctx context.Context) (Summary, error) {
+	start := time.Now()
+	cfg := j.cfg
+	sum, err := batch.Validate(cfg.Input, cfg.Settings.Input, cfg.MaxInputErrors)
+	if err != nil {
+		return Summary{}, err
+	}
+	if sum.Rows == 0 {
+		return Summary{}, fmt.Errorf("%s: no rows to process", cfg.Input)
+	}
+	settings, err := json.Marshal(cfg.Settings)
+	if err != nil {
+		return Summary{}, fmt.Errorf("encode settings: %w", err)
+	}
+	input, err := filepath.Abs(cfg.Input)
+	if err != nil {
+		return Summary{}, err
+	}
+	results, err := filepath.Abs(cfg.Output)
+	if err != nil {
+		return Summary{}, err
+	}
+	format := resultsFormat(results)
+	pre, err := preamble(format)
+	if err != nil {
+		return Summary{}, err
+	}
+	h := store.Header{Version: store.Version, Created: time.Now().UTC(), Input: input, InputSHA256: sum.SHA256,
+		InputSize: sum.Size, Rows: sum.Rows, Results: results, ResultsFormat: format, Settings: settings}
+	w, err := store.Create(cfg.Checkpoint, h, pre, cfg.Force)
+	if err != nil {
+		return Summary{}, err
+	}
+	st := &store.State{Header: h, Rows: make([]store.Row, h.Rows)}
+	return j.execute(ctx, start, w, st)
+}
+
+// Resume reopens a checkpoint and finishes its run.
+func (j *Job) Resume(ctx context.Context) (Summary, error) {
+	start := time.Now()
+	w, st, err := store.Open(j.cfg.Checkpoint)
+	if err != nil {
+		return Summary{}, err
+	}
+	for _, p := range st.Problems {
+		j.log.Warn("checkpoint repaired", "checkpoint", j.cfg.Checkpoint, "problem", p)
+	}
+	if err := checkInput(st.Header); err != nil {
+		w.Close()
+		return Summary{}, err
+	}
+	var s Settings
+	if err := json.Unmarshal(st.Header.Settings, &s); err != nil {
+		w.Close()
+		return Summary{}, fmt.Errorf("checkpoint %s: settings: %w", j.cfg.Checkpoint, err)
+	}
+	// Endpoints of an emulator run change with every start; everything else is the run's own.
+	if !s.Emulator || j.cfg.Settings.Endpoint == "" {
+		j.cfg.Settings.Endpoint, j.cfg.Settings.OperationsEndpoint = s.Endpoint, s.OperationsEndpoint
+	}
+	j.cfg.Settings.Input = s.Input
+	j.cfg.Settings.NoDataLogging = s.NoDataLogging || j.cfg.Settings.NoDataLogging
+	j.cfg.Input = st.Header.Input
+	return j.execute(ctx, start, w, st)
+}
+
+// checkInput refuses to resume over an input that changed since run: the checkpoint refers to
+// rows by position.
+func checkInput(h store.Header) error {
+	f, err := os.Open(h.Input)
+	if err != nil {
+		return fmt.Errorf("resume: input of the run: %w", err)
+	}
+	defer f.Close()
+	hs := sha256.New()
+	n, err := io.Copy(hs, f)
+	if err != nil {
+		return fmt.Errorf("resume: read input %s: %w", h.Input, err)
+	}
+	if got := hex.EncodeToString(hs.Sum(nil)); n != h.InputSize || got != h.InputSHA256 {
+		return fmt.Errorf("resume: input %s changed since the run started (size %d, was %d; sha256 %.12s…, was %.12s…): "+
+			"the checkpoint refers to rows by position; restore the original file or start a new run with --force", h.Input, n, h.InputSize, got, h.InputSHA256)
+	}
+	return nil
+}
+
+// work is one row to submit.
+type work struct {
+	row     batch.Row
+	attempt int  // the attempt this submission is
+	fresh   bool // the row had no operation id before (counts as newly submitted)
+}
+
+func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, st *store.State) (sum Summary, err error) {
+	cfg := j.cfg
+	h := st.Header
+	j.total.Store(int64(h.Rows))
+	counts := st.Counts()
+	j.resolved.Store(int64(counts.Succeeded + counts.Failed))
+	j.succeeded.Store(int64(counts.Succeeded))
+	j.failed.Store(int64(counts.Failed))
+	j.submitted.Store(int64(counts.Submitted + counts.Succeeded + counts.Failed))
+
+	defer func() {
+		if cerr := w.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close checkpoint: %w", cerr)
+		}
+		sum = j.summary(h, start, ctx.Err() != nil && j.resolved.Load() < int64(h.Rows))
+		if sum.Interrupted && err == nil {
+			err = ErrInterrupted
+		}
+	}()
+
+	t := cfg.Tuning
+	submitPacer := api.NewPacer(t.SubmitRPS, t.SubmitPerHour)
+	var recent []time.Time
+	cut := time.Now().Add(-time.Hour).UnixMilli()
+	for _, r := range st.Rows {
+		if r.SubmittedAt > cut {
+			recent = append(recent, time.UnixMilli(r.SubmittedAt))
+		}
+	}
+	submitPacer.Seed(recent)
+	client, err := api.New(api.Config{
+		Endpoint: cfg.Settings.Endpoint, OperationsEndpoint: cfg.Settings.OperationsEndpoint,
+		Credentials: cfg.Credentials, NoDataLogging: cfg.Settings.NoDataLogging, HTTPClient: cfg.HTTPClient,
+		SubmitPacer: submitPacer, PollPacer: api.NewPacer(t.PollRPS, 0),
+		MaxAttempts: t.MaxAttempts, RequestTimeout: t.RequestTimeout, BackoffBase: t.BackoffBase,
+		Logger: j.log, InFlight: cfg.Kill,
+	})
+	if err != nil {
+		return sum, err
+	}
+	p := poller.New(client, poller.Config{Schedule: t.Schedule, Concurrency: t.PollWorkers})
+	j.mu.Lock()
+	j.poll, j.submitPacer = p, submitPacer
+	j.mu.Unlock()
+
+	allDone := make(chan struct{})
+	var doneOnce sync.Once
+	checkDone := func() {
+		if j.resolved.Load() >= int64(h.Rows) {
+			doneOnce.Do(func() { close(allDone) })
+		}
+	}
+	checkDone()
+
+	rctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	g, gctx := errgroup.WithContext(rctx)
+	resubmit := make(chan work, 1024)
+	r := &runner{j: j, w: w, client: client, h: h, resubmit: resubmit, checkDone: checkDone, ctx: gctx, cancel: cancel}
+
+	g.Go(func() error {
+		err := p.Run(gctx, r.handle)
+		if errors.Is(err, poller.ErrFatal) {
+			return fmt.Errorf("%w: %w", ErrAuth, err)
+		}
+		if gctx.Err() != nil {
+			return nil
+		}
+		return err
+	})
+	g.Go(func() error {
+		select {
+		case <-allDone:
+			p.CloseWhenEmpty()
+		case <-gctx.Done():
+		}
+		return nil
+	})
+	g.Go(func() error { return r.dispatch(gctx, st, allDone) })
+	err = g.Wait()
+	if f := r.fatal.Load(); f != nil {
+		err = *f
+	}
+	return sum, err
+}
+
+func (j *Job) summary(h store.Header, start time.Time, interrupted bool) Summary {
+	s := Summary{Checkpoint: j.cfg.Checkpoint, Results: h.Results, Rows: h.Rows,
+		Succeeded: int(j.succeeded.Load()), Failed: int(j.failed.Load()),
+		Submissions: j.submissions.Load(), Resubmitted: j.resubmitted.Load(), InDoubt: j.inDoubt.Load(),
+		InputTokens: j.tokensIn.Load(), OutputTokens: j.tokensOut.Load(), Elapsed: time.Since(start), Interrupted: interrupted}
+	s.Pending = s.Rows - s.Succeeded - s.Failed
+	j.mu.Lock()
+	if len(j.failedByKind) > 0 {
+		s.FailedByKind = map[string]int{}
+		for k, v := range j.failedByKind {
+			s.FailedByKind[k] = v
+		}
+	}
+	if j.poll != nil {
+		s.Polls = j.poll.Polls()
+	}
+	if j.submitPacer != nil {
+		s.Throttled = j.submitPacer.Throttles()
+	}
+	j.mu.Unlock()
+	return s
+}

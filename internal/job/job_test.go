@@ -1,0 +1,327 @@
+package job_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batchgpt/batchgpt/batch"
+	"github.com/batchgpt/batchgpt/internal/auth"
+	"github.com/batchgpt/batchgpt/internal/emulator"
+	"github.com/batchgpt/batchgpt/internal/job"
+	"github.com/batchgpt/batchgpt/poller"
+)
+
+const folder = "b1gtestfolder0000000"
+
+var modelURI = "gpt://" + folder + "/yandexgpt-lite/latest"
+
+// startEmulator serves an emulator on loopback for one test.
+func startEmulator(t *testing.T, cfg emulator.Config) (*emulator.Server, string) {
+	t.Helper()
+	cfg.APIKeys = []string{"test-key"}
+	srv := emulator.New(cfg)
+	url, err := srv.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv, url
+}
+
+// prompt is the text of row i; every row differs so duplicates are visible to the emulator.
+func prompt(i int) string {
+	return fmt.Sprintf("Вопрос %d: what is %d + %d?", i, i, i*7)
+}
+
+func writeJSONL(t *testing.T, dir string, n int) string {
+	t.Helper()
+	p := filepath.Join(dir, "in.jsonl")
+	var b strings.Builder
+	for i := range n {
+		line, _ := json.Marshal(map[string]string{"id": fmt.Sprintf("r%05d", i), "prompt": prompt(i)})
+		b.Write(line)
+		b.WriteByte('\n')
+	}
+	if err := os.WriteFile(p, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func writeCSV(t *testing.T, dir string, n int) string {
+	t.Helper()
+	p := filepath.Join(dir, "in.csv")
+	var b strings.Builder
+	b.WriteString("id,prompt\r\n")
+	for i := range n {
+		fmt.Fprintf(&b, "r%05d,\"%s\"\r\n", i, strings.ReplaceAll(prompt(i), `"`, `""`))
+	}
+	if err := os.WriteFile(p, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func config(dir, input, url string) job.Config {
+	cp, _ := job.DefaultPaths(input)
+	return job.Config{
+		Input: input, Checkpoint: cp, Output: filepath.Join(dir, "out.jsonl"),
+		Settings: job.Settings{Input: batch.Options{Folder: folder, Model: "yandexgpt-lite"}, Endpoint: url, OperationsEndpoint: url},
+		Tuning: job.Tuning{Concurrency: 32, MaxAttempts: 8, BackoffBase: 5 * time.Millisecond, RequestTimeout: 5 * time.Second,
+			Schedule: fastSchedule()},
+		Credentials: auth.APIKey("test-key"),
+		HTTPClient:  &http.Client{},
+	}
+}
+
+func fastSchedule() *poller.Schedule {
+	s := poller.NewSchedule()
+	s.Initial = 20 * time.Millisecond
+	s.MaxGap = 200 * time.Millisecond
+	return s
+}
+
+// readResults parses a JSONL results file into id → result, failing on any duplicate id.
+func readResults(t *testing.T, path string) map[string]job.Result {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	out := map[string]job.Result{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var r job.Result
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("results line %q: %v", sc.Text(), err)
+		}
+		if _, dup := out[r.ID]; dup {
+			t.Fatalf("row %s written twice", r.ID)
+		}
+		out[r.ID] = r
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// checkAll asserts that every row appears once, succeeded, with the emulator's answer to its prompt.
+func checkAll(t *testing.T, results map[string]job.Result, n int) {
+	t.Helper()
+	if len(results) != n {
+		t.Fatalf("results: %d rows, want %d", len(results), n)
+	}
+	for i := range n {
+		id := fmt.Sprintf("r%05d", i)
+		r, ok := results[id]
+		if !ok {
+			t.Fatalf("row %s missing from results", id)
+		}
+		want := emulator.Answer(modelURI, []emulator.Message{{Role: "user", Text: prompt(i)}})
+		if r.Status != job.StatusSucceeded || r.Text != want {
+			t.Fatalf("row %s: status %q text %q error %+v; want succeeded %q", id, r.Status, r.Text, r.Error, want)
+		}
+		if r.Usage == nil || r.Usage.TotalTokens != r.Usage.InputTokens+r.Usage.CompletionTokens || r.OperationID == "" {
+			t.Fatalf("row %s: bad usage or operation id: %+v", id, r)
+		}
+	}
+}
+
+func TestRunEndToEnd(t *testing.T) {
+	lat, err := emulator.ParseLatency("uniform:0s:60ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		write func(*testing.T, string, int) string
+		rows  int
+	}{
+		{"jsonl", writeJSONL, 3000},
+		{"csv", writeCSV, 2000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, url := startEmulator(t, emulator.Config{Latency: lat, Seed: 1})
+			dir := t.TempDir()
+			in := tc.write(t, dir, tc.rows)
+			sum, err := job.New(config(dir, in, url)).Run(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sum.Succeeded != tc.rows || sum.Failed != 0 || sum.Pending != 0 {
+				t.Fatalf("summary %+v", sum)
+			}
+			checkAll(t, readResults(t, filepath.Join(dir, "out.jsonl")), tc.rows)
+			st := srv.Stats()
+			if st.Submissions != int64(tc.rows) || st.DuplicateSubmissions != 0 {
+				t.Fatalf("emulator saw %d submissions (%d duplicates), want exactly %d", st.Submissions, st.DuplicateSubmissions, tc.rows)
+			}
+			status, err := job.ReadStatus(config(dir, in, url).Checkpoint, 10, 5000, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if status.Succeeded != tc.rows || status.Pending != 0 || status.InputTokens == 0 {
+				t.Fatalf("status %+v", status)
+			}
+		})
+	}
+}
+
+func TestRunRefusesExistingCheckpoint(t *testing.T) {
+	_, url := startEmulator(t, emulator.Config{})
+	dir := t.TempDir()
+	in := writeJSONL(t, dir, 5)
+	if _, err := job.New(config(dir, in, url)).Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	_, err := job.New(config(dir, in, url)).Run(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "resume") {
+		t.Fatalf("second run: err %v, want a refusal that points to resume", err)
+	}
+	cfg := config(dir, in, url)
+	cfg.Force = true
+	if _, err := job.New(cfg).Run(context.Background()); err != nil {
+		t.Fatalf("--force: %v", err)
+	}
+	if n := len(readResults(t, cfg.Output)); n != 5 {
+		t.Fatalf("after --force: %d results, want 5", n)
+	}
+}
+
+func TestResumeAfterInterrupt(t *testing.T) {
+	lat, _ := emulator.ParseLatency("uniform:20ms:300ms")
+	srv, url := startEmulator(t, emulator.Config{Latency: lat, Seed: 2})
+	dir := t.TempDir()
+	const n = 2000
+	in := writeJSONL(t, dir, n)
+	cfg := config(dir, in, url)
+	cfg.Tuning.SubmitRPS = 4000 // slow enough that the interruption lands mid-run
+
+	ctx, cancel := context.WithCancel(context.Background())
+	j := job.New(cfg)
+	go func() {
+		for j.Progress().Resolved < 300 {
+			time.Sleep(2 * time.Millisecond)
+		}
+		cancel()
+	}()
+	sum, err := j.Run(ctx)
+	if !errors.Is(err, job.ErrInterrupted) {
+		t.Fatalf("interrupted run: err %v, summary %+v", err, sum)
+	}
+	if sum.Pending == 0 {
+		t.Fatalf("the interruption came too late to test anything: %+v", sum)
+	}
+	mid, err := job.ReadStatus(cfg.Checkpoint, 10, 5000, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mid.Succeeded != sum.Succeeded || mid.InDoubt != 0 {
+		t.Fatalf("status after interrupt %+v, summary %+v", mid, sum)
+	}
+
+	rcfg := config(dir, in, url)
+	rcfg.Input, rcfg.Output, rcfg.Settings = "", "", job.Settings{}
+	sum2, err := job.New(rcfg).Resume(context.Background())
+	if err != nil {
+		t.Fatalf("resume: %v", err)
+	}
+	if sum2.Succeeded != n || sum2.InDoubt != 0 {
+		t.Fatalf("resume summary %+v", sum2)
+	}
+	checkAll(t, readResults(t, cfg.Output), n)
+	if st := srv.Stats(); st.Submissions != n || st.DuplicateSubmissions != 0 {
+		t.Fatalf("emulator: %d submissions, %d duplicates; want %d and 0", st.Submissions, st.DuplicateSubmissions, n)
+	}
+}
+
+func TestResumeRefusesChangedInput(t *testing.T) {
+	_, url := startEmulator(t, emulator.Config{})
+	dir := t.TempDir()
+	in := writeJSONL(t, dir, 3)
+	cfg := config(dir, in, url)
+	if _, err := job.New(cfg).Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(in, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(`{"id":"extra","prompt":"x"}` + "\n")
+	f.Close()
+	_, err = job.New(cfg).Resume(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "changed since the run started") {
+		t.Fatalf("resume over a changed input: %v", err)
+	}
+}
+
+func TestFaultsEveryRowResolves(t *testing.T) {
+	faults, err := emulator.ParseFaults("429=0.05,500=0.05,503=0.05,reset=0.03,garbage=0.03,op_error=0.05,fresh404=0.05,no_done=0.2,submit_lost=0.02,slow=0.02,slow_delay=50ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lat, _ := emulator.ParseLatency("uniform:0s:50ms")
+	srv, url := startEmulator(t, emulator.Config{Latency: lat, Faults: faults, Seed: 3})
+	dir := t.TempDir()
+	const n = 1500
+	in := writeJSONL(t, dir, n)
+	cfg := config(dir, in, url)
+	cfg.Tuning.MaxAttempts = 20
+	sum, err := job.New(cfg).Run(context.Background())
+	if err != nil {
+		t.Fatalf("run: %v (%+v)", err, sum)
+	}
+	checkAll(t, readResults(t, cfg.Output), n)
+	st := srv.Stats()
+	t.Logf("faults injected: %v; duplicates %d, in doubt %d, resubmitted %d, throttled %d", st.Faults, st.DuplicateSubmissions, sum.InDoubt, sum.Resubmitted, sum.Throttled)
+	var injected int64
+	for _, v := range st.Faults {
+		injected += v
+	}
+	if injected < 100 {
+		t.Fatalf("only %d faults injected: the test does not test much", injected)
+	}
+	// A duplicate may only come from a submission we reported in doubt or resubmitted
+	// (a failed operation is submitted again on purpose).
+	if st.DuplicateSubmissions > sum.InDoubt+sum.Resubmitted {
+		t.Fatalf("%d duplicate submissions but only %d in doubt + %d resubmitted reported", st.DuplicateSubmissions, sum.InDoubt, sum.Resubmitted)
+	}
+}
+
+func TestPermanentOperationErrorFailsRowOnly(t *testing.T) {
+	faults, _ := emulator.ParseFaults("op_perm_error=0.2")
+	_, url := startEmulator(t, emulator.Config{Faults: faults, Seed: 4})
+	dir := t.TempDir()
+	const n = 200
+	in := writeJSONL(t, dir, n)
+	cfg := config(dir, in, url)
+	sum, err := job.New(cfg).Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := readResults(t, cfg.Output)
+	failed := 0
+	for _, r := range res {
+		if r.Status == job.StatusFailed {
+			failed++
+			if r.Error == nil || r.Error.Kind != job.KindOpFailed || r.Error.Code != 3 || r.Error.Message == "" {
+				t.Fatalf("failed row %+v: want an operation-failed error with code 3", r)
+			}
+		}
+	}
+	if len(res) != n || failed == 0 || failed == n || failed != sum.Failed {
+		t.Fatalf("%d results, %d failed, summary %+v", len(res), failed, sum)
+	}
+}

@@ -1,0 +1,270 @@
+package job
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/batchgpt/batchgpt/batch"
+	"github.com/batchgpt/batchgpt/internal/api"
+	"github.com/batchgpt/batchgpt/poller"
+	"github.com/batchgpt/batchgpt/store"
+)
+
+// runner holds what the submit workers and the poll handler share during one execution.
+type runner struct {
+	j         *Job
+	w         *store.Writer
+	client    *api.Client
+	h         store.Header
+	resubmit  chan work
+	checkDone func()
+	fatal     atomic.Pointer[error]
+	ctx       context.Context
+	cancel    context.CancelCauseFunc
+}
+
+// setFatal records the first error that must stop the run (auth, disk) and stops everything.
+func (r *runner) setFatal(err error) {
+	r.fatal.CompareAndSwap(nil, &err)
+	r.cancel(err)
+}
+
+// dispatch streams the input: rows never submitted (or in doubt) go to the submit workers, rows
+// with an operation id go to the poller; then it serves resubmissions until every row is resolved.
+func (r *runner) dispatch(ctx context.Context, st *store.State, allDone <-chan struct{}) error {
+	j := r.j
+	opts := j.cfg.Settings.Input
+	sg, sctx := errgroup.WithContext(ctx)
+	sg.SetLimit(j.cfg.Tuning.Concurrency)
+	launch := func(wk work) bool {
+		if r.fatal.Load() != nil {
+			return false
+		}
+		select {
+		case <-sctx.Done():
+			return false
+		default:
+		}
+		sg.Go(func() error {
+			r.submit(sctx, wk)
+			return nil
+		})
+		return true
+	}
+	err := func() error {
+		if c := st.Counts(); c.New+c.InFlight+c.Submitted == 0 {
+			return nil
+		}
+		rd, err := batch.Open(j.cfg.Input, opts)
+		if err != nil {
+			return fmt.Errorf("open input: %w", err)
+		}
+		defer rd.Close()
+		for {
+			row, err := rd.Next()
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("read input: %w", err)
+			}
+			if row.Index >= len(st.Rows) {
+				return fmt.Errorf("input %s has more rows than the checkpoint's %d", j.cfg.Input, len(st.Rows))
+			}
+			rs := st.Rows[row.Index]
+			switch rs.Phase {
+			case store.PhaseResolved:
+				continue
+			case store.PhaseSubmitted:
+				j.addPending(row, int(rs.Attempt))
+				j.poll.Add(poller.Item{Row: row.Index, OpID: rs.OpID, SubmittedAt: time.UnixMilli(rs.SubmittedAt)})
+				continue
+			case store.PhaseInFlight:
+				// The request may have reached the API before the crash: sending it again may bill twice.
+				j.inDoubt.Add(1)
+				j.log.Warn("row was being submitted when the previous run stopped; submitting again (in doubt: may be billed twice)",
+					"id", row.ID, "row", row.Index+1)
+				if !launch(work{row: row, attempt: int(rs.Attempt) + 1, fresh: true}) {
+					return nil
+				}
+			default:
+				if !launch(work{row: row, attempt: int(rs.Attempt) + 1, fresh: true}) {
+					return nil
+				}
+			}
+		}
+	}()
+	if err != nil {
+		r.setFatal(err)
+	}
+	if err == nil {
+	serve:
+		for {
+			select {
+			case wk := <-r.resubmit:
+				if !launch(wk) {
+					break serve
+				}
+			case <-allDone:
+				break serve
+			case <-sctx.Done():
+				break serve
+			}
+		}
+	}
+	_ = sg.Wait()
+	if f := r.fatal.Load(); f != nil {
+		return *f
+	}
+	return nil
+}
+
+func (j *Job) addPending(row batch.Row, attempt int) {
+	j.mu.Lock()
+	j.pending[row.Index] = &pendingRow{id: row.ID, offset: row.Offset, line: row.Line, attempt: attempt}
+	j.mu.Unlock()
+}
+
+func (j *Job) takePending(index int) *pendingRow {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	p := j.pending[index]
+	delete(j.pending, index)
+	return p
+}
+
+// submit sends one row and journals its operation id.
+func (r *runner) submit(ctx context.Context, wk work) {
+	j := r.j
+	row := wk.row
+	sub, err := r.client.Submit(ctx, row.Body, func() error {
+		return r.w.Intent(row.Index, wk.attempt)
+	})
+	if err != nil && api.Classify(err) == api.Canceled {
+		// Stopped before an answer. With no try sent there is no intent either. If every try
+		// provably failed before reaching the API, the row is plainly unsubmitted again;
+		// otherwise its journaled intent leaves it in doubt, and resume reports it.
+		if sub.Tries > 0 && !sub.InDoubt {
+			if rerr := r.w.Reopen(row.Index); rerr != nil {
+				r.setFatal(rerr)
+			}
+		}
+		return
+	}
+	if sub.InDoubt {
+		j.inDoubt.Add(1)
+		j.log.Warn("a failed submission may have created an operation (in doubt: may be billed twice)", "id", row.ID, "tries", sub.Tries)
+	}
+	if err != nil {
+		switch api.Classify(err) {
+		case api.Local:
+			r.setFatal(fmt.Errorf("checkpoint: %w", err))
+			return
+		case api.Auth:
+			r.setFatal(fmt.Errorf("%w: %w", ErrAuth, err))
+			return
+		case api.Permanent, api.NotFound:
+			j.log.Warn("row rejected by the API", "id", row.ID, "err", err)
+			r.resolve(row.Index, failure(row.ID, "", wk.attempt, KindInvalid, err))
+		default:
+			j.log.Warn("row failed: submission kept failing", "id", row.ID, "err", err)
+			r.resolve(row.Index, failure(row.ID, "", wk.attempt, KindGaveUp, err))
+		}
+		return
+	}
+	now := time.Now()
+	if err := r.w.Submitted(row.Index, wk.attempt, sub.OpID, now); err != nil {
+		r.setFatal(err)
+		return
+	}
+	j.submissions.Add(1)
+	if wk.fresh {
+		j.submitted.Add(1)
+	}
+	j.addPending(row, wk.attempt)
+	j.poll.Add(poller.Item{Row: row.Index, OpID: sub.OpID, SubmittedAt: now})
+}
+
+// handle takes a finished operation from the poller.
+func (r *runner) handle(o poller.Outcome) {
+	j := r.j
+	pr := j.takePending(o.Row)
+	if pr == nil {
+		j.log.Error("internal: operation for a row that is not pending", "row", o.Row, "operation_id", o.OpID)
+		return
+	}
+	var res *Result
+	switch {
+	case o.Err != nil && api.Classify(o.Err) == api.NotFound:
+		if r.again(o, pr, "operation not found: a result is kept 3 days on the server, or the operation never became visible; submitting the row again") {
+			return
+		}
+		res = failure(pr.id, o.OpID, pr.attempt, KindNotFound, o.Err)
+	case o.Err != nil:
+		res = failure(pr.id, o.OpID, pr.attempt, KindGaveUp, o.Err)
+	case o.Op.Failed() && api.TransientOperationCode(o.Op.Error.Code):
+		if r.again(o, pr, fmt.Sprintf("operation failed with transient code %d (%s); submitting the row again", o.Op.Error.Code, o.Op.Error.Message)) {
+			return
+		}
+		res = fromOperation(pr.id, o.Op, pr.attempt)
+	default:
+		res = fromOperation(pr.id, o.Op, pr.attempt)
+	}
+	r.resolve(o.Row, res)
+}
+
+// again queues a row for a new submission if attempts remain.
+func (r *runner) again(o poller.Outcome, pr *pendingRow, why string) bool {
+	j := r.j
+	if pr.attempt >= j.cfg.Tuning.MaxAttempts {
+		return false
+	}
+	row, err := batch.ReadRow(j.cfg.Input, j.cfg.Settings.Input, pr.offset, o.Row, pr.line)
+	if err != nil {
+		r.setFatal(fmt.Errorf("re-read row %d of %s: %w", o.Row+1, j.cfg.Input, err))
+		return true
+	}
+	j.log.Warn(why, "id", pr.id, "operation_id", o.OpID, "attempt", pr.attempt+1)
+	j.resubmitted.Add(1)
+	// Never block the poller: the dispatcher drains this channel until every row is resolved.
+	go func() {
+		select {
+		case r.resubmit <- work{row: row, attempt: pr.attempt + 1}:
+		case <-r.ctx.Done():
+		}
+	}()
+	return true
+}
+
+// resolve writes the row's result; the store journals it once the line is durable.
+func (r *runner) resolve(index int, res *Result) {
+	j := r.j
+	line, err := res.encode(r.h.ResultsFormat)
+	if err != nil {
+		r.setFatal(err)
+		return
+	}
+	if err := r.w.Result(index, res.Status == StatusFailed, line); err != nil {
+		r.setFatal(err)
+		return
+	}
+	if res.Status == StatusSucceeded {
+		j.succeeded.Add(1)
+	} else {
+		j.failed.Add(1)
+		j.mu.Lock()
+		j.failedByKind[res.Error.Kind]++
+		j.mu.Unlock()
+	}
+	if res.Usage != nil {
+		j.tokensIn.Add(res.Usage.InputTokens)
+		j.tokensOut.Add(res.Usage.CompletionTokens)
+	}
+	j.resolved.Add(1)
+	r.checkDone()
+}

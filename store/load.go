@@ -1,0 +1,312 @@
+package store
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+)
+
+// Version is the checkpoint format version this package reads and writes.
+const Version = 1
+
+// MaxRows bounds Header.Rows, so a damaged header cannot make Load allocate
+// without limit.
+const MaxRows = 1 << 27
+
+// maxProblems bounds State.Problems; the rest are counted in a final entry.
+const maxProblems = 100
+
+var (
+	// ErrLocked means another process (or another Writer in this process)
+	// holds the checkpoint's lock.
+	ErrLocked = errors.New("checkpoint is locked")
+	// ErrExists means Create would overwrite an existing run.
+	ErrExists = errors.New("already exists")
+	// ErrNoHeader means the file is empty or does not start with a valid
+	// header record: it is not a batchgpt checkpoint.
+	ErrNoHeader = errors.New("not a batchgpt checkpoint (no valid header record)")
+	// ErrVersion means the checkpoint was written in another format version.
+	ErrVersion = errors.New("unsupported checkpoint version")
+	// ErrClosed is returned by calls on a closed Writer.
+	ErrClosed = errors.New("checkpoint writer is closed")
+)
+
+// Header is the first record of a checkpoint: what the run is about.
+type Header struct {
+	Version       int             `json:"version"`
+	Created       time.Time       `json:"created"`
+	Input         string          `json:"input"`
+	InputSHA256   string          `json:"input_sha256"`
+	InputSize     int64           `json:"input_size"`
+	Rows          int             `json:"rows"`
+	Results       string          `json:"results"`
+	ResultsFormat string          `json:"results_format"`
+	Settings      json.RawMessage `json:"settings"` // run settings, opaque to store; never secrets
+}
+
+// diskHeader is the header as journaled; the results preamble travels with it
+// so that Open can recreate a deleted results file.
+type diskHeader struct {
+	Header
+	ResultsPreamble []byte `json:"results_preamble,omitempty"`
+}
+
+// Phase is where a row is in its life.
+type Phase uint8
+
+const (
+	PhaseNew       Phase = iota
+	PhaseInFlight        // intent journaled, no operation id: in doubt
+	PhaseSubmitted       // operation id journaled
+	PhaseResolved        // result line durable
+)
+
+func (p Phase) String() string {
+	switch p {
+	case PhaseNew:
+		return "new"
+	case PhaseInFlight:
+		return "in-flight"
+	case PhaseSubmitted:
+		return "submitted"
+	case PhaseResolved:
+		return "resolved"
+	}
+	return fmt.Sprintf("Phase(%d)", uint8(p))
+}
+
+// Row is the journaled state of one input row.
+type Row struct {
+	Phase       Phase
+	Failed      bool // with PhaseResolved: the result line records a failure
+	Attempt     uint16
+	OpID        string
+	SubmittedAt int64 // unix ms
+}
+
+// Counts summarises a State.
+type Counts struct {
+	Rows, New, InFlight, Submitted, Succeeded, Failed int
+}
+
+// State is a loaded checkpoint.
+type State struct {
+	Header       Header
+	Rows         []Row    // len == Header.Rows
+	DroppedBytes int64    // torn tail ignored (Load) or truncated (Open)
+	Problems     []string // human-readable: skipped records, results repairs
+	ResultsEnd   int64    // where the next result line goes
+
+	ends      []int64 // per row: results end of its R record, 0 unless resolved
+	preamble  []byte
+	validEnd  int64 // journal bytes up to the end of the last good record
+	overflown int   // problems beyond maxProblems
+}
+
+// Counts tallies the rows by phase.
+func (s *State) Counts() Counts {
+	c := Counts{Rows: len(s.Rows)}
+	for i := range s.Rows {
+		switch r := &s.Rows[i]; r.Phase {
+		case PhaseNew:
+			c.New++
+		case PhaseInFlight:
+			c.InFlight++
+		case PhaseSubmitted:
+			c.Submitted++
+		case PhaseResolved:
+			if r.Failed {
+				c.Failed++
+			} else {
+				c.Succeeded++
+			}
+		}
+	}
+	return c
+}
+
+func (s *State) addProblem(format string, args ...any) {
+	if len(s.Problems) >= maxProblems {
+		s.overflown++
+		return
+	}
+	s.Problems = append(s.Problems, fmt.Sprintf(format, args...))
+}
+
+func (s *State) finishProblems() {
+	if s.overflown > 0 {
+		s.Problems = append(s.Problems, fmt.Sprintf("... and %d more problems", s.overflown))
+		s.overflown = 0
+	}
+}
+
+// Load reads the checkpoint at path without locking or writing anything, as
+// `status` needs while a run is going on. A torn tail is reported in
+// DroppedBytes; records damaged in the middle are skipped and listed in
+// Problems.
+func Load(path string) (*State, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("load checkpoint: %w", err)
+	}
+	defer f.Close()
+	st, err := load(f)
+	if err != nil {
+		return nil, fmt.Errorf("load checkpoint %s: %w", path, err)
+	}
+	return st, nil
+}
+
+// badLine is an unusable line not yet known to be in the middle of the log.
+type badLine struct {
+	line   int
+	reason error
+}
+
+func load(r io.Reader) (*State, error) {
+	br := bufio.NewReaderSize(r, 1<<20)
+	var (
+		st      *State
+		off     int64 // end of the lines consumed so far
+		lineLen int64 // bytes of the current line read so far
+		lineNo  int
+		long    []byte // a line longer than br's buffer
+		tooLong bool
+		pending []badLine // bad lines after the last good record
+		nBad    int       // len(pending) plus those not kept
+	)
+	for {
+		chunk, err := br.ReadSlice('\n')
+		lineLen += int64(len(chunk))
+		if errors.Is(err, bufio.ErrBufferFull) {
+			if !tooLong && len(long)+len(chunk) <= maxRecord {
+				long = append(long, chunk...)
+			} else {
+				tooLong, long = true, long[:0]
+			}
+			continue
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("read: %w", err)
+		}
+		if lineLen == 0 { // clean EOF
+			break
+		}
+		line := chunk
+		if len(long) > 0 {
+			long = append(long, chunk...)
+			line = long
+		}
+		off += lineLen
+		lineNo++
+		var (
+			payload []byte
+			reason  error
+		)
+		switch {
+		case err != nil:
+			reason = errTorn
+		case tooLong:
+			reason = errTooLong
+		default:
+			payload, reason = checkRecord(line[:len(line)-1])
+		}
+		if st == nil {
+			if reason != nil {
+				return nil, fmt.Errorf("%w: first record: %v", ErrNoHeader, reason)
+			}
+			if st, err = decodeHeader(payload); err != nil {
+				return nil, err
+			}
+			st.validEnd = off
+		} else {
+			var rec record
+			if reason == nil {
+				rec, reason = parseRecord(payload, len(st.Rows))
+			}
+			if reason != nil {
+				nBad++
+				if len(pending) < maxProblems {
+					pending = append(pending, badLine{lineNo, reason})
+				}
+			} else {
+				if nBad > 0 {
+					// A good record after bad ones: they were damaged in
+					// the middle of the log, not torn at its end.
+					for _, b := range pending {
+						st.addProblem("checkpoint line %d: %v: record skipped", b.line, b.reason)
+					}
+					st.overflown += nBad - len(pending)
+					pending, nBad = pending[:0], 0
+				}
+				st.apply(&rec)
+				st.validEnd = off
+			}
+		}
+		long, tooLong, lineLen = long[:0], false, 0
+		if err != nil {
+			break
+		}
+	}
+	if st == nil {
+		return nil, fmt.Errorf("%w: the file is empty", ErrNoHeader)
+	}
+	st.DroppedBytes = off - st.validEnd
+	if nBad > 1 {
+		st.addProblem("checkpoint lines %d-%d at the end are unreadable (%v first): dropped %d bytes",
+			pending[0].line, lineNo, pending[0].reason, st.DroppedBytes)
+	}
+	st.ResultsEnd = int64(len(st.preamble))
+	for i := range st.Rows {
+		if st.Rows[i].Phase == PhaseResolved && st.ends[i] > st.ResultsEnd {
+			st.ResultsEnd = st.ends[i]
+		}
+	}
+	st.finishProblems()
+	return st, nil
+}
+
+func decodeHeader(payload []byte) (*State, error) {
+	if len(payload) < 2 || payload[0] != kindHeader || payload[1] != ' ' {
+		return nil, fmt.Errorf("%w: first record is not a header", ErrNoHeader)
+	}
+	var dh diskHeader
+	if err := json.Unmarshal(payload[2:], &dh); err != nil {
+		return nil, fmt.Errorf("%w: header: %v", ErrNoHeader, err)
+	}
+	if dh.Version != Version {
+		return nil, fmt.Errorf("%w %d (this batchgpt reads version %d)", ErrVersion, dh.Version, Version)
+	}
+	if dh.Rows < 0 || dh.Rows > MaxRows {
+		return nil, fmt.Errorf("%w: header: rows %d out of range", ErrNoHeader, dh.Rows)
+	}
+	return &State{
+		Header:   dh.Header,
+		Rows:     make([]Row, dh.Rows),
+		ends:     make([]int64, dh.Rows),
+		preamble: dh.ResultsPreamble,
+	}, nil
+}
+
+// apply replays one record; the latest record of a row wins.
+func (s *State) apply(r *record) {
+	row := &s.Rows[r.row]
+	switch r.kind {
+	case kindIntent:
+		*row = Row{Phase: PhaseInFlight, Attempt: uint16(r.attempt)}
+		s.ends[r.row] = 0
+	case kindSubmitted:
+		*row = Row{Phase: PhaseSubmitted, Attempt: uint16(r.attempt), OpID: string(r.opID), SubmittedAt: r.at}
+		s.ends[r.row] = 0
+	case kindResolved:
+		row.Phase, row.Failed = PhaseResolved, r.failed
+		s.ends[r.row] = r.end
+	case kindReopen:
+		*row = Row{Attempt: row.Attempt}
+		s.ends[r.row] = 0
+	}
+}

@@ -1,0 +1,275 @@
+package store
+
+import (
+	"errors"
+	"hash/crc32"
+	"math"
+	"strconv"
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// maxRecord bounds one journal line, so garbage without newlines cannot make
+// the loader buffer an unbounded amount of memory. A variable for tests.
+var maxRecord = 16 << 20
+
+// maxOpID bounds an operation id; real ones are 20 characters.
+const maxOpID = 256
+
+// Record kinds; 0 and 'C' are only used inside the writer's queue.
+const (
+	kindHeader    = 'H'
+	kindIntent    = 'I'
+	kindSubmitted = 'S'
+	kindResolved  = 'R'
+	kindReopen    = 'U'
+	kindFlush     = 0
+	kindCompact   = 'C'
+)
+
+// appendSum finishes the record whose payload starts at dst[start:].
+func appendSum(dst []byte, start int) []byte {
+	const hexDigits = "0123456789abcdef"
+	sum := crc32.Checksum(dst[start:], castagnoli)
+	dst = append(dst, ' ')
+	for shift := 28; shift >= 0; shift -= 4 {
+		dst = append(dst, hexDigits[sum>>uint(shift)&0xf])
+	}
+	return append(dst, '\n')
+}
+
+func appendHeaderRecord(dst, headerJSON []byte) []byte {
+	start := len(dst)
+	dst = append(dst, kindHeader, ' ')
+	dst = append(dst, headerJSON...)
+	return appendSum(dst, start)
+}
+
+func appendIntent(dst []byte, row, attempt int) []byte {
+	start := len(dst)
+	dst = append(dst, kindIntent, ' ')
+	dst = strconv.AppendInt(dst, int64(row), 10)
+	dst = append(dst, ' ')
+	dst = strconv.AppendInt(dst, int64(attempt), 10)
+	return appendSum(dst, start)
+}
+
+func appendSubmitted(dst []byte, row, attempt int, opID string, atMillis int64) []byte {
+	start := len(dst)
+	dst = append(dst, kindSubmitted, ' ')
+	dst = strconv.AppendInt(dst, int64(row), 10)
+	dst = append(dst, ' ')
+	dst = strconv.AppendInt(dst, int64(attempt), 10)
+	dst = append(dst, ' ')
+	dst = append(dst, opID...)
+	dst = append(dst, ' ')
+	dst = strconv.AppendInt(dst, atMillis, 10)
+	return appendSum(dst, start)
+}
+
+func appendResolved(dst []byte, row int, failed bool, resultsEnd int64) []byte {
+	start := len(dst)
+	dst = append(dst, kindResolved, ' ')
+	dst = strconv.AppendInt(dst, int64(row), 10)
+	if failed {
+		dst = append(dst, " 1 "...)
+	} else {
+		dst = append(dst, " 0 "...)
+	}
+	dst = strconv.AppendInt(dst, resultsEnd, 10)
+	return appendSum(dst, start)
+}
+
+func appendReopen(dst []byte, row int) []byte {
+	start := len(dst)
+	dst = append(dst, kindReopen, ' ')
+	dst = strconv.AppendInt(dst, int64(row), 10)
+	return appendSum(dst, start)
+}
+
+// Reasons a line is not a usable record. They are static so that the loader
+// does not allocate on the hot path.
+var (
+	errTorn        = errors.New("incomplete record (no newline)")
+	errTooLong     = errors.New("record too long")
+	errChecksum    = errors.New("bad checksum")
+	errSyntax      = errors.New("malformed record")
+	errKind        = errors.New("unknown record type")
+	errHeaderAgain = errors.New("unexpected header record")
+	errRowRange    = errors.New("row out of range")
+	errAttempt     = errors.New("attempt out of range")
+	errOpID        = errors.New("bad operation id")
+)
+
+// unhex maps a lowercase hex digit to its value and anything else to 0xff.
+var unhex = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
+	}
+	for i, c := range "0123456789abcdef" {
+		t[c] = byte(i)
+	}
+	return t
+}()
+
+// checkRecord verifies the framing and checksum of line (without its '\n')
+// and returns the payload.
+func checkRecord(line []byte) ([]byte, error) {
+	n := len(line)
+	if n < 11 || line[n-9] != ' ' { // shortest record: "U 0 xxxxxxxx"
+		return nil, errSyntax
+	}
+	var want uint32
+	for _, c := range line[n-8:] {
+		v := unhex[c]
+		if v > 0xf {
+			return nil, errSyntax
+		}
+		want = want<<4 | uint32(v)
+	}
+	payload := line[:n-9]
+	if crc32.Checksum(payload, castagnoli) != want {
+		return nil, errChecksum
+	}
+	return payload, nil
+}
+
+// record is one decoded non-header payload. opID aliases the input line.
+type record struct {
+	kind    byte
+	failed  bool
+	row     int
+	attempt int
+	opID    []byte
+	at      int64
+	end     int64
+}
+
+// field splits off the next space-separated field of p.
+func field(p []byte) (f, rest []byte, ok bool) {
+	for i, c := range p {
+		if c == ' ' {
+			return p[:i], p[i+1:], i > 0
+		}
+	}
+	return p, nil, len(p) > 0
+}
+
+// parseUint parses a decimal number no larger than max: digits only, no sign.
+func parseUint(b []byte, max uint64) (uint64, bool) {
+	if len(b) == 0 || len(b) > 20 {
+		return 0, false
+	}
+	var n uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := uint64(c - '0')
+		if n > (max-d)/10 {
+			return 0, false
+		}
+		n = n*10 + d
+	}
+	return n, true
+}
+
+func parseInt64(b []byte) (int64, bool) {
+	neg := len(b) > 0 && b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	u, ok := parseUint(b, math.MaxInt64)
+	if neg {
+		return -int64(u), ok
+	}
+	return int64(u), ok
+}
+
+// parseRecord decodes a non-header payload. rows bounds the row numbers.
+func parseRecord(p []byte, rows int) (record, error) {
+	var r record
+	if len(p) < 3 || p[1] != ' ' {
+		return r, errSyntax
+	}
+	r.kind = p[0]
+	f, rest, ok := field(p[2:])
+	if !ok {
+		return r, errSyntax
+	}
+	row, ok := parseUint(f, math.MaxInt32)
+	if !ok {
+		return r, errSyntax
+	}
+	if row >= uint64(rows) {
+		return r, errRowRange
+	}
+	r.row = int(row)
+
+	attempt := func() error {
+		f, rest, ok = field(rest)
+		if !ok {
+			return errSyntax
+		}
+		a, ok := parseUint(f, math.MaxUint16)
+		if !ok || a == 0 {
+			return errAttempt
+		}
+		r.attempt = int(a)
+		return nil
+	}
+	switch r.kind {
+	case kindIntent:
+		if err := attempt(); err != nil {
+			return r, err
+		}
+	case kindSubmitted:
+		if err := attempt(); err != nil {
+			return r, err
+		}
+		if r.opID, rest, ok = field(rest); !ok || !validOpID(r.opID) {
+			return r, errOpID
+		}
+		if f, rest, ok = field(rest); !ok {
+			return r, errSyntax
+		}
+		if r.at, ok = parseInt64(f); !ok {
+			return r, errSyntax
+		}
+	case kindResolved:
+		if f, rest, ok = field(rest); !ok || len(f) != 1 || (f[0] != '0' && f[0] != '1') {
+			return r, errSyntax
+		}
+		r.failed = f[0] == '1'
+		if f, rest, ok = field(rest); !ok {
+			return r, errSyntax
+		}
+		end, ok := parseUint(f, math.MaxInt64)
+		if !ok {
+			return r, errSyntax
+		}
+		r.end = int64(end)
+	case kindReopen:
+	case kindHeader:
+		return r, errHeaderAgain
+	default:
+		return r, errKind
+	}
+	if rest != nil {
+		return r, errSyntax // trailing fields
+	}
+	return r, nil
+}
+
+// validOpID reports whether id can be journaled: printable, no spaces.
+func validOpID[T string | []byte](id T) bool {
+	if len(id) == 0 || len(id) > maxOpID {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c <= ' ' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,576 @@
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gofrs/flock"
+)
+
+// Writer appends to a checkpoint and its results file. One goroutine owns
+// both files and commits whatever is queued as a group, so a burst of
+// requests costs two fsyncs. All methods are safe for concurrent use.
+//
+// Once a write or fsync fails (a full disk), the error is sticky: every later
+// call returns it. A call that returned nil was durable, or (Submitted,
+// Result, Reopen) is queued and becomes durable with the next successful
+// commit, which Flush waits for and reports.
+type Writer struct {
+	path        string
+	rows        int
+	lock        *flock.Flock
+	journal     file
+	results     file
+	preamble    []byte // to rewrite the header on Compact
+	header      Header
+	closeOnce   sync.Once
+	closeErr    error
+	done        chan struct{} // closed when the writer goroutine exits
+	commits     atomic.Int64
+	recordCount atomic.Int64
+
+	mu      sync.Mutex
+	wake    sync.Cond // queue became non-empty, or closing
+	queue   []request
+	err     error // sticky
+	closing bool
+
+	// Owned by the writer goroutine.
+	resultsEnd int64
+	spare      []request
+	jbuf, rbuf []byte
+}
+
+type request struct {
+	kind    byte
+	failed  bool
+	row     int
+	attempt int
+	at      int64
+	opID    string
+	line    []byte
+	done    chan error // nil for queued-only requests
+}
+
+func newWriter(path string, lk *flock.Flock, journal, results *os.File, st *State) *Writer {
+	w := &Writer{
+		path:       path,
+		rows:       len(st.Rows),
+		lock:       lk,
+		journal:    wrapFile(journal),
+		results:    wrapFile(results),
+		preamble:   st.preamble,
+		header:     st.Header,
+		done:       make(chan struct{}),
+		resultsEnd: st.ResultsEnd,
+	}
+	w.wake.L = &w.mu
+	go w.run()
+	return w
+}
+
+// Create starts a new checkpoint at path for header h and a results file at
+// h.Results beginning with resultsPreamble (e.g. a CSV header line). It
+// refuses to overwrite an existing checkpoint or results file unless force.
+// Header.Results is used as given, so callers should store an absolute path.
+func Create(path string, h Header, resultsPreamble []byte, force bool) (_ *Writer, err error) {
+	if h.Version == 0 {
+		h.Version = Version
+	}
+	switch {
+	case h.Version != Version:
+		return nil, fmt.Errorf("create checkpoint: %w %d", ErrVersion, h.Version)
+	case h.Rows < 0 || h.Rows > MaxRows:
+		return nil, fmt.Errorf("create checkpoint: rows %d out of range [0,%d]", h.Rows, MaxRows)
+	case h.Results == "":
+		return nil, errors.New("create checkpoint: no results file")
+	}
+	if h.Created.IsZero() {
+		h.Created = time.Now().UTC()
+	}
+	hdr, err := json.Marshal(diskHeader{Header: h, ResultsPreamble: resultsPreamble})
+	if err != nil {
+		return nil, fmt.Errorf("create checkpoint: header: %w", err)
+	}
+	if len(hdr) > maxRecord-32 {
+		return nil, errors.New("create checkpoint: header too large")
+	}
+
+	lk, err := lock(path)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			lk.Close()
+		}
+	}()
+	if !force {
+		for _, p := range []struct{ what, name, hint string }{
+			{"checkpoint", path, "use resume to continue that run, or --force to start over"},
+			{"results file", h.Results, "use --force to overwrite it"},
+		} {
+			if _, err := os.Lstat(p.name); err == nil {
+				return nil, fmt.Errorf("create checkpoint: %s %s %w: %s", p.what, p.name, ErrExists, p.hint)
+			} else if !errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("create checkpoint: %w", err)
+			}
+		}
+	}
+
+	err = writeFileAtomic(path, func(w io.Writer) error {
+		_, err := w.Write(appendHeaderRecord(nil, hdr))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create checkpoint %s: %w", path, err)
+	}
+	defer func() {
+		if err != nil {
+			os.Remove(path) // no half-created run
+		}
+	}()
+	res, err := createResults(h.Results, resultsPreamble, force)
+	if err != nil {
+		return nil, fmt.Errorf("create checkpoint: %w", err)
+	}
+	j, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		res.Close()
+		return nil, fmt.Errorf("create checkpoint: %w", err)
+	}
+	st := &State{Header: h, Rows: make([]Row, h.Rows), preamble: resultsPreamble, ResultsEnd: int64(len(resultsPreamble))}
+	return newWriter(path, lk, j, res, st), nil
+}
+
+// createResults creates (or with force truncates) the results file and
+// writes its preamble durably.
+func createResults(name string, preamble []byte, force bool) (_ *os.File, err error) {
+	flag := os.O_WRONLY | os.O_APPEND | os.O_CREATE | os.O_EXCL
+	if force {
+		flag = os.O_WRONLY | os.O_APPEND | os.O_CREATE | os.O_TRUNC
+	}
+	f, err := os.OpenFile(name, flag, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("create results file: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+		}
+	}()
+	// An existing file keeps its mode on O_TRUNC; tighten it, but never
+	// chmod a device such as /dev/null.
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm() != 0o600 {
+		if err := f.Chmod(0o600); err != nil {
+			return nil, fmt.Errorf("create results file: %w", err)
+		}
+	}
+	if len(preamble) > 0 {
+		if _, err := f.Write(preamble); err != nil {
+			return nil, fmt.Errorf("write results file %s: %w", name, err)
+		}
+		if err := f.Sync(); err != nil {
+			return nil, fmt.Errorf("sync results file %s: %w", name, err)
+		}
+	}
+	if err := syncDir(filepath.Dir(name)); err != nil {
+		return nil, fmt.Errorf("create results file: %w", err)
+	}
+	return f, nil
+}
+
+// Open locks the checkpoint at path, loads it and repairs both files for
+// appending: a torn journal tail is truncated, the results file is cut back
+// to the journaled end, and rows whose result lines are missing from it go
+// back to PhaseSubmitted (PhaseNew if they never got an operation id). The
+// repairs are listed in the returned State's Problems.
+func Open(path string) (*Writer, *State, error) {
+	lk, err := lock(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	w, st, err := open(path, lk)
+	if err != nil {
+		lk.Close()
+		return nil, nil, err
+	}
+	return w, st, nil
+}
+
+func open(path string, lk *flock.Flock) (_ *Writer, _ *State, err error) {
+	j, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open checkpoint: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			j.Close()
+		}
+	}()
+	st, err := load(j)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open checkpoint %s: %w", path, err)
+	}
+	if st.DroppedBytes > 0 {
+		if err := j.Truncate(st.validEnd); err != nil {
+			return nil, nil, fmt.Errorf("open checkpoint: truncate torn tail: %w", err)
+		}
+		if err := j.Sync(); err != nil {
+			return nil, nil, fmt.Errorf("open checkpoint: sync %s: %w", path, err)
+		}
+	}
+	res, fix, err := repairResults(st)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open checkpoint %s: %w", path, err)
+	}
+	if len(fix) > 0 {
+		if _, err = j.Write(fix); err == nil {
+			err = j.Sync()
+		}
+		if err != nil {
+			res.Close()
+			return nil, nil, fmt.Errorf("open checkpoint: write %s: %w", path, err)
+		}
+	}
+	st.finishProblems()
+	return newWriter(path, lk, j, res, st), st, nil
+}
+
+// repairResults opens the results file for appending at the journaled end.
+// It returns the journal records that move rows whose result lines are gone
+// back to where they can be fetched again.
+func repairResults(st *State) (_ *os.File, fix []byte, err error) {
+	name, pre := st.Header.Results, int64(len(st.preamble))
+	_, statErr := os.Lstat(name)
+	missing := errors.Is(statErr, fs.ErrNotExist)
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open results file: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+		}
+	}()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, nil, fmt.Errorf("open results file: %w", err)
+	}
+	size := fi.Size()
+	valid := size
+	if valid < pre {
+		valid = 0 // the preamble itself is damaged: rewrite it
+	}
+	end, moved := pre, 0
+	for i := range st.Rows {
+		r := &st.Rows[i]
+		if r.Phase != PhaseResolved {
+			continue
+		}
+		if st.ends[i] <= valid {
+			end = max(end, st.ends[i])
+			continue
+		}
+		// Its line is gone; the operation id, if any, is still good.
+		moved++
+		st.ends[i] = 0
+		if r.OpID != "" {
+			*r = Row{Phase: PhaseSubmitted, Attempt: r.Attempt, OpID: r.OpID, SubmittedAt: r.SubmittedAt}
+			fix = appendSubmitted(fix, i, int(r.Attempt), r.OpID, r.SubmittedAt)
+		} else {
+			*r = Row{Attempt: r.Attempt}
+			fix = appendReopen(fix, i)
+		}
+	}
+	switch {
+	case missing:
+		st.addProblem("results file %s was missing: recreated it; %d resolved rows will be fetched again", name, moved)
+	case size < st.ResultsEnd:
+		st.addProblem("results file %s is shorter than the checkpoint says (%d bytes, want %d): %d resolved rows will be fetched again",
+			name, size, st.ResultsEnd, moved)
+	case size > end:
+		st.addProblem("results file %s: removed %d bytes after the last journaled result (they will be written again)", name, size-end)
+	}
+	if valid < pre || size > end {
+		if valid < pre {
+			end = 0
+		}
+		if err := f.Truncate(end); err != nil {
+			return nil, nil, fmt.Errorf("truncate results file: %w", err)
+		}
+		if end < pre {
+			if _, err := f.Write(st.preamble); err != nil {
+				return nil, nil, fmt.Errorf("write results file %s: %w", name, err)
+			}
+			end = pre
+		}
+		if err := f.Sync(); err != nil {
+			return nil, nil, fmt.Errorf("sync results file %s: %w", name, err)
+		}
+	}
+	if missing {
+		if err := syncDir(filepath.Dir(name)); err != nil {
+			return nil, nil, err
+		}
+	}
+	st.ResultsEnd = end
+	return f, fix, nil
+}
+
+// Path returns the checkpoint's path.
+func (w *Writer) Path() string { return w.path }
+
+// Stats returns how many group commits (journal fsyncs) and journal records
+// the Writer has made.
+func (w *Writer) Stats() (commits, records int64) {
+	return w.commits.Load(), w.recordCount.Load()
+}
+
+func (w *Writer) checkRow(row int) error {
+	if row < 0 || row >= w.rows {
+		return fmt.Errorf("checkpoint: row %d out of range [0,%d)", row, w.rows)
+	}
+	return nil
+}
+
+func (w *Writer) checkAttempt(row, attempt int) error {
+	if err := w.checkRow(row); err != nil {
+		return err
+	}
+	if attempt < 1 || attempt > math.MaxUint16 {
+		return fmt.Errorf("checkpoint: row %d: attempt %d out of range", row, attempt)
+	}
+	return nil
+}
+
+// Intent journals that row is about to be POSTed (attempt n >= 1) and
+// returns once that is durable.
+func (w *Writer) Intent(row, attempt int) error {
+	if err := w.checkAttempt(row, attempt); err != nil {
+		return err
+	}
+	return w.wait(request{kind: kindIntent, row: row, attempt: attempt})
+}
+
+// Submitted queues the operation id the API returned for row. It returns the
+// sticky error, if any; Flush waits until the record is durable.
+func (w *Writer) Submitted(row, attempt int, opID string, at time.Time) error {
+	if err := w.checkAttempt(row, attempt); err != nil {
+		return err
+	}
+	if !validOpID(opID) {
+		return fmt.Errorf("checkpoint: row %d: invalid operation id %q", row, opID)
+	}
+	return w.enqueue(request{kind: kindSubmitted, row: row, attempt: attempt, opID: opID, at: at.UnixMilli()})
+}
+
+// Result queues row's result line (which must end in '\n'; it may contain
+// others, e.g. a quoted CSV field) and then the record that resolves the
+// row. The line is copied.
+func (w *Writer) Result(row int, failed bool, line []byte) error {
+	if err := w.checkRow(row); err != nil {
+		return err
+	}
+	if len(line) == 0 || line[len(line)-1] != '\n' {
+		return fmt.Errorf("checkpoint: row %d: result line does not end in a newline", row)
+	}
+	return w.enqueue(request{kind: kindResolved, row: row, failed: failed, line: append([]byte(nil), line...)})
+}
+
+// Reopen queues a record that sends row back to PhaseNew (its attempt count
+// is kept), e.g. to retry a failed row.
+func (w *Writer) Reopen(row int) error {
+	if err := w.checkRow(row); err != nil {
+		return err
+	}
+	return w.enqueue(request{kind: kindReopen, row: row})
+}
+
+// Flush returns once everything queued before it is durable, or the error
+// that prevented it.
+func (w *Writer) Flush() error {
+	return w.wait(request{kind: kindFlush})
+}
+
+// Compact rewrites the journal as a snapshot of the current state (a header
+// and at most three records per row) through a temp file and a rename. The
+// results file is untouched.
+func (w *Writer) Compact() error {
+	return w.wait(request{kind: kindCompact})
+}
+
+// Close flushes, closes both files and releases the lock. It returns the
+// sticky error if anything queued could not be made durable. Later calls
+// return the same result.
+func (w *Writer) Close() error {
+	w.closeOnce.Do(func() {
+		w.mu.Lock()
+		w.closing = true
+		w.wake.Signal()
+		w.mu.Unlock()
+		<-w.done
+		w.mu.Lock()
+		err := w.err
+		w.mu.Unlock()
+		errs := []error{err}
+		if cerr := w.journal.Close(); cerr != nil && err == nil {
+			errs = append(errs, fmt.Errorf("close checkpoint %s: %w", w.path, cerr))
+		}
+		if cerr := w.results.Close(); cerr != nil && err == nil {
+			errs = append(errs, fmt.Errorf("close results file %s: %w", w.results.Name(), cerr))
+		}
+		if cerr := w.lock.Close(); cerr != nil {
+			errs = append(errs, fmt.Errorf("unlock checkpoint %s: %w", w.path, cerr))
+		}
+		w.closeErr = errors.Join(errs...)
+	})
+	return w.closeErr
+}
+
+func (w *Writer) enqueue(req request) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return w.err
+	}
+	if w.closing {
+		return ErrClosed
+	}
+	w.queue = append(w.queue, req)
+	w.wake.Signal()
+	return nil
+}
+
+// wait enqueues req and blocks until the commit that carries it is done.
+func (w *Writer) wait(req request) error {
+	req.done = make(chan error, 1)
+	if err := w.enqueue(req); err != nil {
+		return err
+	}
+	return <-req.done
+}
+
+// run is the writer goroutine.
+func (w *Writer) run() {
+	defer close(w.done)
+	for {
+		w.mu.Lock()
+		for len(w.queue) == 0 && !w.closing {
+			w.wake.Wait()
+		}
+		batch := w.queue
+		w.queue = w.spare[:0]
+		w.mu.Unlock()
+		if len(batch) == 0 {
+			return // closing and drained: enqueue refuses new requests
+		}
+		for rest := batch; len(rest) > 0; {
+			i := 0
+			for i < len(rest) && rest[i].kind != kindCompact {
+				i++
+			}
+			err := w.commit(rest[:i])
+			for _, r := range rest[:i] {
+				if r.done != nil {
+					r.done <- err
+				}
+			}
+			if i < len(rest) {
+				if err == nil {
+					err = w.compact()
+				}
+				rest[i].done <- err
+				i++
+			}
+			rest = rest[i:]
+		}
+		clear(batch) // drop references to result lines
+		w.spare = batch[:0]
+	}
+}
+
+// fail makes err sticky and returns it.
+func (w *Writer) fail(err error) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err == nil {
+		w.err = err
+	}
+	return w.err
+}
+
+func (w *Writer) sticky() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// commit makes batch durable: result lines, fsync, journal records, fsync.
+func (w *Writer) commit(batch []request) error {
+	if err := w.sticky(); err != nil {
+		return err
+	}
+	w.rbuf = w.rbuf[:0]
+	for i := range batch {
+		if batch[i].kind == kindResolved {
+			w.rbuf = append(w.rbuf, batch[i].line...)
+		}
+	}
+	var resErr error
+	if len(w.rbuf) > 0 {
+		if _, err := w.results.Write(w.rbuf); err != nil {
+			resErr = fmt.Errorf("write results file %s: %w", w.results.Name(), err)
+		} else if err := w.results.Sync(); err != nil {
+			resErr = fmt.Errorf("sync results file %s: %w", w.results.Name(), err)
+		}
+	}
+	// Even if the results failed, journal the operation ids: each one saves
+	// a duplicate, billed request on resume.
+	w.jbuf = w.jbuf[:0]
+	end, n := w.resultsEnd, int64(0)
+	for i := range batch {
+		r := &batch[i]
+		switch r.kind {
+		case kindIntent:
+			w.jbuf = appendIntent(w.jbuf, r.row, r.attempt)
+		case kindSubmitted:
+			w.jbuf = appendSubmitted(w.jbuf, r.row, r.attempt, r.opID, r.at)
+		case kindResolved:
+			if resErr != nil {
+				continue
+			}
+			end += int64(len(r.line))
+			w.jbuf = appendResolved(w.jbuf, r.row, r.failed, end)
+		case kindReopen:
+			w.jbuf = appendReopen(w.jbuf, r.row)
+		default:
+			continue
+		}
+		n++
+	}
+	w.resultsEnd = end
+	if n > 0 {
+		if _, err := w.journal.Write(w.jbuf); err != nil {
+			return w.fail(fmt.Errorf("write checkpoint %s: %w", w.path, err))
+		}
+		if err := w.journal.Sync(); err != nil {
+			return w.fail(fmt.Errorf("sync checkpoint %s: %w", w.path, err))
+		}
+		w.commits.Add(1)
+		w.recordCount.Add(n)
+	}
+	if resErr != nil {
+		return w.fail(resErr)
+	}
+	return nil
+}
