@@ -49,8 +49,8 @@ type Options struct {
 	// JSONSchema is the default structured-output schema (the object sent as
 	// jsonSchema.schema); JSONObject asks for any JSON object instead. They are
 	// exclusive. A row's own jsonSchema/jsonObject replace both.
-	JSONSchema json.RawMessage
-	JSONObject bool
+	JSONSchema json.RawMessage `json:",omitempty"`
+	JSONObject bool            `json:",omitempty"`
 
 	// CSV only.
 	PromptColumn string // default "prompt"

@@ -52,6 +52,7 @@ func (w *Writer) compact() error {
 	j, err := os.OpenFile(w.path, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		// Appending to the old, renamed-over file would lose records.
+		w.journalFailed = true
 		return w.fail(fmt.Errorf("compact checkpoint: reopen: %w", err))
 	}
 	w.journal.Close()

@@ -23,7 +23,8 @@ import (
 // Once a write or fsync fails (a full disk), the error is sticky: every later
 // call returns it. A call that returned nil was durable, or (Submitted,
 // Result, Reopen) is queued and becomes durable with the next successful
-// commit, which Flush waits for and reports.
+// commit, which Flush waits for and reports. After a results-file failure the
+// records already queued that need no result line are still journaled.
 type Writer struct {
 	path        string
 	rows        int
@@ -45,9 +46,11 @@ type Writer struct {
 	closing bool
 
 	// Owned by the writer goroutine.
-	resultsEnd int64
-	spare      []request
-	jbuf, rbuf []byte
+	resultsEnd    int64
+	resultsFailed bool // sticky error from the results file: journal the rest
+	journalFailed bool // sticky error from the journal: write nothing more
+	spare         []request
+	jbuf, rbuf    []byte
 }
 
 type request struct {
@@ -517,25 +520,31 @@ func (w *Writer) sticky() error {
 
 // commit makes batch durable: result lines, fsync, journal records, fsync.
 func (w *Writer) commit(batch []request) error {
-	if err := w.sticky(); err != nil {
-		return err
+	if w.journalFailed {
+		return w.sticky()
 	}
-	w.rbuf = w.rbuf[:0]
-	for i := range batch {
-		if batch[i].kind == kindResolved {
-			w.rbuf = append(w.rbuf, batch[i].line...)
+	if !w.resultsFailed {
+		w.rbuf = w.rbuf[:0]
+		for i := range batch {
+			if batch[i].kind == kindResolved {
+				w.rbuf = append(w.rbuf, batch[i].line...)
+			}
+		}
+		var err error
+		if len(w.rbuf) > 0 {
+			if _, err = w.results.Write(w.rbuf); err != nil {
+				err = fmt.Errorf("write results file %s: %w", w.results.Name(), err)
+			} else if err = w.results.Sync(); err != nil {
+				err = fmt.Errorf("sync results file %s: %w", w.results.Name(), err)
+			}
+		}
+		if err != nil {
+			w.resultsFailed = true
+			w.fail(err)
 		}
 	}
-	var resErr error
-	if len(w.rbuf) > 0 {
-		if _, err := w.results.Write(w.rbuf); err != nil {
-			resErr = fmt.Errorf("write results file %s: %w", w.results.Name(), err)
-		} else if err := w.results.Sync(); err != nil {
-			resErr = fmt.Errorf("sync results file %s: %w", w.results.Name(), err)
-		}
-	}
-	// Even if the results failed, journal the operation ids: each one saves
-	// a duplicate, billed request on resume.
+	// Even when the results file has failed, journal what is queued: each
+	// operation id saved is a duplicate, billed request avoided on resume.
 	w.jbuf = w.jbuf[:0]
 	end, n := w.resultsEnd, int64(0)
 	for i := range batch {
@@ -546,7 +555,7 @@ func (w *Writer) commit(batch []request) error {
 		case kindSubmitted:
 			w.jbuf = appendSubmitted(w.jbuf, r.row, r.attempt, r.opID, r.at)
 		case kindResolved:
-			if resErr != nil {
+			if w.resultsFailed {
 				continue
 			}
 			end += int64(len(r.line))
@@ -560,17 +569,18 @@ func (w *Writer) commit(batch []request) error {
 	}
 	w.resultsEnd = end
 	if n > 0 {
-		if _, err := w.journal.Write(w.jbuf); err != nil {
-			return w.fail(fmt.Errorf("write checkpoint %s: %w", w.path, err))
+		err := error(nil)
+		if _, err = w.journal.Write(w.jbuf); err != nil {
+			err = fmt.Errorf("write checkpoint %s: %w", w.path, err)
+		} else if err = w.journal.Sync(); err != nil {
+			err = fmt.Errorf("sync checkpoint %s: %w", w.path, err)
 		}
-		if err := w.journal.Sync(); err != nil {
-			return w.fail(fmt.Errorf("sync checkpoint %s: %w", w.path, err))
+		if err != nil {
+			w.journalFailed = true
+			return w.fail(err)
 		}
 		w.commits.Add(1)
 		w.recordCount.Add(n)
 	}
-	if resErr != nil {
-		return w.fail(resErr)
-	}
-	return nil
+	return w.sticky()
 }

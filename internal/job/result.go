@@ -161,9 +161,9 @@ func failure(id, opID string, attempts int, kind string, err error) *Result {
 
 // Tally sums a results file: rows by status and tokens. It reads JSONL and CSV results.
 type Tally struct {
-	Succeeded, Failed     int
+	Succeeded, Failed      int
 	InputTokens, OutTokens int64
-	FailedByKind          map[string]int
+	FailedByKind           map[string]int
 }
 
 // tallyResults reads the results file written so far (used by status).
