@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -48,7 +49,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}()
 	app := cmd.App(stdout, stderr, kill)
-	err := app.RunContext(soft, args)
+	err := app.RunContext(soft, cmd.Intersperse(app, args))
 	return exitCode(err, stderr)
 }
 
@@ -79,7 +80,15 @@ func exitCode(err error, stderr io.Writer) int {
 			code = ce.ExitCode()
 		}
 	}
-	if !errors.Is(err, cmd.ErrReported) {
+	switch {
+	case errors.Is(err, cmd.ErrReported):
+	case ve != nil:
+		n := len(ve.Errors) + ve.More
+		fmt.Fprintf(stderr, "batchgpt: %s: %d input problem(s); nothing was sent:\n", ve.File, n)
+		for _, line := range strings.Split(ve.Error(), "\n") {
+			fmt.Fprintf(stderr, "  %s\n", line)
+		}
+	default:
 		fmt.Fprintf(stderr, "batchgpt: %v\n", err)
 	}
 	return code

@@ -466,3 +466,10 @@ func (s *idSet) add(id string, pos rowPos) (*idLoc, error) {
 	s.exact[id] = loc
 	return nil, nil
 }
+
+// CheckOptions reports a problem with the options themselves (format, model, template, ranges)
+// for the input at path, without reading it: a usage error, before anything else happens.
+func CheckOptions(path string, opt Options) error {
+	_, err := newConfig(path, opt)
+	return err
+}

@@ -70,7 +70,7 @@ func CheckEndpoint(name, raw string) (*url.URL, error) {
 		return u, nil
 	case "http":
 		host := u.Hostname()
-		if host == "localhost" {
+		if strings.EqualFold(host, "localhost") {
 			return u, nil
 		}
 		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
@@ -223,6 +223,9 @@ func (c *Client) do(ctx context.Context, op string, pacer *Pacer, build func() (
 		if err := pacer.Wait(ctx); err != nil {
 			return &ctxError{err}
 		}
+		if err := c.ended(ctx); err != nil {
+			return &ctxError{fmt.Errorf("%s: %w", op, err)}
+		}
 		req, err := build()
 		if err != nil {
 			return &buildError{fmt.Errorf("%s: %w", op, err)}
@@ -235,8 +238,8 @@ func (c *Client) do(ctx context.Context, op string, pacer *Pacer, build func() (
 			pacer.Succeeded()
 			return nil
 		}
-		if ctx.Err() != nil {
-			return &ctxError{fmt.Errorf("%s: %w", op, ctx.Err())}
+		if err := c.ended(ctx); err != nil {
+			return &ctxError{fmt.Errorf("%s: %w", op, err)}
 		}
 		var delay time.Duration
 		switch Classify(err) {
@@ -268,6 +271,18 @@ func (c *Client) do(ctx context.Context, op string, pacer *Pacer, build func() (
 			return &ctxError{err}
 		}
 	}
+}
+
+// ended reports why no more requests may be sent: the call's context ended, or InFlight did
+// (which aborted the request just tried; retrying would only send more to abort).
+func (c *Client) ended(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if c.cfg.InFlight != nil {
+		return c.cfg.InFlight.Err()
+	}
+	return nil
 }
 
 // once sends one HTTP request with its own deadline and decodes a 2xx body into out.

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -39,7 +40,8 @@ type Pacer struct {
 func NewPacer(perSecond float64, perHour int) *Pacer {
 	p := &Pacer{cap: perSecond, current: perSecond, perHour: perHour, now: time.Now, sleep: sleepCtx}
 	if perSecond > 0 {
-		p.floor = math.Max(perSecond/50, 0.2)
+		// Not above the cap: a 429 must never raise the rate.
+		p.floor = math.Min(math.Max(perSecond/50, 0.2), perSecond)
 		burst := int(math.Ceil(perSecond / 10)) // smooth: never a whole second's worth at once
 		p.limiter = rate.NewLimiter(rate.Limit(perSecond), max(burst, 1))
 	}
@@ -57,11 +59,19 @@ func (p *Pacer) Seed(times []time.Time) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	// The ring must hold the most recent requests in time order (Wait takes the slot it
+	// overwrites as the oldest), and callers pass times in row order: merge and sort.
 	cut := p.now().Add(-time.Hour)
+	all := slices.Clone(p.ring[:p.filled])
 	for _, t := range times {
 		if t.After(cut) {
-			p.record(t)
+			all = append(all, t)
 		}
+	}
+	slices.SortFunc(all, time.Time.Compare)
+	p.next, p.filled = 0, 0
+	for _, t := range all {
+		p.record(t)
 	}
 }
 

@@ -39,8 +39,8 @@ func requestFlags() []cli.Flag {
 		&cli.Int64Flag{Name: "max-tokens", Usage: "maximum tokens per answer"},
 		&cli.StringFlag{Name: "reasoning-mode", Usage: "reasoningOptions.mode: DISABLED or ENABLED_HIDDEN"},
 		&cli.StringFlag{Name: "format", Usage: "input format `jsonl` or `csv` (default: by file extension)"},
-		&cli.StringFlag{Name: "prompt-column", Value: "prompt", Usage: "CSV: column holding the prompt"},
-		&cli.StringFlag{Name: "id-column", Value: "id", Usage: "CSV: column holding the row id (row number when absent)"},
+		&cli.StringFlag{Name: "prompt-column", Usage: "CSV: column holding the prompt (default \"prompt\")"},
+		&cli.StringFlag{Name: "id-column", Usage: "CSV: column holding the row id (default \"id\"; the row number when the file has no such column)"},
 		&cli.StringFlag{Name: "system-column", Usage: "CSV: column holding a per-row system message"},
 		&cli.StringFlag{Name: "template", Usage: "CSV: Go text/template over the row's columns that builds the prompt, e.g. 'Summarize: {{.body}}'"},
 		&cli.BoolFlag{Name: "no-data-logging", Usage: "ask the API not to log requests (x-data-logging-enabled: false)"},
@@ -120,6 +120,9 @@ func (e *env) runCommand() *cli.Command {
 			s, err := settingsFrom(c)
 			if err != nil {
 				return err
+			}
+			if err := batch.CheckOptions(input, s.Input); err != nil {
+				return &UsageError{Msg: err.Error()}
 			}
 			return e.execute(c, func(cfg *job.Config) {
 				cfg.Input, cfg.Checkpoint, cfg.Output, cfg.Force = input, checkpoint, results, c.Bool("force")

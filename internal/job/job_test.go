@@ -325,3 +325,47 @@ func TestPermanentOperationErrorFailsRowOnly(t *testing.T) {
 		t.Fatalf("%d results, %d failed, summary %+v", len(res), failed, sum)
 	}
 }
+
+// TestServiceAccountTokensExpiringFast runs with a service-account key whose IAM tokens live two
+// seconds: the run must finish with no failed row and a token exchange per refresh, not per request.
+func TestServiceAccountTokensExpiringFast(t *testing.T) {
+	iam := emulator.NewIAM(2*time.Second, nil)
+	key, err := iam.GenerateKey(2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lat, _ := emulator.ParseLatency("uniform:100ms:1s")
+	srv := emulator.New(emulator.Config{Latency: lat, IAM: iam, Seed: 5})
+	url, err := srv.Start("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	sa, err := auth.NewServiceAccount(key, url, &http.Client{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	const n = 2000
+	in := writeJSONL(t, dir, n)
+	cfg := config(dir, in, url)
+	cfg.Credentials = sa
+	cfg.Tuning.SubmitRPS = 400 // about five seconds of submissions: several token lifetimes
+	sum, err := job.New(cfg).Run(context.Background())
+	if err != nil {
+		t.Fatalf("run: %v (%+v)", err, sum)
+	}
+	checkAll(t, readResults(t, cfg.Output), n)
+	ex := iam.Exchanges()
+	t.Logf("%d rows in %s with %d token exchanges; %d unauthorized answers", n, sum.Elapsed, ex, srv.Stats().Unauthorized)
+	if ex < 2 || ex > int64(sum.Elapsed/time.Second)+5 {
+		t.Fatalf("%d token exchanges in %s: want a few (one per refresh), not one per request", ex, sum.Elapsed)
+	}
+	data, _ := os.ReadFile(cfg.Checkpoint)
+	res, _ := os.ReadFile(cfg.Output)
+	for _, secret := range []string{"PRIVATE KEY", "t1."} {
+		if strings.Contains(string(data), secret) || strings.Contains(string(res), secret) {
+			t.Fatalf("%q found in the checkpoint or results", secret)
+		}
+	}
+}
