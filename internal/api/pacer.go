@@ -170,6 +170,20 @@ func (p *Pacer) Throttles() int64 {
 	return p.quota429
 }
 
+// InWindow counts the requests made in the last hour (0 without an hour window).
+func (p *Pacer) InWindow() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	cut := p.now().Add(-time.Hour)
+	n := 0
+	for i := 0; i < p.filled; i++ {
+		if p.ring[i].After(cut) {
+			n++
+		}
+	}
+	return n
+}
+
 // Limits returns the configured per-second and per-hour caps.
 func (p *Pacer) Limits() (perSecond float64, perHour int) { return p.cap, p.perHour }
 

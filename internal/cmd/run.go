@@ -1,12 +1,12 @@
 package cmd
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -76,6 +76,9 @@ func outputFlags() []cli.Flag {
 		&cli.StringFlag{Name: "emulator-latency", Value: "lognormal:400ms:0.6:5s", Usage: "with --emulator: operation latency (see `batchgpt emulator --help`)"},
 		&cli.StringFlag{Name: "emulator-faults", Usage: "with --emulator: injected faults, e.g. 429=0.05,500=0.02,reset=0.01"},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors"},
+		&cli.BoolFlag{Name: "no-progress", Usage: "no progress bars on a terminal (log lines instead)"},
+		&cli.DurationFlag{Name: "progress-interval", Value: 30 * time.Second, Usage: "when not on a terminal: log a progress line this often"},
+		&cli.StringFlag{Name: "price", Usage: "async price per 1,000 tokens by model, for cost estimates: `MODEL=PRICE,...` (defaults: " + job.DefaultPrices().String() + " " + job.DefaultCurrency + ")"},
 		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log format: text or json"},
 		&cli.BoolFlag{Name: "verbose", Usage: "log every retry"},
 		&cli.StringFlag{Name: "summary-json", Usage: "also write the final summary as JSON to `PATH`"},
@@ -94,6 +97,7 @@ func (e *env) runCommand() *cli.Command {
 		&cli.StringFlag{Name: "checkpoint", Usage: "checkpoint `PATH` (default: <input without extension>.checkpoint.json)"},
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "results `PATH`; .csv writes CSV (default: <input without extension>.results.jsonl)"},
 		&cli.BoolFlag{Name: "force", Usage: "start over even if the checkpoint exists (its results file is truncated)"},
+		&cli.BoolFlag{Name: "dry-run", Usage: "validate the input, count rows, estimate tokens, cost and time under the quota; send nothing"},
 	}, requestFlags()...), tuningFlags()...), authFlags()...), outputFlags()...)
 	return &cli.Command{
 		Name:      "run",
@@ -123,6 +127,9 @@ func (e *env) runCommand() *cli.Command {
 			}
 			if err := batch.CheckOptions(input, s.Input); err != nil {
 				return &UsageError{Msg: err.Error()}
+			}
+			if c.Bool("dry-run") {
+				return e.dryRun(c, input, s)
 			}
 			return e.execute(c, func(cfg *job.Config) {
 				cfg.Input, cfg.Checkpoint, cfg.Output, cfg.Force = input, checkpoint, results, c.Bool("force")
@@ -193,7 +200,12 @@ func settingsFrom(c *cli.Context) (job.Settings, error) {
 
 // execute runs or resumes a job with the tuning, credentials and output flags of c.
 func (e *env) execute(c *cli.Context, fill func(*job.Config), resume bool) error {
-	logger, err := e.logger(c)
+	prices, err := job.ParsePrices(c.String("price"))
+	if err != nil {
+		return &UsageError{Msg: "--price: " + err.Error()}
+	}
+	prog := e.newProgress(c)
+	logger, err := e.logger(c, prog.logOut)
 	if err != nil {
 		return err
 	}
@@ -241,14 +253,18 @@ func (e *env) execute(c *cli.Context, fill func(*job.Config), resume bool) error
 	}
 
 	j := job.New(cfg)
-	stopProgress := e.startProgress(c, j, logger)
+	prog.start(c, j, logger)
 	var sum job.Summary
 	if resume {
 		sum, err = j.Resume(ctx)
 	} else {
 		sum, err = j.Run(ctx)
 	}
-	stopProgress()
+	prog.stop()
+	if price, ok := prices.For(j.ModelURI()); ok {
+		sum.Currency = job.DefaultCurrency
+		sum.EstimatedCost = job.Cost(sum.InputTokens+sum.OutputTokens, price)
+	}
 	if sum.Rows > 0 && !c.Bool("quiet") {
 		e.printSummary(sum)
 	}
@@ -313,7 +329,7 @@ func startEmulator(latency, faults string) (*emulatorHandle, string, error) {
 	return &emulatorHandle{URL: url, Close: srv.Close}, key, nil
 }
 
-func (e *env) logger(c *cli.Context) (*slog.Logger, error) {
+func (e *env) logger(c *cli.Context, out io.Writer) (*slog.Logger, error) {
 	level := slog.LevelInfo
 	if c.Bool("quiet") {
 		level = slog.LevelError
@@ -324,9 +340,9 @@ func (e *env) logger(c *cli.Context) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: redactAttr}
 	switch c.String("log-format") {
 	case "text", "":
-		return slog.New(slog.NewTextHandler(e.stderr, opts)), nil
+		return slog.New(slog.NewTextHandler(out, opts)), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(e.stderr, opts)), nil
+		return slog.New(slog.NewJSONHandler(out, opts)), nil
 	}
 	return nil, usagef("--log-format %q: want text or json", c.String("log-format"))
 }
@@ -356,7 +372,11 @@ func (e *env) printSummary(s job.Summary) {
 	}
 	fmt.Fprintf(w, "this process: %d submissions, %d resubmitted, %d in doubt, %d polls, %d throttled (429)\n",
 		s.Submissions, s.Resubmitted, s.InDoubt, s.Polls, s.Throttled)
-	fmt.Fprintf(w, "tokens: %d in, %d out  elapsed: %s\n", s.InputTokens, s.OutputTokens, s.Elapsed.Round(time.Millisecond))
+	fmt.Fprintf(w, "tokens: %d in, %d out", s.InputTokens, s.OutputTokens)
+	if s.Currency != "" {
+		fmt.Fprintf(w, "  estimated cost: %.2f %s (async prices; see --price)", s.EstimatedCost, s.Currency)
+	}
+	fmt.Fprintf(w, "  elapsed: %s\n", s.Elapsed.Round(time.Millisecond))
 	fmt.Fprintf(w, "results: %s\ncheckpoint: %s\n", s.Results, s.Checkpoint)
 }
 
@@ -381,27 +401,32 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-// startProgress prints a progress line at a steady interval on stderr; the returned func stops it.
-func (e *env) startProgress(c *cli.Context, j *job.Job, logger *slog.Logger) func() {
-	if c.Bool("quiet") {
-		return func() {}
+// dryRun validates the input and prints what a run would cost and take, without credentials and
+// without sending anything.
+func (e *env) dryRun(c *cli.Context, input string, s job.Settings) error {
+	prices, err := job.ParsePrices(c.String("price"))
+	if err != nil {
+		return &UsageError{Msg: "--price: " + err.Error()}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		t := time.NewTicker(10 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				p := j.Progress()
-				logger.Info("progress", "rows", p.Rows, "submitted", p.Submitted, "resolved", p.Resolved,
-					"succeeded", p.Succeeded, "failed", p.Failed, "pending", p.Pending)
-			}
+	sum, err := batch.Validate(input, s.Input, 50)
+	if err != nil {
+		return err
+	}
+	w := e.stdout
+	fmt.Fprintf(w, "input:            %s (%s, %d bytes)\n", input, sum.Format, sum.Size)
+	fmt.Fprintf(w, "rows:             %d, all valid\n", sum.Rows)
+	fmt.Fprintf(w, "input tokens:     ~%d (estimate: characters / 4; Russian text usually needs more)\n", sum.EstimatedTokens)
+	uri, _ := batch.ModelURI(s.Input.Folder, s.Input.Model)
+	if price, ok := prices.For(uri); ok {
+		fmt.Fprintf(w, "input cost:       ~%.2f %s at %g per 1,000 tokens (async); answers are billed too", job.Cost(sum.EstimatedTokens, price), job.DefaultCurrency, price)
+		if s.Input.MaxTokens != nil {
+			fmt.Fprintf(w, ": at most %.2f %s more for %d tokens per answer", job.Cost(int64(sum.Rows)**s.Input.MaxTokens, price), job.DefaultCurrency, *s.Input.MaxTokens)
 		}
-	}()
-	return func() { cancel(); <-done }
+		fmt.Fprintln(w)
+	}
+	eta := job.SubmitETA(sum.Rows, 0, c.Float64("submit-rps"), c.Int("submit-per-hour"))
+	fmt.Fprintf(w, "submission time:  %s at %g/s and %d/hour, plus the operations' own time (minutes to hours)\n",
+		eta.Round(time.Second), c.Float64("submit-rps"), c.Int("submit-per-hour"))
+	fmt.Fprintln(w, "nothing was sent (--dry-run)")
+	return nil
 }

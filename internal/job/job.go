@@ -96,6 +96,22 @@ type Summary struct {
 	Throttled    int64          `json:"throttled"` // 429 answers
 	Elapsed      time.Duration  `json:"elapsed_ns"`
 	Interrupted  bool           `json:"interrupted"`
+	// EstimatedCost prices the tokens of this process at the async price table, in Currency.
+	EstimatedCost float64 `json:"estimated_cost,omitempty"`
+	Currency      string  `json:"currency,omitempty"`
+}
+
+// ModelURI is the run's default model URI ("" when the rows carry their own).
+func (j *Job) ModelURI() string {
+	o := j.cfg.Settings.Input
+	if o.Model == "" {
+		return ""
+	}
+	uri, err := batch.ModelURI(o.Folder, o.Model)
+	if err != nil {
+		return ""
+	}
+	return uri
 }
 
 // Job is one run or resume. Progress may be read while it runs.
@@ -119,6 +135,8 @@ type Job struct {
 	pending      map[int]*pendingRow
 	poll         *poller.Poller
 	submitPacer  *api.Pacer
+	pollPacer    *api.Pacer
+	schedule     *poller.Schedule
 }
 
 type pendingRow struct {
@@ -151,8 +169,11 @@ func New(cfg Config) *Job {
 // Progress is a snapshot of the counters.
 type Progress struct {
 	Rows, Submitted, Resolved, Succeeded, Failed int64
-	Pending                                      int
+	Pending                                      int     // operations being polled
 	SubmitRate                                   float64 // current adaptive submissions/s limit (0 = unlimited)
+	// ETA estimates the time to resolve every row: the submissions left under both quota windows,
+	// plus the median operation time observed so far (0 while unknown).
+	ETA time.Duration
 }
 
 // Progress returns current counts; safe while the job runs.
@@ -160,11 +181,18 @@ func (j *Job) Progress() Progress {
 	p := Progress{Rows: j.total.Load(), Submitted: j.submitted.Load(), Resolved: j.resolved.Load(),
 		Succeeded: j.succeeded.Load(), Failed: j.failed.Load()}
 	j.mu.Lock()
+	defer j.mu.Unlock()
 	p.Pending = len(j.pending)
-	if j.submitPacer != nil {
-		p.SubmitRate = j.submitPacer.Rate()
+	if j.submitPacer == nil {
+		return p
 	}
-	j.mu.Unlock()
+	p.SubmitRate = j.submitPacer.Rate()
+	_, perHour := j.submitPacer.Limits()
+	eta := SubmitETA(int(p.Rows-p.Submitted), j.submitPacer.InWindow(), p.SubmitRate, perHour)
+	if med, ok := j.schedule.Median(); ok && p.Resolved < p.Rows {
+		eta += med
+	}
+	p.ETA = eta
 	return p
 }
 
@@ -298,19 +326,24 @@ func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, st 
 		}
 	}
 	submitPacer.Seed(recent)
+	pollPacer := api.NewPacer(t.PollRPS, 0)
 	client, err := api.New(api.Config{
 		Endpoint: cfg.Settings.Endpoint, OperationsEndpoint: cfg.Settings.OperationsEndpoint,
 		Credentials: cfg.Credentials, NoDataLogging: cfg.Settings.NoDataLogging, HTTPClient: cfg.HTTPClient,
-		SubmitPacer: submitPacer, PollPacer: api.NewPacer(t.PollRPS, 0),
+		SubmitPacer: submitPacer, PollPacer: pollPacer,
 		MaxAttempts: t.MaxAttempts, RequestTimeout: t.RequestTimeout, BackoffBase: t.BackoffBase,
 		Logger: j.log, InFlight: cfg.Kill,
 	})
 	if err != nil {
 		return sum, err
 	}
-	p := poller.New(client, poller.Config{Schedule: t.Schedule, Concurrency: t.PollWorkers})
+	schedule := t.Schedule
+	if schedule == nil {
+		schedule = poller.NewSchedule()
+	}
+	p := poller.New(client, poller.Config{Schedule: schedule, Concurrency: t.PollWorkers})
 	j.mu.Lock()
-	j.poll, j.submitPacer = p, submitPacer
+	j.poll, j.submitPacer, j.pollPacer, j.schedule = p, submitPacer, pollPacer, schedule
 	j.mu.Unlock()
 
 	allDone := make(chan struct{})
@@ -371,7 +404,7 @@ func (j *Job) summary(h store.Header, start time.Time, interrupted bool) Summary
 		s.Polls = j.poll.Polls()
 	}
 	if j.submitPacer != nil {
-		s.Throttled = j.submitPacer.Throttles()
+		s.Throttled = j.submitPacer.Throttles() + j.pollPacer.Throttles()
 	}
 	j.mu.Unlock()
 	return s

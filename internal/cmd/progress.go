@@ -1,0 +1,166 @@
+package cmd
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+
+	"github.com/batchgpt/batchgpt/internal/job"
+)
+
+// isTerminal reports whether w is a terminal (progress bars) rather than a file or pipe (log lines).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// bars draws two progress bars (submitted, resolved) at the bottom of a terminal and lets log
+// lines scroll above them: every write clears the bars, prints, and redraws them.
+type bars struct {
+	mu        sync.Mutex
+	out       io.Writer
+	submitted *progressbar.ProgressBar
+	resolved  *progressbar.ProgressBar
+	drawn     bool
+}
+
+func newBars(out io.Writer) *bars { return &bars{out: out} }
+
+// ensure creates the bars once the total is known (a bar made with a zero total never moves).
+func (b *bars) ensure(total int64) {
+	if b.submitted != nil {
+		return
+	}
+	opts := func(desc string) []progressbar.Option {
+		return []progressbar.Option{
+			progressbar.OptionSetWriter(io.Discard), // rendered by draw, two bars at once
+			progressbar.OptionSetDescription(desc),
+			progressbar.OptionShowCount(),
+			progressbar.OptionShowIts(),
+			progressbar.OptionSetItsString("rows"),
+			progressbar.OptionSetPredictTime(true),
+			progressbar.OptionSetElapsedTime(true),
+			progressbar.OptionThrottle(0),
+			progressbar.OptionSetWidth(30),
+			progressbar.OptionSetRenderBlankState(true),
+		}
+	}
+	b.submitted = progressbar.NewOptions64(total, opts("submitted")...)
+	b.resolved = progressbar.NewOptions64(total, opts("resolved ")...)
+}
+
+// clearLocked erases the bars; the cursor rests at the start of the first bar line.
+func (b *bars) clearLocked() {
+	if b.drawn {
+		io.WriteString(b.out, "\r\033[J")
+		b.drawn = false
+	}
+}
+
+func (b *bars) drawLocked() {
+	line := func(s string) string { return strings.TrimLeft(s, "\r") }
+	fmt.Fprintf(b.out, "\r\033[J%s\n%s\r\033[1A", line(b.submitted.String()), line(b.resolved.String()))
+	b.drawn = true
+}
+
+func (b *bars) update(p job.Progress, eta time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.ensure(p.Rows)
+	_ = b.submitted.Set64(p.Submitted)
+	_ = b.resolved.Set64(p.Resolved)
+	desc := "resolved "
+	if eta > 0 {
+		desc = fmt.Sprintf("resolved (eta %s)", eta.Round(time.Second))
+	}
+	b.resolved.Describe(desc)
+	b.drawLocked()
+}
+
+func (b *bars) finish() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.clearLocked()
+}
+
+// Write prints a log line above the bars.
+func (b *bars) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	redraw := b.drawn
+	b.clearLocked()
+	n, err := b.out.Write(p)
+	if redraw {
+		b.drawLocked()
+	}
+	return n, err
+}
+
+// progress is how a run shows that it moves: bars on a terminal, a log line at a steady interval
+// otherwise (cron, pipes), nothing with --quiet.
+type progress struct {
+	logOut io.Writer // where log lines go: through the bars on a terminal
+	bars   *bars
+	stop   func()
+}
+
+func (e *env) newProgress(c *cli.Context) *progress {
+	p := &progress{logOut: e.stderr, stop: func() {}}
+	if !c.Bool("quiet") && !c.Bool("no-progress") && isTerminal(e.stderr) {
+		p.bars = newBars(e.stderr)
+		p.logOut = p.bars
+	}
+	return p
+}
+
+// start begins reporting j's progress until the returned stop is called.
+func (p *progress) start(c *cli.Context, j *job.Job, logger *slog.Logger) {
+	if c.Bool("quiet") {
+		return
+	}
+	interval := c.Duration("progress-interval")
+	if p.bars != nil {
+		interval = 250 * time.Millisecond
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			pr := j.Progress()
+			if pr.Rows == 0 {
+				continue
+			}
+			if p.bars != nil {
+				p.bars.update(pr, pr.ETA)
+				continue
+			}
+			logger.Info("progress", "rows", pr.Rows, "submitted", pr.Submitted, "resolved", pr.Resolved,
+				"succeeded", pr.Succeeded, "failed", pr.Failed, "polling", pr.Pending,
+				"submit_rate", fmt.Sprintf("%.1f/s", pr.SubmitRate), "eta", pr.ETA.Round(time.Second).String())
+		}
+	}()
+	p.stop = func() {
+		cancel()
+		<-done
+		if p.bars != nil {
+			p.bars.finish()
+		}
+	}
+}
