@@ -1,0 +1,160 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+
+	"github.com/batchgpt/batchgpt/internal/emulator"
+	"github.com/batchgpt/batchgpt/internal/job"
+)
+
+func withKey(cmd *exec.Cmd, key string) *exec.Cmd {
+	cmd.Env = append(cmd.Env, "YC_API_KEY="+key)
+	return cmd
+}
+
+func TestExitCodes(t *testing.T) {
+	allFail, _ := emulator.ParseFaults("op_perm_error=1")
+	for _, tc := range []struct {
+		name   string
+		cfg    emulator.Config
+		key    string
+		args   []string
+		code   int
+		stderr string
+	}{
+		{"all succeed", emulator.Config{}, testKey, nil, 0, "succeeded: 20"},
+		{"rows failed", emulator.Config{Faults: allFail}, testKey, nil, 3, "20 of 20 rows failed"},
+		{"failures tolerated", emulator.Config{Faults: allFail}, testKey, []string{"--max-failed", "20"}, 0, "failed: 20"},
+		{"bad api key", emulator.Config{}, "AQVNwrong-key-0000", nil, 4, "Unknown api key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, url := startEmulator(t, tc.cfg)
+			dir := t.TempDir()
+			in := writeInput(t, dir, 20)
+			res := runCmd(t, withKey(command(url, append(append([]string{"run"}, tc.args...), in)...), tc.key))
+			if res.code != tc.code || !strings.Contains(res.stderr, tc.stderr) {
+				t.Fatalf("exit %d (want %d), stderr lacks %q?\n%s", res.code, tc.code, tc.stderr, res.stderr)
+			}
+			if strings.Contains(res.stderr, tc.key) {
+				t.Fatalf("the API key leaked into the output:\n%s", res.stderr)
+			}
+			if tc.code == 4 && !strings.Contains(res.stderr, "batchgpt resume ") {
+				t.Fatalf("an auth failure must say how to resume:\n%s", res.stderr)
+			}
+		})
+	}
+}
+
+func TestLogLinesWithoutTerminal(t *testing.T) {
+	lat, _ := emulator.ParseLatency("uniform:200ms:800ms")
+	_, url := startEmulator(t, emulator.Config{Latency: lat})
+	dir := t.TempDir()
+	in := writeInput(t, dir, 200)
+	sumPath := filepath.Join(dir, "summary.json")
+	res := runCmd(t, withKey(command(url, "run", "--progress-interval", "100ms", "--log-format", "json",
+		"--summary-json", sumPath, "--submit-rps", "300", in), testKey))
+	if res.code != 0 {
+		t.Fatalf("exit %d\n%s", res.code, res.stderr)
+	}
+	progressLines := 0
+	var last map[string]any
+	sc := bufio.NewScanner(strings.NewReader(res.stderr))
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "{") {
+			continue // the final summary is plain text
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("log line is not JSON: %q", line)
+		}
+		if m["msg"] == "progress" {
+			progressLines++
+			for _, k := range []string{"rows", "submitted", "resolved", "succeeded", "failed", "eta"} {
+				if _, ok := m[k]; !ok {
+					t.Fatalf("progress line lacks %q: %s", k, line)
+				}
+			}
+			last = m
+		}
+	}
+	if progressLines < 3 || last["rows"].(float64) != 200 {
+		t.Fatalf("%d progress lines, last %v:\n%s", progressLines, last, res.stderr)
+	}
+	if strings.Contains(res.stderr, "\033[") {
+		t.Fatal("terminal escape codes written to a non-terminal")
+	}
+	var s job.Summary
+	data, err := os.ReadFile(sumPath)
+	if err != nil || json.Unmarshal(data, &s) != nil || s.Succeeded != 200 || s.Submissions != 200 {
+		t.Fatalf("summary json %v: %s", err, data)
+	}
+}
+
+func TestProgressBarsOnTerminal(t *testing.T) {
+	lat, _ := emulator.ParseLatency("uniform:100ms:600ms")
+	_, url := startEmulator(t, emulator.Config{Latency: lat})
+	dir := t.TempDir()
+	in := writeInput(t, dir, 300)
+	cmd := withKey(command(url, "run", "--submit-rps", "300", in), testKey)
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Skipf("no pseudo-terminal here: %v", err)
+	}
+	defer ptmx.Close()
+	cmd.Stderr = tty
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tty.Close()
+	var screen bytes.Buffer
+	copied := make(chan struct{})
+	go func() { io.Copy(&screen, ptmx); close(copied) }()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("run: %v\n%s", err, screen.String())
+	}
+	select {
+	case <-copied:
+	case <-time.After(5 * time.Second):
+	}
+	out := screen.String()
+	for _, want := range []string{"submitted", "resolved", "/300", "rows/s", "\033[J", "succeeded: 300"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("terminal output lacks %q:\n%q", want, out)
+		}
+	}
+}
+
+func TestDryRunSendsNothing(t *testing.T) {
+	srv, url := startEmulator(t, emulator.Config{})
+	dir := t.TempDir()
+	in := writeInput(t, dir, 1234)
+	res := runCmd(t, command(url, "run", "--dry-run", "--max-tokens", "100", "--price", "yandexgpt-lite=2", in))
+	if res.code != 0 {
+		t.Fatalf("exit %d\n%s", res.code, res.stderr)
+	}
+	for _, want := range []string{"rows:             1234, all valid", "input tokens:", "at 2 per 1,000 tokens", "246.80 RUB more for 100 tokens per answer", "submission time:  2m3s at 10/s", "nothing was sent"} {
+		if !strings.Contains(res.stdout, want) {
+			t.Fatalf("dry run output lacks %q:\n%s", want, res.stdout)
+		}
+	}
+	if st := srv.Stats(); st.Submissions != 0 {
+		t.Fatalf("dry run sent %d requests", st.Submissions)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "in.checkpoint.json")); !os.IsNotExist(err) {
+		t.Fatal("dry run left a checkpoint")
+	}
+}
