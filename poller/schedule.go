@@ -36,8 +36,10 @@ type Schedule struct {
 // emulator (milliseconds).
 func NewSchedule() *Schedule {
 	return &Schedule{
-		Hazard: 0.75, Initial: time.Second, Factor: 1.6,
-		MinGap: 5 * time.Millisecond, MaxGap: 2 * time.Minute,
+		// MaxGap only bounds the tail: real operations take minutes to hours, and a short cap
+		// would poll a long operation dozens of times.
+		Hazard: 0.75, Initial: 500 * time.Millisecond, Factor: 1.6,
+		MinGap: 5 * time.Millisecond, MaxGap: 30 * time.Minute,
 		Explore: 0.05, MinLearn: 20,
 		rng: rand.New(rand.NewPCG(1, 2)),
 	}

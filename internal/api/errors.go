@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"unicode/utf8"
 )
 
 // Class says what a caller should do about an error.
@@ -208,7 +209,11 @@ func parseError(op string, resp *http.Response, body []byte) *Error {
 func snippet(b []byte) string {
 	b = bytes.TrimSpace(b)
 	if len(b) > 200 {
-		b = append(b[:200:200], "..."...)
+		n := 200
+		for n > 0 && !utf8.RuneStart(b[n]) {
+			n-- // do not split a rune
+		}
+		b = append(b[:n:n], "..."...)
 	}
 	return string(bytes.ReplaceAll(b, []byte("\n"), []byte(" ")))
 }

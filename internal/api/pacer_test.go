@@ -57,14 +57,6 @@ func fakePacer(perSecond float64, perHour int) (*Pacer, *fakeClock) {
 	return p, c
 }
 
-func sum(ds []time.Duration) time.Duration {
-	var s time.Duration
-	for _, d := range ds {
-		s += d
-	}
-	return s
-}
-
 func TestPacerHourWindow(t *testing.T) {
 	p, c := fakePacer(0, 3)
 	ctx := t.Context()
