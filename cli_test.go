@@ -158,3 +158,29 @@ func TestDryRunSendsNothing(t *testing.T) {
 		t.Fatal("dry run left a checkpoint")
 	}
 }
+
+// TestDiskFullStopsCleanly writes results to /dev/full: the run must stop with an error naming
+// the file, keep every operation id it was given, and say how to resume.
+func TestDiskFullStopsCleanly(t *testing.T) {
+	if _, err := os.Stat("/dev/full"); err != nil {
+		t.Skip("no /dev/full")
+	}
+	srv, url := startEmulator(t, emulator.Config{})
+	dir := t.TempDir()
+	in := writeInput(t, dir, 200)
+	cp := filepath.Join(dir, "in.checkpoint.json")
+	res := runCmd(t, withKey(command(url, "run", "--force", "-o", "/dev/full", "--submit-rps", "0", in), testKey))
+	if res.code != 1 || !strings.Contains(res.stderr, "/dev/full") || !strings.Contains(res.stderr, "no space left on device") ||
+		!strings.Contains(res.stderr, "batchgpt resume "+cp) {
+		t.Fatalf("exit %d\n%s", res.code, res.stderr)
+	}
+	sres := runCmd(t, command(url, "status", "--json", cp))
+	var status job.Status
+	if err := json.Unmarshal([]byte(sres.stdout), &status); err != nil {
+		t.Fatalf("status: %v\n%s", err, sres.stderr)
+	}
+	created := srv.Stats().OpsCreated
+	if created == 0 || int64(status.Submitted) != created {
+		t.Fatalf("the API created %d operations but the checkpoint holds %d", created, status.Submitted)
+	}
+}

@@ -97,6 +97,7 @@ func (e *env) runCommand() *cli.Command {
 		&cli.StringFlag{Name: "checkpoint", Usage: "checkpoint `PATH` (default: <input without extension>.checkpoint.json)"},
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "results `PATH`; .csv writes CSV (default: <input without extension>.results.jsonl)"},
 		&cli.BoolFlag{Name: "force", Usage: "start over even if the checkpoint exists (its results file is truncated)"},
+		&cli.StringFlag{Name: "order", Value: "completion", Usage: "result order: `completion` (as rows resolve) or input (rewritten in input order at the end)"},
 		&cli.BoolFlag{Name: "dry-run", Usage: "validate the input, count rows, estimate tokens, cost and time under the quota; send nothing"},
 	}, requestFlags()...), tuningFlags()...), authFlags()...), outputFlags()...)
 	return &cli.Command{
@@ -140,7 +141,9 @@ func (e *env) runCommand() *cli.Command {
 }
 
 func (e *env) resumeCommand() *cli.Command {
-	flags := append(append(append([]cli.Flag{}, tuningFlags()...), authFlags()...), outputFlags()...)
+	flags := append(append(append([]cli.Flag{
+		&cli.BoolFlag{Name: "retry-failed", Usage: "submit again the rows that failed (e.g. after fixing a quota or a permission); the rest is kept"},
+	}, tuningFlags()...), authFlags()...), outputFlags()...)
 	return &cli.Command{
 		Name:      "resume",
 		Usage:     "continue an interrupted run from its CHECKPOINT",
@@ -148,7 +151,7 @@ func (e *env) resumeCommand() *cli.Command {
 		Description: "Submits rows never submitted, polls operations still pending and writes results not yet written.\n" +
 			"A row whose operation id is in the checkpoint is never submitted again. Request settings come from the\n" +
 			"checkpoint; only tuning (concurrency, rates, attempts) and credentials may change.\n" +
-			"Example:\n   batchgpt resume prompts.checkpoint.json\n\n" + credentialsHelp + "\n\n" + exitCodesHelp,
+"Examples:\n   batchgpt resume prompts.checkpoint.json\n   batchgpt resume --retry-failed prompts.checkpoint.json\n\n" + credentialsHelp + "\n\n" + exitCodesHelp,
 		Flags: flags,
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
@@ -156,6 +159,7 @@ func (e *env) resumeCommand() *cli.Command {
 			}
 			return e.execute(c, func(cfg *job.Config) {
 				cfg.Checkpoint = c.Args().First()
+				cfg.RetryFailed = c.Bool("retry-failed")
 			}, true)
 		},
 	}
@@ -188,6 +192,13 @@ func settingsFrom(c *cli.Context) (job.Settings, error) {
 	}
 	s := job.Settings{Input: opts, Endpoint: c.String("endpoint"), OperationsEndpoint: c.String("operations-endpoint"),
 		NoDataLogging: c.Bool("no-data-logging"), Emulator: c.Bool("emulator")}
+	switch c.String("order") {
+	case "completion":
+	case job.OrderInput:
+		s.Order = job.OrderInput
+	default:
+		return s, usagef("--order %q: want completion or input", c.String("order"))
+	}
 	if !s.Emulator {
 		for name, v := range map[string]string{"--endpoint": s.Endpoint, "--operations-endpoint": s.OperationsEndpoint} {
 			if _, err := api.CheckEndpoint(name, v); err != nil {

@@ -43,6 +43,9 @@ func (e *env) statusCommand() *cli.Command {
 			if st.InDoubt > 0 {
 				fmt.Fprintf(w, "in doubt:   %d (being submitted when last seen; resume submits them again)\n", st.InDoubt)
 			}
+			if st.PossibleDuplicates > 0 {
+				fmt.Fprintf(w, "possibly billed twice: %d submissions (sent again after a crash, or a failed request that may have reached the API)\n", st.PossibleDuplicates)
+			}
 			fmt.Fprintf(w, "tokens:     %d in, %d out\n", st.InputTokens, st.OutputTokens)
 			if st.NotSubmitted > 0 {
 				fmt.Fprintf(w, "eta:        %s to submit the remaining %d rows at %g/s and %d/hour, plus the operations' own time\n",

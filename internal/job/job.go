@@ -37,7 +37,13 @@ type Settings struct {
 	OperationsEndpoint string        `json:"operations_endpoint"`
 	NoDataLogging      bool          `json:"no_data_logging,omitempty"`
 	Emulator           bool          `json:"emulator,omitempty"`
+	// Order "input" rewrites the results in input order once every row is resolved; otherwise
+	// they stay in the order rows resolved.
+	Order string `json:"order,omitempty"`
 }
+
+// OrderInput is the Settings.Order that sorts the results by input row.
+const OrderInput = "input"
 
 // Tuning may change between run and resume.
 type Tuning struct {
@@ -69,6 +75,8 @@ type Config struct {
 	Kill context.Context
 	// MaxInputErrors bounds how many input problems are listed.
 	MaxInputErrors int
+	// RetryFailed (resume) reopens the rows that failed, to submit them again.
+	RetryFailed bool
 }
 
 // ErrInterrupted is returned when the context ended before every row was resolved. Everything
@@ -265,7 +273,25 @@ func (j *Job) Resume(ctx context.Context) (Summary, error) {
 	}
 	j.cfg.Settings.Input = s.Input
 	j.cfg.Settings.NoDataLogging = s.NoDataLogging || j.cfg.Settings.NoDataLogging
+	j.cfg.Settings.Order = s.Order
 	j.cfg.Input = st.Header.Input
+	if st.Doubts > 0 {
+		j.log.Warn("earlier runs of this checkpoint made submissions that may have been billed twice", "in_doubt", st.Doubts)
+	}
+	if j.cfg.RetryFailed {
+		reopened := 0
+		for i := range st.Rows {
+			if r := &st.Rows[i]; r.Phase == store.PhaseResolved && r.Failed {
+				if err := w.Reopen(i); err != nil {
+					w.Close()
+					return Summary{}, fmt.Errorf("reopen failed rows: %w", err)
+				}
+				r.Phase, r.Failed = store.PhaseNew, false
+				reopened++
+			}
+		}
+		j.log.Info("submitting failed rows again", "rows", reopened)
+	}
 	return j.execute(ctx, start, w, st)
 }
 
@@ -384,7 +410,26 @@ func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, st 
 	if f := r.fatal.Load(); f != nil {
 		err = *f
 	}
+	if err == nil && j.resolved.Load() >= int64(h.Rows) {
+		err = j.finalize(w)
+	}
 	return sum, err
+}
+
+// finalize rewrites the results file when it must change shape: input order was asked for, or
+// rows resolved again (retried failures) left superseded lines. The store does it crash-safely.
+func (j *Job) finalize(w *store.Writer) error {
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	order := j.cfg.Settings.Order == OrderInput
+	if !order && !w.NeedsFinalize() {
+		return nil
+	}
+	if err := w.Finalize(order); err != nil {
+		return fmt.Errorf("finalize results: %w", err)
+	}
+	return nil
 }
 
 func (j *Job) summary(h store.Header, start time.Time, interrupted bool) Summary {

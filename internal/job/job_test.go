@@ -369,3 +369,58 @@ func TestServiceAccountTokensExpiringFast(t *testing.T) {
 		}
 	}
 }
+
+func TestRetryFailedLeavesOneLinePerRow(t *testing.T) {
+	faults, _ := emulator.ParseFaults("op_perm_error=0.3")
+	srv, url := startEmulator(t, emulator.Config{Faults: faults, Seed: 8})
+	dir := t.TempDir()
+	const n = 300
+	in := writeJSONL(t, dir, n)
+	cfg := config(dir, in, url)
+	sum, err := job.New(cfg).Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Failed == 0 {
+		t.Fatalf("no row failed: %+v", sum)
+	}
+	srv.SetFaults(emulator.Faults{}) // the cause is fixed
+	rcfg := cfg
+	rcfg.RetryFailed = true
+	sum2, err := job.New(rcfg).Resume(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum2.Succeeded != n || sum2.Submissions != int64(sum.Failed) {
+		t.Fatalf("retry: %+v; want %d succeeded after %d resubmissions", sum2, n, sum.Failed)
+	}
+	checkAll(t, readResults(t, cfg.Output), n) // fails on a row written twice
+}
+
+func TestOrderInput(t *testing.T) {
+	lat, _ := emulator.ParseLatency("uniform:0s:200ms")
+	_, url := startEmulator(t, emulator.Config{Latency: lat, Seed: 9})
+	dir := t.TempDir()
+	const n = 500
+	in := writeJSONL(t, dir, n)
+	cfg := config(dir, in, url)
+	cfg.Settings.Order = job.OrderInput
+	if _, err := job.New(cfg).Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(cfg.Output)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+	if len(lines) != n {
+		t.Fatalf("%d lines, want %d", len(lines), n)
+	}
+	for i, l := range lines {
+		var r job.Result
+		if err := json.Unmarshal([]byte(l), &r); err != nil || r.ID != fmt.Sprintf("r%05d", i) {
+			t.Fatalf("line %d is row %q (%v), want input order", i+1, r.ID, err)
+		}
+	}
+	checkAll(t, readResults(t, cfg.Output), n)
+}

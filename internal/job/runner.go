@@ -87,6 +87,9 @@ func (r *runner) dispatch(ctx context.Context, st *store.State, allDone <-chan s
 			case store.PhaseInFlight:
 				// The request may have reached the API before the crash: sending it again may bill twice.
 				j.inDoubt.Add(1)
+				if err := r.w.Doubt(row.Index); err != nil {
+					return err
+				}
 				j.log.Warn("row was being submitted when the previous run stopped; submitting again (in doubt: may be billed twice)",
 					"id", row.ID, "row", row.Index+1)
 				if !launch(work{row: row, attempt: int(rs.Attempt) + 1, fresh: true}) {
@@ -158,6 +161,10 @@ func (r *runner) submit(ctx context.Context, wk work) {
 	}
 	if sub.InDoubt {
 		j.inDoubt.Add(1)
+		if err := r.w.Doubt(row.Index); err != nil {
+			r.setFatal(err)
+			return
+		}
 		j.log.Warn("a failed submission may have created an operation (in doubt: may be billed twice)", "id", row.ID, "tries", sub.Tries)
 	}
 	if err != nil {

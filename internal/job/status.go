@@ -9,20 +9,21 @@ import (
 
 // Status is what `batchgpt status` reports.
 type Status struct {
-	Checkpoint       string   `json:"checkpoint"`
-	Input            string   `json:"input"`
-	Results          string   `json:"results"`
-	Rows             int      `json:"rows"`
-	Submitted        int      `json:"submitted"` // rows with an operation id, resolved or not
-	Pending          int      `json:"pending"`   // rows not resolved yet
-	NotSubmitted     int      `json:"not_submitted"`
-	InDoubt          int      `json:"in_doubt"`
-	Succeeded        int      `json:"succeeded"`
-	Failed           int      `json:"failed"`
-	InputTokens      int64    `json:"input_tokens"`
-	OutputTokens     int64    `json:"output_tokens"`
-	SubmitETASeconds float64  `json:"submit_eta_seconds"`
-	Problems         []string `json:"problems,omitempty"`
+	Checkpoint         string   `json:"checkpoint"`
+	Input              string   `json:"input"`
+	Results            string   `json:"results"`
+	Rows               int      `json:"rows"`
+	Submitted          int      `json:"submitted"` // rows with an operation id, resolved or not
+	Pending            int      `json:"pending"`   // rows not resolved yet
+	NotSubmitted       int      `json:"not_submitted"`
+	InDoubt            int      `json:"in_doubt"`            // rows being submitted when last seen: resume sends them again
+	PossibleDuplicates int      `json:"possible_duplicates"` // submissions so far that may have been billed twice
+	Succeeded          int      `json:"succeeded"`
+	Failed             int      `json:"failed"`
+	InputTokens        int64    `json:"input_tokens"`
+	OutputTokens       int64    `json:"output_tokens"`
+	SubmitETASeconds   float64  `json:"submit_eta_seconds"`
+	Problems           []string `json:"problems,omitempty"`
 }
 
 // ReadStatus reads a checkpoint (without locking it) and the results it vouches for.
@@ -34,7 +35,7 @@ func ReadStatus(checkpoint string, rps float64, perHour int, now time.Time) (*St
 	c := st.Counts()
 	s := &Status{Checkpoint: checkpoint, Input: st.Header.Input, Results: st.Header.Results, Rows: c.Rows,
 		Submitted: c.Submitted + c.Succeeded + c.Failed, Pending: c.Rows - c.Succeeded - c.Failed,
-		NotSubmitted: c.New + c.InFlight, InDoubt: c.InFlight, Succeeded: c.Succeeded, Failed: c.Failed,
+		NotSubmitted: c.New + c.InFlight, InDoubt: c.InFlight, PossibleDuplicates: st.Doubts, Succeeded: c.Succeeded, Failed: c.Failed,
 		Problems: st.Problems}
 	t, err := tallyResults(st.Header.Results, st.Header.ResultsFormat, st.ResultsEnd)
 	if err != nil {
