@@ -151,7 +151,7 @@ func (e *env) resumeCommand() *cli.Command {
 		Description: "Submits rows never submitted, polls operations still pending and writes results not yet written.\n" +
 			"A row whose operation id is in the checkpoint is never submitted again. Request settings come from the\n" +
 			"checkpoint; only tuning (concurrency, rates, attempts) and credentials may change.\n" +
-"Examples:\n   batchgpt resume prompts.checkpoint.json\n   batchgpt resume --retry-failed prompts.checkpoint.json\n\n" + credentialsHelp + "\n\n" + exitCodesHelp,
+			"Examples:\n   batchgpt resume prompts.checkpoint.json\n   batchgpt resume --retry-failed prompts.checkpoint.json\n\n" + credentialsHelp + "\n\n" + exitCodesHelp,
 		Flags: flags,
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
