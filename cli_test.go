@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -36,6 +38,9 @@ func TestExitCodes(t *testing.T) {
 		{"all succeed", emulator.Config{}, testKey, nil, 0, "succeeded: 20"},
 		{"rows failed", emulator.Config{Faults: allFail}, testKey, nil, 3, "20 of 20 rows failed"},
 		{"failures tolerated", emulator.Config{Faults: allFail}, testKey, []string{"--max-failed", "20"}, 0, "failed: 20"},
+		{"failures tolerated as a share", emulator.Config{Faults: allFail}, testKey, []string{"--max-failed", "100%"}, 0, "failed: 20"},
+		{"share exceeded", emulator.Config{Faults: allFail}, testKey, []string{"--max-failed", "50%"}, 3, "20 of 20 rows failed"},
+		{"bad max-failed", emulator.Config{}, testKey, []string{"--max-failed", "lots"}, 2, `--max-failed "lots"`},
 		{"bad api key", emulator.Config{}, "AQVNwrong-key-0000", nil, 4, "Unknown api key"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -182,5 +187,82 @@ func TestDiskFullStopsCleanly(t *testing.T) {
 	created := srv.Stats().OpsCreated
 	if created == 0 || int64(status.Submitted) != created {
 		t.Fatalf("the API created %d operations but the checkpoint holds %d", created, status.Submitted)
+	}
+}
+
+// TestSecondSignalAbortsAtOnce: with requests hanging on the wire, a first SIGTERM waits for
+// them; a second aborts them and exits promptly, every acknowledged operation id kept.
+func TestSecondSignalAbortsAtOnce(t *testing.T) {
+	srv, url := startEmulator(t, emulator.Config{})
+	dir := t.TempDir()
+	in := writeInput(t, dir, 400)
+	cp := filepath.Join(dir, "in.checkpoint.json")
+	cmd := withKey(command(url, "run", "--submit-rps", "100", "--request-timeout", "5m", in), testKey)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for srv.Stats().OpsCreated < 30 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	// From now on every request hangs for a minute.
+	srv.SetFaults(emulator.Faults{RateSlow: 1, SlowDelay: time.Minute})
+	time.Sleep(200 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGTERM)
+	time.Sleep(300 * time.Millisecond)
+	start := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+		t.Fatalf("after two signals: %v\n%s", err, stderr.String())
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("the second signal took %s to stop the run", d)
+	}
+	st := runCmd(t, command(url, "status", "--json", cp))
+	var status job.Status
+	if err := json.Unmarshal([]byte(st.stdout), &status); err != nil {
+		t.Fatalf("status: %v\n%s", err, st.stderr)
+	}
+	// Operations whose answer never arrived are in doubt; every one we were told of is kept.
+	created := srv.Stats().OpsCreated
+	if int64(status.Submitted+status.InDoubt) < created {
+		t.Fatalf("the API created %d operations; the checkpoint holds %d ids and %d rows in doubt", created, status.Submitted, status.InDoubt)
+	}
+}
+
+// TestNoSecretsAnywhere runs with secrets in every credential variable and verbose logs, through
+// errors, and looks for them in every file the run leaves and in everything it prints.
+func TestNoSecretsAnywhere(t *testing.T) {
+	faults, _ := emulator.ParseFaults("500=0.1,reset=0.05,op_perm_error=0.1")
+	_, url := startEmulator(t, emulator.Config{Faults: faults})
+	dir := t.TempDir()
+	in := writeInput(t, dir, 100)
+	cmd := withKey(command(url, "run", "--verbose", "--max-failed", "100%", in), testKey)
+	cmd.Env = append(cmd.Env, "YC_IAM_TOKEN=t1.secretIamToken-do-not-leak")
+	res := runCmd(t, cmd)
+	if res.code != 0 {
+		t.Fatalf("exit %d\n%s", res.code, res.stderr)
+	}
+	// And a rejected key, whose error travels through every error path.
+	res2 := runCmd(t, withKey(command(url, "run", "--verbose", "--force", in), "AQVNrejected-secret-key-000"))
+	secrets := []string{testKey, "secretIamToken", "AQVNrejected-secret-key-000"}
+	texts := map[string]string{"stdout": res.stdout + res2.stdout, "stderr": res.stderr + res2.stderr}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		data, _ := os.ReadFile(filepath.Join(dir, e.Name()))
+		texts[e.Name()] = string(data)
+	}
+	if len(entries) < 3 {
+		t.Fatalf("expected checkpoint and results files in %s, found %d entries", dir, len(entries))
+	}
+	for name, text := range texts {
+		for _, s := range secrets {
+			if strings.Contains(text, s) {
+				t.Fatalf("secret %q found in %s", s, name)
+			}
+		}
 	}
 }

@@ -65,7 +65,9 @@ func startEmulator(t *testing.T, cfg emulator.Config) (*emulator.Server, string)
 func command(url string, args ...string) *exec.Cmd {
 	cmd := exec.Command(binary, args...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
-		"BATCHGPT_ENDPOINT=" + url, "BATCHGPT_OPERATIONS_ENDPOINT=" + url, "YC_FOLDER_ID=" + testFolder}
+		"BATCHGPT_ENDPOINT=" + url, "BATCHGPT_OPERATIONS_ENDPOINT=" + url, "YC_FOLDER_ID=" + testFolder,
+		// With no credentials batchgpt probes the VM metadata service: keep that probe on loopback.
+		"BATCHGPT_METADATA_URL=http://127.0.0.1:9"}
 	return cmd
 }
 

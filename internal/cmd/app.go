@@ -70,6 +70,7 @@ func App(stdout, stderr io.Writer, kill context.Context) *cli.App {
 			e.resumeCommand(),
 			e.statusCommand(),
 			e.emulatorCommand(),
+			e.completionCommand(),
 		},
 	}
 	return app

@@ -57,7 +57,7 @@ func tuningFlags() []cli.Flag {
 		&cli.Float64Flag{Name: "poll-rps", Value: 50, Usage: "operation polls per second (the folder quota; 0 = unlimited)"},
 		&cli.IntFlag{Name: "max-attempts", Value: 8, Usage: "tries of a call on transient errors, and submissions of a row whose operation failed transiently"},
 		&cli.DurationFlag{Name: "request-timeout", Value: time.Minute, Usage: "deadline of every HTTP request"},
-		&cli.IntFlag{Name: "max-failed", Value: 0, Usage: "failed rows tolerated before the exit code says so (exit 3)"},
+		&cli.StringFlag{Name: "max-failed", Value: "0", Usage: "failed rows tolerated before the exit code says so (exit 3): a count `N` or a percentage such as 0.5%"},
 	}
 }
 
@@ -215,6 +215,10 @@ func (e *env) execute(c *cli.Context, fill func(*job.Config), resume bool) error
 	if err != nil {
 		return &UsageError{Msg: "--price: " + err.Error()}
 	}
+	tolerated, err := parseMaxFailed(c.String("max-failed"))
+	if err != nil {
+		return err
+	}
 	prog := e.newProgress(c)
 	logger, err := e.logger(c, prog.logOut)
 	if err != nil {
@@ -298,7 +302,7 @@ func (e *env) execute(c *cli.Context, fill func(*job.Config), resume bool) error
 		}
 		return err
 	}
-	if sum.Failed > c.Int("max-failed") {
+	if sum.Failed > tolerated(sum.Rows) {
 		return &FailedRowsError{Failed: sum.Failed, Rows: sum.Rows}
 	}
 	return nil
@@ -440,4 +444,21 @@ func (e *env) dryRun(c *cli.Context, input string, s job.Settings) error {
 		eta.Round(time.Second), c.Float64("submit-rps"), c.Int("submit-per-hour"))
 	fmt.Fprintln(w, "nothing was sent (--dry-run)")
 	return nil
+}
+
+// parseMaxFailed reads --max-failed: a count ("10") or a share of the rows ("0.5%").
+func parseMaxFailed(v string) (func(rows int) int, error) {
+	v = strings.TrimSpace(v)
+	if p, ok := strings.CutSuffix(v, "%"); ok {
+		f, err := strconv.ParseFloat(p, 64)
+		if err != nil || f < 0 || f > 100 {
+			return nil, usagef("--max-failed %q: want a count or a percentage from 0%% to 100%%", v)
+		}
+		return func(rows int) int { return int(float64(rows) * f / 100) }, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return nil, usagef("--max-failed %q: want a count or a percentage such as 1%%", v)
+	}
+	return func(int) int { return n }, nil
 }
