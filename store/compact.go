@@ -2,10 +2,12 @@ package store
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 )
 
 // compact runs in the writer goroutine, after everything queued before the
@@ -15,53 +17,110 @@ func (w *Writer) compact() error {
 	if err := w.sticky(); err != nil {
 		return err
 	}
-	f, err := os.Open(w.path)
-	if err != nil {
-		return fmt.Errorf("compact checkpoint: %w", err)
-	}
-	st, err := load(f)
-	f.Close()
+	st, err := w.reload()
 	if err != nil {
 		return fmt.Errorf("compact checkpoint %s: %w", w.path, err)
 	}
-	hdr, err := json.Marshal(diskHeader{Header: st.Header, ResultsPreamble: st.preamble})
-	if err != nil {
-		return fmt.Errorf("compact checkpoint: header: %w", err)
-	}
-	err = writeFileAtomic(w.path, func(out io.Writer) error {
-		bw := bufio.NewWriterSize(out, 1<<20)
-		buf := appendHeaderRecord(nil, hdr)
-		for i := range st.Rows {
-			buf = appendSnapshot(buf, i, &st.Rows[i], st.ends[i])
-			if len(buf) >= 64<<10 {
-				if _, err := bw.Write(buf); err != nil {
-					return err
-				}
-				buf = buf[:0]
-			}
-		}
-		if _, err := bw.Write(buf); err != nil {
-			return err
-		}
-		return bw.Flush()
-	})
+	err = writeFileAtomic(w.path, func(out io.Writer) error { return writeSnapshot(out, st, nil) })
 	if err != nil {
 		// The old journal is intact and still open: nothing is lost.
 		return fmt.Errorf("compact checkpoint %s: %w", w.path, err)
 	}
+	return w.reopenJournal()
+}
+
+// reload reads the journal back from disk.
+func (w *Writer) reload() (*State, error) {
+	f, err := os.Open(w.path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return load(f)
+}
+
+// reopenJournal switches the writer to the file now at its path, after a
+// rename over the old one.
+func (w *Writer) reopenJournal() error {
 	j, err := os.OpenFile(w.path, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		// Appending to the old, renamed-over file would lose records.
 		w.journalFailed = true
-		return w.fail(fmt.Errorf("compact checkpoint: reopen: %w", err))
+		w.markJournalBroken()
+		return w.fail(fmt.Errorf("checkpoint %s: reopen after rename: %w", w.path, err))
 	}
 	w.journal.Close()
 	w.journal = wrapFile(j)
 	return nil
 }
 
-// appendSnapshot appends the fewest records that replay to r.
-func appendSnapshot(dst []byte, i int, r *Row, end int64) []byte {
+// writeSnapshot writes the fewest records that replay to st: the header,
+// each row's I/S/U/D records in row order, then the R records in results
+// file order, since each line starts where the previous R record's ended. A
+// P record marks a gap (superseded lines) before a line, and where the next
+// line goes if that is not the end of the last one. byEnd, if not nil, is
+// the resolved rows in results file order.
+func writeSnapshot(out io.Writer, st *State, byEnd []int32) error {
+	hdr, err := json.Marshal(diskHeader{Header: st.Header, ResultsPreamble: st.preamble})
+	if err != nil {
+		return fmt.Errorf("header: %w", err)
+	}
+	bw := bufio.NewWriterSize(out, 1<<20)
+	buf := appendHeaderRecord(make([]byte, 0, 64<<10), hdr)
+	flush := func(force bool) error {
+		if len(buf) < 64<<10 && !force {
+			return nil
+		}
+		_, err := bw.Write(buf)
+		buf = buf[:0]
+		return err
+	}
+	known := byEnd != nil
+	for i := range st.Rows {
+		r := &st.Rows[i]
+		buf = appendRowRecords(buf, i, r)
+		if r.Phase == PhaseResolved && !known {
+			byEnd = append(byEnd, int32(i))
+		}
+		if err := flush(false); err != nil {
+			return err
+		}
+	}
+	if !known {
+		sortByEnd(byEnd, st.ends)
+	}
+	cur := int64(len(st.preamble))
+	for _, i := range byEnd {
+		if n := st.lens[i]; n > 0 && st.ends[i]-int64(n) != cur {
+			buf = appendPosition(buf, st.ends[i]-int64(n))
+		}
+		buf = appendResolved(buf, int(i), st.Rows[i].Failed, st.ends[i])
+		cur = st.ends[i]
+		if err := flush(false); err != nil {
+			return err
+		}
+	}
+	if cur != st.cursor {
+		buf = appendPosition(buf, st.cursor)
+	}
+	if err := flush(true); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+// sortByEnd sorts rows by where their result lines end, which for lines
+// that do not overlap is the order of the results file.
+func sortByEnd(rows []int32, ends []int64) {
+	less := func(a, b int32) int { return cmp.Compare(ends[a], ends[b]) }
+	if !slices.IsSortedFunc(rows, less) {
+		slices.SortFunc(rows, less)
+	}
+}
+
+// appendRowRecords appends the records that replay to r, except its R
+// record.
+func appendRowRecords(dst []byte, i int, r *Row) []byte {
 	switch r.Phase {
 	case PhaseNew:
 		if r.Attempt > 0 {
@@ -78,7 +137,9 @@ func appendSnapshot(dst []byte, i int, r *Row, end int64) []byte {
 		} else if r.Attempt > 0 {
 			dst = appendIntent(dst, i, int(r.Attempt))
 		}
-		dst = appendResolved(dst, i, r.Failed, end)
+	}
+	for range r.Doubts {
+		dst = appendDoubt(dst, i)
 	}
 	return dst
 }

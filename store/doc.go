@@ -13,6 +13,19 @@
 //	R <row> <0|1 failed> <resultsEnd>  its result line is durable; the results
 //	                                   file now ends at byte resultsEnd
 //	U <row>                            row reopened: back to new, attempts kept
+//	D <row>                            a submission of this row may have created
+//	                                   an operation we never saw (possible
+//	                                   billed duplicate); counted, never reset
+//	P <offset>                         the next R record's line starts at offset
+//	                                   (after a repair cut the results file, or
+//	                                   in a snapshot, across superseded lines)
+//	F <size> <crc32c> <0|1 row order>  Finalize is about to replace the results
+//	                                   file with one of that size and checksum
+//
+// A result line starts where the previous R record's line ended (or at the
+// preamble's end, or at a P record's offset), so the journal knows each
+// resolved row's line exactly. [Writer.Finalize] uses that to rewrite the
+// results file with one line per row, dropping lines superseded by retries.
 //
 // A torn tail (an unterminated last line, or unreadable records after the last
 // good one) is the end of the log, not an error. A single [Writer] goroutine
@@ -20,6 +33,12 @@
 // journal records (fsync), then it wakes the callers. An R record is therefore
 // never durable before its result line, and on [Open] the results file is cut
 // back to the end the journal vouches for.
+//
+// Finalize journals an F record before it renames the new results file into
+// place, and renames the new journal after it. If the journal ends with an F
+// record, Open checks the results file against it: a match means the process
+// died between the renames and Open finishes the job; otherwise the old
+// results file is intact and the F record is void.
 //
 // Writes take no context on purpose: an operation id lost to a Ctrl-C would be
 // a duplicate, billed request on resume.

@@ -48,3 +48,34 @@ func SetMaxRecord(n int) (restore func()) {
 	maxRecord = n
 	return func() { maxRecord = old }
 }
+
+// Steps of Finalize, for SetFinalizeHook.
+const (
+	StepResultsTemp   = stepResultsTemp
+	StepJournalTemp   = stepJournalTemp
+	StepIntent        = stepIntent
+	StepResultsRename = stepResultsRename
+	StepJournalRename = stepJournalRename
+)
+
+// SetFinalizeHook makes Finalize call f after each step until restore is
+// called; an error from f stops Finalize there as if the process had died.
+func SetFinalizeHook(f func(step int) error) (restore func()) {
+	old := finalizeHook
+	finalizeHook = f
+	return func() { finalizeHook = old }
+}
+
+// Span returns where row's result line lies in the results file, as st
+// knows it (0, 0 unless resolved; start == end when unknown).
+func Span(st *State, row int) (start, end int64) {
+	return st.ends[row] - int64(st.lens[row]), st.ends[row]
+}
+
+// SetCopySizes changes the batch and gap sizes of Finalize's copy until
+// restore is called.
+func SetCopySizes(batch, gap int64) (restore func()) {
+	oldBatch, oldGap := copyBatch, copyGap
+	copyBatch, copyGap = batch, gap
+	return func() { copyBatch, copyGap = oldBatch, oldGap }
+}

@@ -3,8 +3,10 @@ package store
 import (
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/gofrs/flock"
 )
@@ -27,11 +29,24 @@ var wrapFile = func(f *os.File) file { return f }
 // writeFileAtomic replaces path with data: same-directory temp file, write,
 // fsync, rename, fsync the directory. A crash leaves the old file or the new
 // one, never a mix.
-func writeFileAtomic(path string, fill func(w io.Writer) error) (err error) {
-	dir := filepath.Dir(path)
-	f, err := createTemp(dir, filepath.Base(path)+".tmp-*")
+func writeFileAtomic(path string, fill func(w io.Writer) error) error {
+	tmp, err := writeTemp(path, 0o600, fill)
 	if err != nil {
 		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// writeTemp writes a durable (fsynced) temp file with permissions perm next
+// to path, to be renamed over it, and returns its name. removeTemps finds it.
+func writeTemp(path string, perm fs.FileMode, fill func(w io.Writer) error) (_ string, err error) {
+	f, err := createTemp(filepath.Dir(path), filepath.Base(path)+tempInfix+"*")
+	if err != nil {
+		return "", err
 	}
 	defer func() {
 		if err != nil {
@@ -40,21 +55,36 @@ func writeFileAtomic(path string, fill func(w io.Writer) error) (err error) {
 		}
 	}()
 	if err := fill(f); err != nil {
-		return fmt.Errorf("write %s: %w", f.Name(), err)
+		return "", fmt.Errorf("write %s: %w", f.Name(), err)
 	}
-	if err := f.Chmod(0o600); err != nil {
-		return err
+	if err := f.Chmod(perm); err != nil {
+		return "", err
 	}
 	if err := f.Sync(); err != nil {
-		return err
+		return "", err
 	}
 	if err := f.Close(); err != nil {
-		return err
+		return "", err
 	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return err
+	return f.Name(), nil
+}
+
+const tempInfix = ".tmp-"
+
+// removeTemps removes the temp files writeTemp left next to path when the
+// process died before renaming them. Failures are harmless: a leftover temp
+// file is never read.
+func removeTemps(path string) {
+	dir, prefix := filepath.Dir(path), filepath.Base(path)+tempInfix
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
 	}
-	return syncDir(dir)
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), prefix) && e.Type().IsRegular() {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 // syncDir makes a rename or a file creation in dir durable.

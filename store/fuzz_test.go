@@ -28,6 +28,12 @@ func FuzzLoad(f *testing.F) {
 		[]byte("S 1 1 op 99999999999999999999999 12345678\n"),
 		bytes.Repeat([]byte{0}, 100),
 		append(store.Record("I 2 1"), "H {}\x00\xff"...),
+		append(store.Record("D 2"), store.Record("D 2")...),
+		append(store.Record("R 1 0 9"), append(store.Record("P 4"), store.Record("R 2 0 7")...)...),
+		append(store.Record("R 0 0 6"), store.Record("F 6 0badcafe 1")...),
+		store.Record("F 99 xyz 0"),
+		store.Record("P -1"),
+		store.Record("D 4"),
 	} {
 		f.Add(seed)
 	}
@@ -39,6 +45,13 @@ func FuzzLoad(f *testing.F) {
 		}
 		if len(st.Rows) != 4 || st.DroppedBytes < 0 || st.DroppedBytes > int64(len(tail)) || st.ResultsEnd < 4 {
 			t.Fatalf("inconsistent state: rows %d dropped %d resultsEnd %d", len(st.Rows), st.DroppedBytes, st.ResultsEnd)
+		}
+		doubts := 0
+		for _, r := range st.Rows {
+			doubts += int(r.Doubts)
+		}
+		if doubts > st.Doubts || st.SupersededBytes() < 0 {
+			t.Fatalf("rows have %d doubts, state %d; superseded %d", doubts, st.Doubts, st.SupersededBytes())
 		}
 		for i, r := range st.Rows {
 			if r.Phase > store.PhaseResolved || (r.Phase == store.PhaseSubmitted && r.OpID == "") ||
@@ -99,5 +112,58 @@ func BenchmarkLoad(b *testing.B) {
 		if c := st.Counts(); c.Succeeded != rows {
 			b.Fatalf("counts %+v", c)
 		}
+	}
+}
+
+// BenchmarkFinalize finalizes a 1,000,000-row run as a run leaves it:
+// result lines in roughly input order (shuffled within windows of 250 rows,
+// as concurrent requests complete), and one row in ten retried at the end.
+func BenchmarkFinalize(b *testing.B) {
+	const rows, window = 1_000_000, 250
+	dir := b.TempDir()
+	ckpt, results := filepath.Join(dir, "run.ckpt"), filepath.Join(dir, "results.csv")
+	h := header(rows, results)
+	h.Version = store.Version
+	var j, r bytes.Buffer
+	j.Write(store.HeaderRecord(h, []byte("id,answer\n")))
+	r.WriteString("id,answer\n")
+	result := func(row int, line string) {
+		r.WriteString(line)
+		j.Write(store.Record("R " + strconv.Itoa(row) + " 0 " + strconv.Itoa(r.Len())))
+	}
+	for k := range rows {
+		row := k - k%window + (k%window*37)%window
+		j.Write(store.Record(fmt.Sprintf("S %d 1 d7qqr3frkl%010d 1735787045000", row, row)))
+		result(row, fmt.Sprintf("%d,the answer to row %d is a line of about eighty bytes of text\n", row, row))
+	}
+	for row := 0; row < rows; row += 10 {
+		j.Write(store.Record("U " + strconv.Itoa(row)))
+		result(row, strconv.Itoa(row)+",retried\n")
+	}
+	for _, inputOrder := range []bool{false, true} {
+		b.Run(fmt.Sprintf("input=%v", inputOrder), func(b *testing.B) {
+			for b.Loop() {
+				b.StopTimer()
+				if err := os.WriteFile(ckpt, j.Bytes(), 0o600); err != nil {
+					b.Fatal(err)
+				}
+				if err := os.WriteFile(results, r.Bytes(), 0o600); err != nil {
+					b.Fatal(err)
+				}
+				w, _, err := store.Open(ckpt)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				if err := w.Finalize(inputOrder); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				if err := w.Close(); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"time"
 )
@@ -86,6 +87,9 @@ type Row struct {
 	Attempt     uint16
 	OpID        string
 	SubmittedAt int64 // unix ms
+	// Doubts counts the submissions of this row that may have created an
+	// operation we never saw: possible billed duplicates. It saturates.
+	Doubts uint16
 }
 
 // Counts summarises a State.
@@ -100,8 +104,18 @@ type State struct {
 	DroppedBytes int64    // torn tail ignored (Load) or truncated (Open)
 	Problems     []string // human-readable: skipped records, results repairs
 	ResultsEnd   int64    // where the next result line goes
+	Doubts       int      // D records: submissions that may have been billed twice
 
-	ends      []int64 // per row: results end of its R record, 0 unless resolved
+	// Per row, while resolved: where its result line ends and how long it
+	// is (0: unknown, after damage). A line starts where the previous R
+	// record's line ended, or at the offset of a P record in between.
+	ends      []int64
+	lens      []uint32
+	cursor    int64 // where the next R record's line starts
+	final     record
+	hasFinal  bool // final is the last good record
+	finalized bool // an interrupted Finalize was completed in memory
+	voidFinal bool // an interrupted Finalize was rolled back
 	preamble  []byte
 	validEnd  int64 // journal bytes up to the end of the last good record
 	overflown int   // problems beyond maxProblems
@@ -129,6 +143,22 @@ func (s *State) Counts() Counts {
 	return c
 }
 
+// SupersededBytes returns how many bytes of the results file (up to
+// ResultsEnd) belong to no resolved row: result lines of rows that were
+// reopened and resolved again. Finalize drops them.
+func (s *State) SupersededBytes() int64 {
+	if len(s.lens) != len(s.Rows) {
+		return 0 // not loaded
+	}
+	n := s.ResultsEnd - int64(len(s.preamble))
+	for i := range s.Rows {
+		if s.Rows[i].Phase == PhaseResolved {
+			n -= int64(s.lens[i])
+		}
+	}
+	return max(n, 0)
+}
+
 func (s *State) addProblem(format string, args ...any) {
 	if len(s.Problems) >= maxProblems {
 		s.overflown++
@@ -147,7 +177,8 @@ func (s *State) finishProblems() {
 // Load reads the checkpoint at path without locking or writing anything, as
 // `status` needs while a run is going on. A torn tail is reported in
 // DroppedBytes; records damaged in the middle are skipped and listed in
-// Problems.
+// Problems. If the journal ends with a Finalize's F record, Load reads the
+// results file to tell whether it was replaced (see Writer.Finalize).
 func Load(path string) (*State, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -155,9 +186,13 @@ func Load(path string) (*State, error) {
 	}
 	defer f.Close()
 	st, err := load(f)
+	if err == nil {
+		err = st.settleFinalize()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("load checkpoint %s: %w", path, err)
 	}
+	st.finishProblems()
 	return st, nil
 }
 
@@ -245,6 +280,10 @@ func load(r io.Reader) (*State, error) {
 				}
 				st.apply(&rec)
 				st.validEnd = off
+				st.hasFinal = rec.kind == kindFinalize
+				if st.hasFinal {
+					st.final = rec
+				}
 			}
 		}
 		long, tooLong, lineLen = long[:0], false, 0
@@ -288,25 +327,43 @@ func decodeHeader(payload []byte) (*State, error) {
 		Header:   dh.Header,
 		Rows:     make([]Row, dh.Rows),
 		ends:     make([]int64, dh.Rows),
+		lens:     make([]uint32, dh.Rows),
+		cursor:   int64(len(dh.ResultsPreamble)),
 		preamble: dh.ResultsPreamble,
 	}, nil
 }
 
 // apply replays one record; the latest record of a row wins.
 func (s *State) apply(r *record) {
+	switch r.kind {
+	case kindPosition:
+		s.cursor = r.end
+		return
+	case kindFinalize:
+		return // see settleFinalize
+	}
 	row := &s.Rows[r.row]
 	switch r.kind {
 	case kindIntent:
-		*row = Row{Phase: PhaseInFlight, Attempt: uint16(r.attempt)}
-		s.ends[r.row] = 0
+		*row = Row{Phase: PhaseInFlight, Attempt: uint16(r.attempt), Doubts: row.Doubts}
+		s.ends[r.row], s.lens[r.row] = 0, 0
 	case kindSubmitted:
-		*row = Row{Phase: PhaseSubmitted, Attempt: uint16(r.attempt), OpID: string(r.opID), SubmittedAt: r.at}
-		s.ends[r.row] = 0
+		*row = Row{Phase: PhaseSubmitted, Attempt: uint16(r.attempt), OpID: string(r.opID), SubmittedAt: r.at, Doubts: row.Doubts}
+		s.ends[r.row], s.lens[r.row] = 0, 0
 	case kindResolved:
 		row.Phase, row.Failed = PhaseResolved, r.failed
-		s.ends[r.row] = r.end
+		s.ends[r.row], s.lens[r.row] = r.end, 0
+		if n := r.end - s.cursor; n > 0 && n <= math.MaxUint32 {
+			s.lens[r.row] = uint32(n)
+		}
+		s.cursor = r.end
 	case kindReopen:
-		*row = Row{Attempt: row.Attempt}
-		s.ends[r.row] = 0
+		*row = Row{Attempt: row.Attempt, Doubts: row.Doubts}
+		s.ends[r.row], s.lens[r.row] = 0, 0
+	case kindDoubt:
+		s.Doubts++
+		if row.Doubts < math.MaxUint16 {
+			row.Doubts++
+		}
 	}
 }

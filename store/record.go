@@ -16,25 +16,26 @@ var maxRecord = 16 << 20
 // maxOpID bounds an operation id; real ones are 20 characters.
 const maxOpID = 256
 
-// Record kinds; 0 and 'C' are only used inside the writer's queue.
+// Record kinds; 0, 'C' and 'Z' are only used inside the writer's queue.
 const (
 	kindHeader    = 'H'
 	kindIntent    = 'I'
 	kindSubmitted = 'S'
 	kindResolved  = 'R'
 	kindReopen    = 'U'
+	kindDoubt     = 'D'
+	kindPosition  = 'P'
+	kindFinalize  = 'F'
 	kindFlush     = 0
 	kindCompact   = 'C'
+	kindFinalizeQ = 'Z'
 )
 
 // appendSum finishes the record whose payload starts at dst[start:].
 func appendSum(dst []byte, start int) []byte {
-	const hexDigits = "0123456789abcdef"
 	sum := crc32.Checksum(dst[start:], castagnoli)
 	dst = append(dst, ' ')
-	for shift := 28; shift >= 0; shift -= 4 {
-		dst = append(dst, hexDigits[sum>>uint(shift)&0xf])
-	}
+	dst = appendHex32(dst, sum)
 	return append(dst, '\n')
 }
 
@@ -87,6 +88,42 @@ func appendReopen(dst []byte, row int) []byte {
 	return appendSum(dst, start)
 }
 
+func appendDoubt(dst []byte, row int) []byte {
+	start := len(dst)
+	dst = append(dst, kindDoubt, ' ')
+	dst = strconv.AppendInt(dst, int64(row), 10)
+	return appendSum(dst, start)
+}
+
+func appendPosition(dst []byte, offset int64) []byte {
+	start := len(dst)
+	dst = append(dst, kindPosition, ' ')
+	dst = strconv.AppendInt(dst, offset, 10)
+	return appendSum(dst, start)
+}
+
+func appendFinalize(dst []byte, size int64, sum uint32, inputOrder bool) []byte {
+	start := len(dst)
+	dst = append(dst, kindFinalize, ' ')
+	dst = strconv.AppendInt(dst, size, 10)
+	dst = append(dst, ' ')
+	dst = appendHex32(dst, sum)
+	if inputOrder {
+		dst = append(dst, " 1"...)
+	} else {
+		dst = append(dst, " 0"...)
+	}
+	return appendSum(dst, start)
+}
+
+func appendHex32(dst []byte, v uint32) []byte {
+	const hexDigits = "0123456789abcdef"
+	for shift := 28; shift >= 0; shift -= 4 {
+		dst = append(dst, hexDigits[v>>uint(shift)&0xf])
+	}
+	return dst
+}
+
 // Reasons a line is not a usable record. They are static so that the loader
 // does not allocate on the hot path.
 var (
@@ -112,6 +149,22 @@ var unhex = func() (t [256]byte) {
 	return t
 }()
 
+// parseHex32 parses exactly 8 lowercase hex digits.
+func parseHex32(b []byte) (uint32, bool) {
+	if len(b) != 8 {
+		return 0, false
+	}
+	var v uint32
+	for _, c := range b {
+		d := unhex[c]
+		if d > 0xf {
+			return 0, false
+		}
+		v = v<<4 | uint32(d)
+	}
+	return v, true
+}
+
 // checkRecord verifies the framing and checksum of line (without its '\n')
 // and returns the payload.
 func checkRecord(line []byte) ([]byte, error) {
@@ -119,13 +172,9 @@ func checkRecord(line []byte) ([]byte, error) {
 	if n < 11 || line[n-9] != ' ' { // shortest record: "U 0 xxxxxxxx"
 		return nil, errSyntax
 	}
-	var want uint32
-	for _, c := range line[n-8:] {
-		v := unhex[c]
-		if v > 0xf {
-			return nil, errSyntax
-		}
-		want = want<<4 | uint32(v)
+	want, ok := parseHex32(line[n-8:])
+	if !ok {
+		return nil, errSyntax
 	}
 	payload := line[:n-9]
 	if crc32.Checksum(payload, castagnoli) != want {
@@ -142,7 +191,9 @@ type record struct {
 	attempt int
 	opID    []byte
 	at      int64
-	end     int64
+	end     int64 // R: results end; P: offset; F: size of the new results
+	sum     uint32
+	inOrder bool // F: rows in input order
 }
 
 // field splits off the next space-separated field of p.
@@ -193,6 +244,10 @@ func parseRecord(p []byte, rows int) (record, error) {
 		return r, errSyntax
 	}
 	r.kind = p[0]
+	switch r.kind {
+	case kindPosition, kindFinalize:
+		return parseFileRecord(p)
+	}
 	f, rest, ok := field(p[2:])
 	if !ok {
 		return r, errSyntax
@@ -249,7 +304,7 @@ func parseRecord(p []byte, rows int) (record, error) {
 			return r, errSyntax
 		}
 		r.end = int64(end)
-	case kindReopen:
+	case kindReopen, kindDoubt:
 	case kindHeader:
 		return r, errHeaderAgain
 	default:
@@ -257,6 +312,37 @@ func parseRecord(p []byte, rows int) (record, error) {
 	}
 	if rest != nil {
 		return r, errSyntax // trailing fields
+	}
+	return r, nil
+}
+
+// parseFileRecord decodes the records about the results file as a whole:
+// "P <offset>" and "F <size> <crc32c> <0|1 input order>".
+func parseFileRecord(p []byte) (record, error) {
+	r := record{kind: p[0]}
+	f, rest, ok := field(p[2:])
+	if !ok {
+		return r, errSyntax
+	}
+	n, ok := parseUint(f, math.MaxInt64)
+	if !ok {
+		return r, errSyntax
+	}
+	r.end = int64(n)
+	if r.kind == kindFinalize {
+		if f, rest, ok = field(rest); !ok {
+			return r, errSyntax
+		}
+		if r.sum, ok = parseHex32(f); !ok {
+			return r, errSyntax
+		}
+		if f, rest, ok = field(rest); !ok || len(f) != 1 || (f[0] != '0' && f[0] != '1') {
+			return r, errSyntax
+		}
+		r.inOrder = f[0] == '1'
+	}
+	if rest != nil {
+		return r, errSyntax
 	}
 	return r, nil
 }

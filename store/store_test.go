@@ -156,6 +156,7 @@ func TestGolden(t *testing.T) {
 	must(t, w.Result(1, true, []byte("1,rejected\n")))
 	must(t, w.Reopen(1))
 	must(t, w.Intent(2, 3))
+	must(t, w.Doubt(2))
 	must(t, w.Close())
 	got := readFile(t, "run.ckpt")
 	if *update {
@@ -168,9 +169,12 @@ func TestGolden(t *testing.T) {
 	diffRows(t, st.Rows, []store.Row{
 		{Phase: store.PhaseResolved, Attempt: 1, OpID: "d7qqr3frkl81js0udlr9", SubmittedAt: 1735787045000},
 		{Phase: store.PhaseNew, Attempt: 1},
-		{Phase: store.PhaseInFlight, Attempt: 3},
+		{Phase: store.PhaseInFlight, Attempt: 3, Doubts: 1},
 		{},
 	})
+	if st.Doubts != 1 {
+		t.Errorf("Doubts = %d", st.Doubts)
+	}
 	if st.ResultsEnd != int64(len("id,answer\n0,hello\n")) {
 		t.Errorf("ResultsEnd = %d", st.ResultsEnd)
 	}

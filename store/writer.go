@@ -45,10 +45,15 @@ type Writer struct {
 	err     error // sticky
 	closing bool
 
+	needsFinalize atomic.Bool
+
 	// Owned by the writer goroutine.
 	resultsEnd    int64
-	resultsFailed bool // sticky error from the results file: journal the rest
-	journalFailed bool // sticky error from the journal: write nothing more
+	resolved      []uint64 // bit set per row whose latest result line is in the file
+	superseded    int64    // superseded bytes when opened, plus lines since
+	resultsFailed bool     // sticky error from the results file: journal the rest
+	journalFailed bool     // sticky error from the journal: write nothing more
+	journalBroken bool     // journalFailed, as seen by enqueue (under mu)
 	spare         []request
 	jbuf, rbuf    []byte
 }
@@ -75,7 +80,15 @@ func newWriter(path string, lk *flock.Flock, journal, results *os.File, st *Stat
 		header:     st.Header,
 		done:       make(chan struct{}),
 		resultsEnd: st.ResultsEnd,
+		resolved:   make([]uint64, (len(st.Rows)+63)/64),
+		superseded: st.SupersededBytes(),
 	}
+	for i := range st.Rows {
+		if st.Rows[i].Phase == PhaseResolved {
+			w.resolved[i/64] |= 1 << (i % 64)
+		}
+	}
+	w.needsFinalize.Store(w.superseded > 0)
 	w.wake.L = &w.mu
 	go w.run()
 	return w
@@ -151,7 +164,8 @@ func Create(path string, h Header, resultsPreamble []byte, force bool) (_ *Write
 		res.Close()
 		return nil, fmt.Errorf("create checkpoint: %w", err)
 	}
-	st := &State{Header: h, Rows: make([]Row, h.Rows), preamble: resultsPreamble, ResultsEnd: int64(len(resultsPreamble))}
+	st := &State{Header: h, Rows: make([]Row, h.Rows), lens: make([]uint32, h.Rows), preamble: resultsPreamble,
+		ResultsEnd: int64(len(resultsPreamble)), cursor: int64(len(resultsPreamble))}
 	return newWriter(path, lk, j, res, st), nil
 }
 
@@ -195,8 +209,9 @@ func createResults(name string, preamble []byte, force bool) (_ *os.File, err er
 // Open locks the checkpoint at path, loads it and repairs both files for
 // appending: a torn journal tail is truncated, the results file is cut back
 // to the journaled end, and rows whose result lines are missing from it go
-// back to PhaseSubmitted (PhaseNew if they never got an operation id). The
-// repairs are listed in the returned State's Problems.
+// back to PhaseSubmitted (PhaseNew if they never got an operation id). An
+// interrupted Finalize is completed or rolled back, and leftover temp files
+// are removed. The repairs are listed in the returned State's Problems.
 func Open(path string) (*Writer, *State, error) {
 	lk, err := lock(path)
 	if err != nil {
@@ -230,6 +245,26 @@ func open(path string, lk *flock.Flock) (_ *Writer, _ *State, err error) {
 		}
 		if err := j.Sync(); err != nil {
 			return nil, nil, fmt.Errorf("open checkpoint: sync %s: %w", path, err)
+		}
+	}
+	// Temp files of an interrupted Create, Compact or Finalize; the lock
+	// says nobody else is writing them.
+	removeTemps(path)
+	if res, err := filepath.EvalSymlinks(st.Header.Results); err == nil {
+		removeTemps(res) // Finalize writes beside the file a link points to
+	}
+	if err := st.settleFinalize(); err != nil {
+		return nil, nil, fmt.Errorf("open checkpoint %s: %w", path, err)
+	}
+	if st.finalized {
+		// The results file was replaced, the journal not yet: do it now.
+		err := writeFileAtomic(path, func(out io.Writer) error { return writeSnapshot(out, st, nil) })
+		if err != nil {
+			return nil, nil, fmt.Errorf("open checkpoint %s: complete finalize: %w", path, err)
+		}
+		j.Close()
+		if j, err = os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0); err != nil {
+			return nil, nil, fmt.Errorf("open checkpoint: %w", err)
 		}
 	}
 	res, fix, err := repairResults(st)
@@ -286,12 +321,12 @@ func repairResults(st *State) (_ *os.File, fix []byte, err error) {
 		}
 		// Its line is gone; the operation id, if any, is still good.
 		moved++
-		st.ends[i] = 0
+		st.ends[i], st.lens[i] = 0, 0
 		if r.OpID != "" {
-			*r = Row{Phase: PhaseSubmitted, Attempt: r.Attempt, OpID: r.OpID, SubmittedAt: r.SubmittedAt}
+			*r = Row{Phase: PhaseSubmitted, Attempt: r.Attempt, OpID: r.OpID, SubmittedAt: r.SubmittedAt, Doubts: r.Doubts}
 			fix = appendSubmitted(fix, i, int(r.Attempt), r.OpID, r.SubmittedAt)
 		} else {
-			*r = Row{Attempt: r.Attempt}
+			*r = Row{Attempt: r.Attempt, Doubts: r.Doubts}
 			fix = appendReopen(fix, i)
 		}
 	}
@@ -327,6 +362,13 @@ func repairResults(st *State) (_ *os.File, fix []byte, err error) {
 		}
 	}
 	st.ResultsEnd = end
+	if st.cursor != end || st.voidFinal {
+		// The next line starts where the file now ends, not where the
+		// last R record said: tell the loader. This also ends the log
+		// with something other than a void F record.
+		fix = appendPosition(fix, end)
+		st.cursor = end
+	}
 	return f, fix, nil
 }
 
@@ -399,6 +441,16 @@ func (w *Writer) Reopen(row int) error {
 	return w.enqueue(request{kind: kindReopen, row: row})
 }
 
+// Doubt queues a record that a submission of row may have created an
+// operation we never saw (a possible billed duplicate). It returns the sticky
+// error, if any; Flush waits until the record is durable.
+func (w *Writer) Doubt(row int) error {
+	if err := w.checkRow(row); err != nil {
+		return err
+	}
+	return w.enqueue(request{kind: kindDoubt, row: row})
+}
+
 // Flush returns once everything queued before it is durable, or the error
 // that prevented it.
 func (w *Writer) Flush() error {
@@ -443,7 +495,9 @@ func (w *Writer) Close() error {
 func (w *Writer) enqueue(req request) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.err != nil {
+	// After the results file failed, records that need no result line are still accepted: each
+	// operation id saved is a duplicate, billed request avoided on resume.
+	if w.err != nil && (w.journalBroken || !journalOnly(req.kind)) {
 		return w.err
 	}
 	if w.closing {
@@ -479,18 +533,28 @@ func (w *Writer) run() {
 		}
 		for rest := batch; len(rest) > 0; {
 			i := 0
-			for i < len(rest) && rest[i].kind != kindCompact {
+			for i < len(rest) && rest[i].kind != kindCompact && rest[i].kind != kindFinalizeQ {
 				i++
 			}
 			err := w.commit(rest[:i])
 			for _, r := range rest[:i] {
 				if r.done != nil {
-					r.done <- err
+					if journalOnly(r.kind) && !w.journalFailed {
+						r.done <- nil // durable, whatever befell the results file
+					} else {
+						r.done <- err
+					}
 				}
 			}
 			if i < len(rest) {
+				// Compact and Finalize run alone, after everything queued
+				// before them is durable.
 				if err == nil {
-					err = w.compact()
+					if rest[i].kind == kindCompact {
+						err = w.compact()
+					} else {
+						err = w.finalize(rest[i].failed)
+					}
 				}
 				rest[i].done <- err
 				i++
@@ -500,6 +564,30 @@ func (w *Writer) run() {
 		clear(batch) // drop references to result lines
 		w.spare = batch[:0]
 	}
+}
+
+// unresolve notes that row's result line, if any, is superseded.
+func (w *Writer) unresolve(row int) {
+	if bit := uint64(1) << (row % 64); w.resolved[row/64]&bit != 0 {
+		w.resolved[row/64] &^= bit
+		w.superseded++
+	}
+}
+
+// journalOnly reports whether a request kind needs only the journal.
+func journalOnly(kind byte) bool {
+	switch kind {
+	case kindIntent, kindSubmitted, kindReopen, kindDoubt:
+		return true
+	}
+	return false
+}
+
+// markJournalBroken lets enqueue refuse everything once the journal failed.
+func (w *Writer) markJournalBroken() {
+	w.mu.Lock()
+	w.journalBroken = true
+	w.mu.Unlock()
 }
 
 // fail makes err sticky and returns it.
@@ -552,22 +640,30 @@ func (w *Writer) commit(batch []request) error {
 		switch r.kind {
 		case kindIntent:
 			w.jbuf = appendIntent(w.jbuf, r.row, r.attempt)
+			w.unresolve(r.row)
 		case kindSubmitted:
 			w.jbuf = appendSubmitted(w.jbuf, r.row, r.attempt, r.opID, r.at)
+			w.unresolve(r.row)
 		case kindResolved:
 			if w.resultsFailed {
 				continue
 			}
 			end += int64(len(r.line))
 			w.jbuf = appendResolved(w.jbuf, r.row, r.failed, end)
+			w.unresolve(r.row)
+			w.resolved[r.row/64] |= 1 << (r.row % 64)
 		case kindReopen:
 			w.jbuf = appendReopen(w.jbuf, r.row)
+			w.unresolve(r.row)
+		case kindDoubt:
+			w.jbuf = appendDoubt(w.jbuf, r.row)
 		default:
 			continue
 		}
 		n++
 	}
 	w.resultsEnd = end
+	w.needsFinalize.Store(w.superseded > 0)
 	if n > 0 {
 		err := error(nil)
 		if _, err = w.journal.Write(w.jbuf); err != nil {
@@ -577,6 +673,7 @@ func (w *Writer) commit(batch []request) error {
 		}
 		if err != nil {
 			w.journalFailed = true
+			w.markJournalBroken()
 			return w.fail(err)
 		}
 		w.commits.Add(1)
