@@ -159,6 +159,9 @@ func (p *Poller) Run(ctx context.Context, handle func(Outcome)) error {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
 		p.mu.Lock()
 		if p.closed && len(p.q) == 0 && p.inFlight == 0 {
 			p.mu.Unlock()
@@ -227,6 +230,10 @@ func (p *Poller) finish() {
 // poll looks at one operation once and reschedules or hands it over.
 func (p *Poller) poll(ctx context.Context, e *entry, handle func(Outcome)) error {
 	op, err := p.get.Operation(ctx, e.OpID)
+	if err != nil && api.Classify(err) == api.Canceled {
+		p.requeue(e) // not a poll: nothing was learnt
+		return nil
+	}
 	now := p.cfg.Now()
 	age := now.Sub(e.SubmittedAt)
 	p.mu.Lock()
@@ -235,9 +242,6 @@ func (p *Poller) poll(ctx context.Context, e *entry, handle func(Outcome)) error
 	e.polls++
 	if err != nil {
 		switch api.Classify(err) {
-		case api.Canceled:
-			p.requeue(e)
-			return nil
 		case api.Auth:
 			p.requeue(e)
 			return errors.Join(ErrFatal, err)
