@@ -1,0 +1,54 @@
+package bench
+
+import (
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// BenchmarkOverhead measures batchgpt's own cost: BATCHGPT_BENCH_ROWS rows (default 1,000,000)
+// against an emulator with zero latency and no quota, so the time is spent submitting, polling,
+// journaling durably and writing results, not waiting.
+func BenchmarkOverhead(b *testing.B) {
+	b.StopTimer() // setup (build, emulator) is not measured
+	rows := envInt(b, "BATCHGPT_BENCH_ROWS", 1_000_000)
+	concurrency := envInt(b, "BATCHGPT_BENCH_CONCURRENCY", 64)
+	emu := startEmulator(b, "--latency", "0")
+	var last childResult
+	var ckptBytes int64
+	for range b.N {
+		dir := b.TempDir()
+		input := writeInput(b, dir, rows)
+		ckpt := filepath.Join(dir, "input.checkpoint.json")
+		results := filepath.Join(dir, "input.results.jsonl")
+		sumPath := filepath.Join(dir, "summary.json")
+		before := emu.mustStats(b)
+		b.StartTimer()
+
+		last = runChild(b, emu.URL, "run", "--folder", benchFolder, "--force", "--quiet",
+			"--submit-rps", "0", "--submit-per-hour", "0", "--poll-rps", "0",
+			"--concurrency", strconv.Itoa(concurrency), "--summary-json", sumPath, input)
+
+		b.StopTimer()
+		after := emu.mustStats(b)
+		sum := readSummary(b, sumPath)
+		if sum.Succeeded != rows {
+			b.Fatalf("summary: %d of %d rows succeeded", sum.Succeeded, rows)
+		}
+		checkResults(b, results, rows)
+		ckptBytes = fileSize(b, ckpt)
+		b.Logf("rows %d: wall %v (summary elapsed %v), user %v sys %v, peak RSS %.1f MiB, checkpoint %d B, results %d B",
+			rows, last.Wall.Round(time.Millisecond), time.Duration(sum.Elapsed).Round(time.Millisecond),
+			last.UserCPU.Round(time.Millisecond), last.SysCPU.Round(time.Millisecond), float64(last.MaxRSSKB)/1024,
+			ckptBytes, fileSize(b, results))
+		b.Logf("emulator: %d submissions, %d polls (%.2f/row), %d duplicate; batchgpt: %d polls, %d throttled",
+			after.Submissions-before.Submissions, after.Polls-before.Polls,
+			float64(after.Polls-before.Polls)/float64(rows), after.DuplicateSubmissions-before.DuplicateSubmissions,
+			sum.Polls, sum.Throttled)
+	}
+	b.ReportMetric(float64(rows)/last.Wall.Seconds(), "rows/s")
+	b.ReportMetric(float64(last.MaxRSSKB)/1024, "MiB-peak-RSS")
+	b.ReportMetric(float64(ckptBytes)/float64(rows), "ckpt-B/row")
+	b.ReportMetric(float64(last.UserCPU+last.SysCPU)/float64(time.Microsecond)/float64(rows), "cpu-µs/row")
+}
