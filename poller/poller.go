@@ -57,6 +57,7 @@ type entry struct {
 	notFound int
 	errs     int
 	lastRun  time.Duration // age when last seen running
+	learned  bool          // due was computed from a learnt distribution
 	index    int
 }
 
@@ -111,7 +112,7 @@ func New(get Getter, cfg Config) *Poller {
 func (p *Poller) Add(it Item) {
 	now := p.cfg.Now()
 	age := now.Sub(it.SubmittedAt)
-	e := &entry{Item: it}
+	e := &entry{Item: it, learned: p.cfg.Schedule.Learned()}
 	e.due = it.SubmittedAt.Add(p.cfg.Schedule.Next(max(age, 0), 0))
 	p.mu.Lock()
 	heap.Push(&p.q, e)
@@ -170,8 +171,14 @@ func (p *Poller) Run(ctx context.Context, handle func(Outcome)) error {
 		var wait time.Duration = time.Hour
 		var e *entry
 		if len(p.q) > 0 {
-			if d := p.q[0].due.Sub(p.cfg.Now()); d <= 0 {
+			now := p.cfg.Now()
+			if d := p.q[0].due.Sub(now); d <= 0 {
 				e = heap.Pop(&p.q).(*entry)
+				if p.reschedule(e, now) {
+					heap.Push(&p.q, e)
+					p.mu.Unlock()
+					continue
+				}
 				p.inFlight++
 			} else {
 				wait = d
@@ -210,6 +217,22 @@ func (p *Poller) Run(ctx context.Context, handle func(Outcome)) error {
 			}
 		}()
 	}
+}
+
+// reschedule moves an operation whose poll was planned before anything was learnt to the time
+// the learnt distribution suggests, if that is later: the cold-start ladder polls early and
+// often, and most of those polls can be skipped once completions were observed.
+func (p *Poller) reschedule(e *entry, now time.Time) bool {
+	if e.learned || !p.cfg.Schedule.Learned() {
+		return false
+	}
+	e.learned = true
+	due := e.SubmittedAt.Add(p.cfg.Schedule.Next(e.lastRun, e.polls))
+	if due.Sub(now) <= p.cfg.Schedule.MinGap {
+		return false
+	}
+	e.due = due
+	return true
 }
 
 func (p *Poller) requeue(e *entry) {
@@ -270,6 +293,7 @@ func (p *Poller) poll(ctx context.Context, e *entry, handle func(Outcome)) error
 	e.errs = 0
 	if !op.Done {
 		e.lastRun = age
+		e.learned = p.cfg.Schedule.Learned()
 		e.due = e.SubmittedAt.Add(p.cfg.Schedule.Next(age, e.polls))
 		p.requeue(e)
 		return nil

@@ -19,6 +19,9 @@ type Schedule struct {
 	Hazard   float64
 	Initial  time.Duration // first poll before anything was observed
 	Factor   float64       // geometric growth of the gap while learning
+	// TailFactor is the growth past what was observed: few operations get there, and each of
+	// them is the one the whole run is waiting for.
+	TailFactor float64
 	MinGap   time.Duration
 	MaxGap   time.Duration
 	Explore  float64 // share of first polls made early, so the estimate cannot only drift upward
@@ -38,7 +41,7 @@ func NewSchedule() *Schedule {
 	return &Schedule{
 		// MaxGap only bounds the tail: real operations take minutes to hours, and a short cap
 		// would poll a long operation dozens of times.
-		Hazard: 0.75, Initial: 500 * time.Millisecond, Factor: 1.6,
+		Hazard: 0.75, Initial: 500 * time.Millisecond, Factor: 1.6, TailFactor: 1.3,
 		MinGap: 5 * time.Millisecond, MaxGap: 30 * time.Minute,
 		Explore: 0.05, MinLearn: 20,
 		rng: rand.New(rand.NewPCG(1, 2)),
@@ -107,7 +110,7 @@ func (s *Schedule) Next(age time.Duration, polls int) time.Duration {
 			next = age // never looked at and already older than typical (a resumed run): look now
 		case target >= 0.999 || next <= age:
 			// Past what was observed: back off geometrically from the current age.
-			next = time.Duration(float64(age) * s.Factor)
+			next = time.Duration(float64(age) * s.TailFactor)
 		}
 	} else if polls == 0 {
 		next = max(s.Initial, age)
@@ -117,6 +120,13 @@ func (s *Schedule) Next(age time.Duration, polls int) time.Duration {
 	gap := next - age
 	gap = min(max(gap, s.MinGap), s.MaxGap)
 	return age + gap
+}
+
+// Learned reports whether enough completions were observed to schedule from them.
+func (s *Schedule) Learned() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.samples) >= s.MinLearn
 }
 
 // Median is the learnt median completion time, for ETAs; ok is false while unknown.

@@ -149,8 +149,8 @@ func TestScheduleAfterLearning(t *testing.T) {
 	if got := s.Next(6*time.Second, 1); got < 8500*time.Millisecond || got > 9500*time.Millisecond {
 		t.Errorf("after running at 6s: next poll at %v, want about 9s", got)
 	}
-	// Older than anything observed: geometric back-off.
-	if got, want := s.Next(20*time.Second, 3), 32*time.Second; got != want {
+	// Older than anything observed: geometric back-off, by the tail factor.
+	if got, want := s.Next(20*time.Second, 3), 26*time.Second; got != want {
 		t.Errorf("past the observed range: %v, want %v", got, want)
 	}
 	// A resumed operation older than typical is polled at once; a younger one when due.

@@ -217,7 +217,7 @@ func (e *ctxError) Unwrap() []error {
 // do sends a request built by build until it succeeds, fails permanently, or runs out of
 // attempts. tried is told of each try and its error (nil on success).
 func (c *Client) do(ctx context.Context, op string, pacer *Pacer, build func() (*http.Request, error), out any, tried func(error)) error {
-	failures := 0
+	failures, throttled := 0, 0
 	authRetried := false
 	for {
 		if err := pacer.Wait(ctx); err != nil {
@@ -244,10 +244,15 @@ func (c *Client) do(ctx context.Context, op string, pacer *Pacer, build func() (
 		var delay time.Duration
 		switch Classify(err) {
 		case Quota:
-			delay = c.retryAfter(err, c.backoff(1))
-			pacer.Throttled(delay)
+			// 429s do not use up attempts. The shared pacer slows everybody down; only when it has
+			// no rate to slow does this request back off on its own.
+			throttled++
+			pacer.Throttled(c.retryAfter(err, 0))
 			c.cfg.Logger.Debug("quota exceeded, slowing down", "op", op, "rate", pacer.Rate(), "err", err)
-			continue // the pacer waits; 429s do not use up attempts
+			if pacer.Limited() {
+				continue
+			}
+			delay = c.backoff(throttled)
 		case Auth:
 			var ae *Error
 			if !authRetried && errors.As(err, &ae) && ae.HTTPStatus == http.StatusUnauthorized {

@@ -14,6 +14,10 @@ import (
 // (multiplicative decrease, gradual increase back to the cap) and, optionally, an exact sliding
 // window of at most N requests per hour. Every worker waits on the same Pacer, so a 429 slows
 // them all at once instead of each backing off on its own.
+//
+// Requests are spaced evenly (a token bucket of one): a server that counts a sliding one-second
+// window sees at most the rate, never a burst. The 429s that requests already in flight collect
+// from one overload are one event: the rate is cut at most once per cutInterval, by cutFactor.
 type Pacer struct {
 	limiter *rate.Limiter
 	cap     float64 // configured requests per second; the adaptive rate never exceeds it
@@ -21,7 +25,8 @@ type Pacer struct {
 
 	mu       sync.Mutex
 	current  float64
-	pausedTo time.Time // after a 429: nobody starts a request before this
+	pausedTo time.Time // after a Retry-After: nobody starts a request before this
+	lastCut  time.Time
 	okStreak int
 	quota429 int64
 
@@ -42,8 +47,7 @@ func NewPacer(perSecond float64, perHour int) *Pacer {
 	if perSecond > 0 {
 		// Not above the cap: a 429 must never raise the rate.
 		p.floor = math.Min(math.Max(perSecond/50, 0.2), perSecond)
-		burst := int(math.Ceil(perSecond / 10)) // smooth: never a whole second's worth at once
-		p.limiter = rate.NewLimiter(rate.Limit(perSecond), max(burst, 1))
+		p.limiter = rate.NewLimiter(rate.Limit(perSecond), 1)
 	}
 	if perHour > 0 {
 		p.ring = make([]time.Time, perHour)
@@ -119,24 +123,39 @@ func (p *Pacer) Wait(ctx context.Context) error {
 	return nil
 }
 
-// Throttled is called after a 429: the rate drops by 30% (not below a floor) and every caller
-// pauses for d (Retry-After when the server gave one, else a short back-off).
-func (p *Pacer) Throttled(d time.Duration) {
+// Adaptation constants: one cut per overload event, a gentle climb back.
+const (
+	cutInterval = time.Second
+	cutFactor   = 0.85
+	climbEvery  = 5    // successes
+	climbStep   = 0.01 // of the cap
+)
+
+// Throttled is called after a 429. The rate drops by 15% (not below a floor) unless it was cut
+// less than a second ago: the other requests of the same overload add nothing. retryAfter, when
+// the server sent one, pauses every caller that long.
+func (p *Pacer) Throttled(retryAfter time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.quota429++
 	p.okStreak = 0
-	if until := p.now().Add(d); until.After(p.pausedTo) {
+	now := p.now()
+	if until := now.Add(retryAfter); retryAfter > 0 && until.After(p.pausedTo) {
 		p.pausedTo = until
 	}
-	if p.limiter == nil {
+	if p.limiter == nil || now.Sub(p.lastCut) < cutInterval {
 		return
 	}
-	p.current = math.Max(p.current*0.7, p.floor)
+	p.lastCut = now
+	p.current = math.Max(p.current*cutFactor, p.floor)
 	p.limiter.SetLimit(rate.Limit(p.current))
 }
 
-// Succeeded is called after an accepted request: the rate climbs back toward the cap by 2% of
+// Limited reports whether the pacer has a rate: an unlimited one cannot slow anybody down, so a
+// caller that got a 429 must back off on its own.
+func (p *Pacer) Limited() bool { return p.limiter != nil }
+
+// Succeeded is called after an accepted request: the rate climbs back toward the cap by 1% of
 // the cap every few successes, so a run converges on what the server accepts.
 func (p *Pacer) Succeeded() {
 	if p.limiter == nil {
@@ -148,11 +167,11 @@ func (p *Pacer) Succeeded() {
 		return
 	}
 	p.okStreak++
-	if p.okStreak < 5 {
+	if p.okStreak < climbEvery {
 		return
 	}
 	p.okStreak = 0
-	p.current = math.Min(p.current+p.cap*0.02, p.cap)
+	p.current = math.Min(p.current+p.cap*climbStep, p.cap)
 	p.limiter.SetLimit(rate.Limit(p.current))
 }
 

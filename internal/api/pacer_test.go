@@ -173,7 +173,7 @@ func TestPacerSeedWithoutHourLimit(t *testing.T) {
 func near(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
 
 func TestPacerAIMD(t *testing.T) {
-	p, _ := fakePacer(10, 0)
+	p, c := fakePacer(10, 0)
 	if r := p.Rate(); r != 10 {
 		t.Fatalf("initial rate %v, want 10", r)
 	}
@@ -181,23 +181,31 @@ func TestPacerAIMD(t *testing.T) {
 		t.Errorf("Limits = %v, %v", ps, ph)
 	}
 	p.Throttled(0)
-	if r := p.Rate(); !near(r, 7) {
-		t.Errorf("after one 429: rate %v, want 7", r)
+	if r := p.Rate(); !near(r, 8.5) {
+		t.Errorf("after one 429: rate %v, want 8.5", r)
 	}
+	// More 429s within a second are the same overload: no further cut.
+	c.advance(500 * time.Millisecond)
 	p.Throttled(0)
-	if r := p.Rate(); !near(r, 4.9) {
-		t.Errorf("after two 429s: rate %v, want 4.9", r)
+	if r := p.Rate(); !near(r, 8.5) {
+		t.Errorf("after a second 429 half a second later: rate %v, want 8.5", r)
+	}
+	c.advance(600 * time.Millisecond)
+	p.Throttled(0)
+	if r := p.Rate(); !near(r, 8.5*0.85) {
+		t.Errorf("after a 429 1.1 s after the cut: rate %v, want %v", r, 8.5*0.85)
 	}
 	for range 50 {
+		c.advance(time.Second)
 		p.Throttled(0)
 	}
 	if r := p.Rate(); !near(r, 0.2) {
 		t.Errorf("after many 429s: rate %v, want the floor 0.2", r)
 	}
-	if n := p.Throttles(); n != 52 {
-		t.Errorf("Throttles = %d, want 52", n)
+	if n := p.Throttles(); n != 53 {
+		t.Errorf("Throttles = %d, want 53", n)
 	}
-	// Four successes change nothing; the fifth adds 2% of the cap.
+	// Four successes change nothing; the fifth adds 1% of the cap.
 	for range 4 {
 		p.Succeeded()
 	}
@@ -205,13 +213,14 @@ func TestPacerAIMD(t *testing.T) {
 		t.Errorf("after 4 successes: rate %v, want 0.2", r)
 	}
 	p.Succeeded()
-	if r := p.Rate(); !near(r, 0.4) {
-		t.Errorf("after 5 successes: rate %v, want 0.4", r)
+	if r := p.Rate(); !near(r, 0.3) {
+		t.Errorf("after 5 successes: rate %v, want 0.3", r)
 	}
 	// A 429 resets the streak.
 	for range 4 {
 		p.Succeeded()
 	}
+	c.advance(time.Second)
 	p.Throttled(0)
 	r0 := p.Rate()
 	for range 4 {
@@ -239,8 +248,9 @@ func TestPacerFloor(t *testing.T) {
 		{0.1, 0.1},  // a cap below 0.2: never raised by a 429
 	}
 	for _, tt := range tests {
-		p, _ := fakePacer(tt.perSecond, 0)
+		p, c := fakePacer(tt.perSecond, 0)
 		for range 100 {
+			c.advance(time.Second)
 			p.Throttled(0)
 		}
 		if r := p.Rate(); !near(r, tt.floor) {
