@@ -152,11 +152,24 @@ func (p *Poller) signal() {
 // Run polls until CloseWhenEmpty was called and everything is resolved, or ctx ends, or a fatal
 // error occurs. handle is called from several goroutines for each finished operation.
 func (p *Poller) Run(ctx context.Context, handle func(Outcome)) error {
-	sem := make(chan struct{}, p.cfg.Concurrency)
-	var wg sync.WaitGroup
-	defer wg.Wait()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	// Long-lived workers: a goroutine per poll would grow a fresh stack for every HTTP call.
+	jobs := make(chan *entry)
+	var wg sync.WaitGroup
+	for range p.cfg.Concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for e := range jobs {
+				if err := p.poll(ctx, e, handle); err != nil {
+					cancel(err)
+				}
+			}
+		}()
+	}
+	defer wg.Wait()
+	defer close(jobs)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -203,19 +216,11 @@ func (p *Poller) Run(ctx context.Context, handle func(Outcome)) error {
 			continue
 		}
 		select {
-		case sem <- struct{}{}:
+		case jobs <- e:
 		case <-ctx.Done():
 			p.requeue(e)
 			return context.Cause(ctx)
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			if err := p.poll(ctx, e, handle); err != nil {
-				cancel(err)
-			}
-		}()
 	}
 }
 

@@ -16,16 +16,16 @@ import (
 type Schedule struct {
 	// Hazard is the probability of finding an operation done that justifies a poll: higher means
 	// fewer polls per operation and more delay between done and written.
-	Hazard   float64
-	Initial  time.Duration // first poll before anything was observed
-	Factor   float64       // geometric growth of the gap while learning
+	Hazard  float64
+	Initial time.Duration // first poll before anything was observed
+	Factor  float64       // geometric growth of the gap while learning
 	// TailFactor is the growth past what was observed: few operations get there, and each of
 	// them is the one the whole run is waiting for.
 	TailFactor float64
-	MinGap   time.Duration
-	MaxGap   time.Duration
-	Explore  float64 // share of first polls made early, so the estimate cannot only drift upward
-	MinLearn int     // observations needed before the learnt distribution is trusted
+	MinGap     time.Duration
+	MaxGap     time.Duration
+	Explore    float64 // share of first polls made early, so the estimate cannot only drift upward
+	MinLearn   int     // observations needed before the learnt distribution is trusted
 
 	mu      sync.Mutex
 	samples []time.Duration // reservoir of completion-time estimates

@@ -235,7 +235,7 @@ func (e *env) execute(c *cli.Context, fill func(*job.Config), resume bool) error
 			Concurrency: c.Int("concurrency"), SubmitRPS: c.Float64("submit-rps"), SubmitPerHour: c.Int("submit-per-hour"),
 			PollRPS: c.Float64("poll-rps"), MaxAttempts: c.Int("max-attempts"), RequestTimeout: c.Duration("request-timeout"),
 		},
-		HTTPClient: &http.Client{Transport: transport()},
+		HTTPClient: &http.Client{Transport: api.NewTransport()},
 		Logger:     logger,
 		Kill:       e.kill,
 	}
@@ -256,7 +256,7 @@ func (e *env) execute(c *cli.Context, fill func(*job.Config), resume bool) error
 			APIKey: os.Getenv("YC_API_KEY"), IAMToken: os.Getenv("YC_IAM_TOKEN"),
 			SAKeyFile: c.String("sa-key-file"), IAMEndpoint: c.String("iam-endpoint"),
 			MetadataURL: c.String("metadata-url"), UseMetadata: c.Bool("metadata"), AutoMetadata: true,
-		}, &http.Client{Transport: transport(), Timeout: 30 * time.Second})
+		}, &http.Client{Transport: api.NewTransport(), Timeout: 30 * time.Second})
 		if err != nil {
 			if errors.Is(err, auth.ErrNoCredentials) {
 				return usagef("%v (or use --emulator to try batchgpt against its built-in emulator)", err)
@@ -306,14 +306,6 @@ func (e *env) execute(c *cli.Context, fill func(*job.Config), resume bool) error
 		return &FailedRowsError{Failed: sum.Failed, Rows: sum.Rows}
 	}
 	return nil
-}
-
-// transport is the HTTP transport for API calls: TLS verification always on, sane pools.
-func transport() *http.Transport {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConnsPerHost = 256
-	t.MaxConnsPerHost = 0
-	return t
 }
 
 type emulatorHandle struct {

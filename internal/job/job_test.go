@@ -79,7 +79,6 @@ func config(dir, input, url string) job.Config {
 		Tuning: job.Tuning{Concurrency: 32, MaxAttempts: 8, BackoffBase: 5 * time.Millisecond, RequestTimeout: 5 * time.Second,
 			Schedule: fastSchedule()},
 		Credentials: auth.APIKey("test-key"),
-		HTTPClient:  &http.Client{},
 	}
 }
 

@@ -4,10 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sync/errgroup"
 
 	"github.com/batchgpt/batchgpt/batch"
 	"github.com/batchgpt/batchgpt/internal/api"
@@ -39,22 +38,29 @@ func (r *runner) setFatal(err error) {
 func (r *runner) dispatch(ctx context.Context, st *store.State, allDone <-chan struct{}) error {
 	j := r.j
 	opts := j.cfg.Settings.Input
-	sg, sctx := errgroup.WithContext(ctx)
-	sg.SetLimit(j.cfg.Tuning.Concurrency)
+	// A fixed pool of workers: a goroutine per row would grow a fresh stack for every request.
+	sctx := ctx
+	queue := make(chan work)
+	var workers sync.WaitGroup
+	for range j.cfg.Tuning.Concurrency {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for wk := range queue {
+				r.submit(sctx, wk)
+			}
+		}()
+	}
 	launch := func(wk work) bool {
 		if r.fatal.Load() != nil {
 			return false
 		}
 		select {
+		case queue <- wk:
+			return true
 		case <-sctx.Done():
 			return false
-		default:
 		}
-		sg.Go(func() error {
-			r.submit(sctx, wk)
-			return nil
-		})
-		return true
 	}
 	err := func() error {
 		if c := st.Counts(); c.New+c.InFlight+c.Submitted == 0 {
@@ -120,7 +126,8 @@ func (r *runner) dispatch(ctx context.Context, st *store.State, allDone <-chan s
 			}
 		}
 	}
-	_ = sg.Wait()
+	close(queue)
+	workers.Wait()
 	if f := r.fatal.Load(); f != nil {
 		return *f
 	}
