@@ -69,10 +69,10 @@ type request struct {
 	done    chan error // nil for queued-only requests
 }
 
-func newWriter(path string, lk *flock.Flock, journal, results *os.File, st *State) *Writer {
+func newWriter(path string, lk *flock.Flock, journal, results *os.File, st *State, rows int) *Writer {
 	w := &Writer{
 		path:       path,
-		rows:       len(st.Rows),
+		rows:       rows,
 		lock:       lk,
 		journal:    wrapFile(journal),
 		results:    wrapFile(results),
@@ -80,7 +80,7 @@ func newWriter(path string, lk *flock.Flock, journal, results *os.File, st *Stat
 		header:     st.Header,
 		done:       make(chan struct{}),
 		resultsEnd: st.ResultsEnd,
-		resolved:   make([]uint64, (len(st.Rows)+63)/64),
+		resolved:   make([]uint64, (rows+63)/64),
 		superseded: st.SupersededBytes(),
 	}
 	for i := range st.Rows {
@@ -164,9 +164,11 @@ func Create(path string, h Header, resultsPreamble []byte, force bool) (_ *Write
 		res.Close()
 		return nil, fmt.Errorf("create checkpoint: %w", err)
 	}
-	st := &State{Header: h, Rows: make([]Row, h.Rows), lens: make([]uint32, h.Rows), preamble: resultsPreamble,
+	// No per-row state: every row of a new checkpoint is new, and a million rows of zeroes
+	// would only be garbage.
+	st := &State{Header: h, preamble: resultsPreamble,
 		ResultsEnd: int64(len(resultsPreamble)), cursor: int64(len(resultsPreamble))}
-	return newWriter(path, lk, j, res, st), nil
+	return newWriter(path, lk, j, res, st, h.Rows), nil
 }
 
 // createResults creates (or with force truncates) the results file and
@@ -281,7 +283,7 @@ func open(path string, lk *flock.Flock) (_ *Writer, _ *State, err error) {
 		}
 	}
 	st.finishProblems()
-	return newWriter(path, lk, j, res, st), st, nil
+	return newWriter(path, lk, j, res, st, len(st.Rows)), st, nil
 }
 
 // repairResults opens the results file for appending at the journaled end.

@@ -244,7 +244,9 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 	if err != nil {
 		return Summary{}, err
 	}
-	st := &store.State{Header: h, Rows: make([]store.Row, h.Rows)}
+	// A new run has no row state: every row is new (Rows stays nil rather than cost a million
+	// entries of memory).
+	st := &store.State{Header: h}
 	return j.execute(ctx, start, w, st)
 }
 
@@ -326,7 +328,7 @@ func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, st 
 	cfg := j.cfg
 	h := st.Header
 	j.total.Store(int64(h.Rows))
-	counts := st.Counts()
+	counts := st.Counts() // all zero for a new run
 	j.resolved.Store(int64(counts.Succeeded + counts.Failed))
 	j.succeeded.Store(int64(counts.Succeeded))
 	j.failed.Store(int64(counts.Failed))

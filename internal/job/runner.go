@@ -63,8 +63,8 @@ func (r *runner) dispatch(ctx context.Context, st *store.State, allDone <-chan s
 		}
 	}
 	err := func() error {
-		if c := st.Counts(); c.New+c.InFlight+c.Submitted == 0 {
-			return nil
+		if c := st.Counts(); st.Rows != nil && c.New+c.InFlight+c.Submitted == 0 {
+			return nil // everything resolved: nothing to read
 		}
 		rd, err := batch.Open(j.cfg.Input, opts)
 		if err != nil {
@@ -79,10 +79,13 @@ func (r *runner) dispatch(ctx context.Context, st *store.State, allDone <-chan s
 			if err != nil {
 				return fmt.Errorf("read input: %w", err)
 			}
-			if row.Index >= len(st.Rows) {
-				return fmt.Errorf("input %s has more rows than the checkpoint's %d", j.cfg.Input, len(st.Rows))
+			if row.Index >= st.Header.Rows {
+				return fmt.Errorf("input %s has more rows than the checkpoint's %d", j.cfg.Input, st.Header.Rows)
 			}
-			rs := st.Rows[row.Index]
+			var rs store.Row // new, in a new run
+			if st.Rows != nil {
+				rs = st.Rows[row.Index]
+			}
 			switch rs.Phase {
 			case store.PhaseResolved:
 				continue
@@ -108,6 +111,9 @@ func (r *runner) dispatch(ctx context.Context, st *store.State, allDone <-chan s
 			}
 		}
 	}()
+	// Every row was handed on: the per-row state of a resumed checkpoint is no longer needed
+	// (the poller keeps the operation ids it polls).
+	st.Rows = nil
 	if err != nil {
 		r.setFatal(err)
 	}
