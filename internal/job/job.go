@@ -86,6 +86,9 @@ var ErrInterrupted = errors.New("interrupted")
 // ErrAuth wraps authentication failures that stopped the run.
 var ErrAuth = errors.New("authentication failed")
 
+// ErrUnavailable wraps the failure that stopped a run because the API kept failing.
+var ErrUnavailable = errors.New("the API is unavailable")
+
 // Summary describes what a run or resume did.
 type Summary struct {
 	Checkpoint   string         `json:"checkpoint"`
@@ -270,7 +273,11 @@ func (j *Job) Resume(ctx context.Context) (Summary, error) {
 		return Summary{}, fmt.Errorf("checkpoint %s: settings: %w", j.cfg.Checkpoint, err)
 	}
 	// Endpoints of an emulator run change with every start; everything else is the run's own.
-	if !s.Emulator || j.cfg.Settings.Endpoint == "" {
+	if s.Emulator && j.cfg.Settings.Endpoint == "" {
+		w.Close()
+		return Summary{}, fmt.Errorf("checkpoint %s was made against the built-in emulator: resume it with --emulator", j.cfg.Checkpoint)
+	}
+	if !s.Emulator {
 		j.cfg.Settings.Endpoint, j.cfg.Settings.OperationsEndpoint = s.Endpoint, s.OperationsEndpoint
 	}
 	j.cfg.Settings.Input = s.Input

@@ -423,3 +423,29 @@ func TestOrderInput(t *testing.T) {
 	}
 	checkAll(t, readResults(t, cfg.Output), n)
 }
+
+// TestUnavailableStopsResumable: when every submission keeps failing, the run stops (rather than
+// failing every row) and a resume once the API is back finishes the work.
+func TestUnavailableStopsResumable(t *testing.T) {
+	down, _ := emulator.ParseFaults("503=1")
+	srv, url := startEmulator(t, emulator.Config{Faults: down})
+	dir := t.TempDir()
+	const n = 200
+	in := writeJSONL(t, dir, n)
+	cfg := config(dir, in, url)
+	cfg.Tuning.MaxAttempts = 2
+	cfg.Tuning.Concurrency = 4
+	sum, err := job.New(cfg).Run(context.Background())
+	if !errors.Is(err, job.ErrUnavailable) {
+		t.Fatalf("run against a failing API: %v, %+v", err, sum)
+	}
+	if sum.Failed != 0 || sum.Pending != n {
+		t.Fatalf("rows were failed instead of left for resume: %+v", sum)
+	}
+	srv.SetFaults(emulator.Faults{})
+	sum2, err := job.New(cfg).Resume(context.Background())
+	if err != nil || sum2.Succeeded != n {
+		t.Fatalf("resume: %v %+v", err, sum2)
+	}
+	checkAll(t, readResults(t, cfg.Output), n)
+}

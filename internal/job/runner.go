@@ -23,6 +23,7 @@ type runner struct {
 	resubmit  chan work
 	checkDone func()
 	fatal     atomic.Pointer[error]
+	gaveUp    atomic.Int32 // submissions in a row that exhausted their attempts
 	ctx       context.Context
 	cancel    context.CancelCauseFunc
 }
@@ -162,14 +163,7 @@ func (r *runner) submit(ctx context.Context, wk work) {
 		return r.w.Intent(row.Index, wk.attempt)
 	})
 	if err != nil && api.Classify(err) == api.Canceled {
-		// Stopped before an answer. With no try sent there is no intent either. If every try
-		// provably failed before reaching the API, the row is plainly unsubmitted again;
-		// otherwise its journaled intent leaves it in doubt, and resume reports it.
-		if sub.Tries > 0 && !sub.InDoubt {
-			if rerr := r.w.Reopen(row.Index); rerr != nil {
-				r.setFatal(rerr)
-			}
-		}
+		r.unsent(row.Index, sub)
 		return
 	}
 	if sub.InDoubt {
@@ -186,17 +180,33 @@ func (r *runner) submit(ctx context.Context, wk work) {
 			r.setFatal(fmt.Errorf("checkpoint: %w", err))
 			return
 		case api.Auth:
+			r.unsent(row.Index, sub)
 			r.setFatal(fmt.Errorf("%w: %w", ErrAuth, err))
 			return
 		case api.Permanent, api.NotFound:
 			j.log.Warn("row rejected by the API", "id", row.ID, "err", err)
 			r.resolve(row.Index, failure(row.ID, "", wk.attempt, KindInvalid, err))
 		default:
+			// One row that keeps failing is that row's problem; several in a row mean the API
+			// is down or unreachable, and failing every row until it is back would leave a
+			// night's work to --retry-failed: stop instead, resumable.
+			if r.gaveUp.Add(1) >= gaveUpStop {
+				r.unsent(row.Index, sub)
+				r.setFatal(fmt.Errorf("%w: %d submissions in a row kept failing, the last: %w", ErrUnavailable, gaveUpStop, err))
+				return
+			}
+			if wk.attempt < j.cfg.Tuning.MaxAttempts {
+				r.unsent(row.Index, sub)
+				j.log.Warn("submission kept failing; the row goes to the back of the queue", "id", row.ID, "attempt", wk.attempt, "err", err)
+				r.requeue(work{row: row, attempt: wk.attempt + 1, fresh: wk.fresh})
+				return
+			}
 			j.log.Warn("row failed: submission kept failing", "id", row.ID, "err", err)
 			r.resolve(row.Index, failure(row.ID, "", wk.attempt, KindGaveUp, err))
 		}
 		return
 	}
+	r.gaveUp.Store(0)
 	now := time.Now()
 	if err := r.w.Submitted(row.Index, wk.attempt, sub.OpID, now); err != nil {
 		r.setFatal(err)
@@ -208,6 +218,21 @@ func (r *runner) submit(ctx context.Context, wk work) {
 	}
 	j.addPending(row, wk.attempt)
 	j.poll.Add(poller.Item{Row: row.Index, OpID: sub.OpID, SubmittedAt: now})
+}
+
+// gaveUpStop is how many submissions in a row may exhaust their attempts before the run stops.
+const gaveUpStop = 3
+
+// unsent handles a submission that ended without an operation id and without a verdict on the
+// row. With no try sent there is no intent either. If every try provably failed before reaching
+// the API (or was refused), the row is plainly unsubmitted again; otherwise its journaled intent
+// leaves it in doubt, and resume reports it.
+func (r *runner) unsent(row int, sub api.Submission) {
+	if sub.Tries > 0 && !sub.InDoubt {
+		if err := r.w.Reopen(row); err != nil {
+			r.setFatal(err)
+		}
+	}
 }
 
 // handle takes a finished operation from the poller.
@@ -251,14 +276,20 @@ func (r *runner) again(o poller.Outcome, pr *pendingRow, why string) bool {
 	}
 	j.log.Warn(why, "id", pr.id, "operation_id", o.OpID, "attempt", pr.attempt+1)
 	j.resubmitted.Add(1)
-	// Never block the poller: the dispatcher drains this channel until every row is resolved.
+	r.requeue(work{row: row, attempt: pr.attempt + 1})
+	return true
+}
+
+// requeue hands a row back to the dispatcher for another submission. It never blocks the
+// caller (a poller or submit worker): the dispatcher drains the channel until every row is
+// resolved.
+func (r *runner) requeue(wk work) {
 	go func() {
 		select {
-		case r.resubmit <- work{row: row, attempt: pr.attempt + 1}:
+		case r.resubmit <- wk:
 		case <-r.ctx.Done():
 		}
 	}()
-	return true
 }
 
 // resolve writes the row's result; the store journals it once the line is durable.
