@@ -40,7 +40,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		for range sigs {
 			n++
 			if n == 1 {
-				fmt.Fprintln(stderr, "batchgpt: stopping: no new submissions; finishing requests in flight (signal again to abort them)")
+				fmt.Fprintln(stderr, "batchgpt: stopping: nothing new is started, requests in flight finish (signal again to abort them)")
 				stopSoft()
 				continue
 			}
