@@ -198,8 +198,18 @@ func TestNoCredentials(t *testing.T) {
 	dir := t.TempDir()
 	in := writeInput(t, dir, 3)
 	res := runCmd(t, command(url, "run", in))
-	if res.code != 2 || !strings.Contains(res.stderr, "set YC_API_KEY, YC_IAM_TOKEN or YC_SERVICE_ACCOUNT_KEY_FILE") {
+	if res.code != 2 || !strings.Contains(res.stderr, "set YC_API_KEY, YC_IAM_TOKEN or YC_SERVICE_ACCOUNT_KEY_FILE") ||
+		strings.Contains(res.stderr, "resume") {
 		t.Fatalf("exit %d, stderr:\n%s", res.code, res.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "in.checkpoint.json")); !os.IsNotExist(err) {
+		t.Fatal("a run without credentials left a checkpoint")
+	}
+	// Bad input is reported before credentials are even looked for.
+	bad := filepath.Join(dir, "bad.jsonl")
+	os.WriteFile(bad, []byte("{\"promt\":\"x\"}\n"), 0o600)
+	if res := runCmd(t, command(url, "run", bad)); res.code != 2 || !strings.Contains(res.stderr, `unknown field "promt"`) {
+		t.Fatalf("bad input without credentials: exit %d\n%s", res.code, res.stderr)
 	}
 }
 

@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -252,19 +253,21 @@ func (e *env) execute(c *cli.Context, fill func(*job.Config), resume bool) error
 		cfg.Credentials = auth.APIKey(key)
 		logger.Info("using the built-in emulator", "url", srv.URL)
 	} else {
-		src, desc, err := auth.FromConfig(ctx, auth.Config{
-			APIKey: os.Getenv("YC_API_KEY"), IAMToken: os.Getenv("YC_IAM_TOKEN"),
-			SAKeyFile: c.String("sa-key-file"), IAMEndpoint: c.String("iam-endpoint"),
-			MetadataURL: c.String("metadata-url"), UseMetadata: c.Bool("metadata"), AutoMetadata: true,
-		}, &http.Client{Transport: api.NewTransport(), Timeout: 30 * time.Second})
-		if err != nil {
-			if errors.Is(err, auth.ErrNoCredentials) {
-				return usagef("%v (or use --emulator to try batchgpt against its built-in emulator)", err)
+		cfg.Connect = func(ctx context.Context) (api.Credentials, error) {
+			src, desc, err := auth.FromConfig(ctx, auth.Config{
+				APIKey: os.Getenv("YC_API_KEY"), IAMToken: os.Getenv("YC_IAM_TOKEN"),
+				SAKeyFile: c.String("sa-key-file"), IAMEndpoint: c.String("iam-endpoint"),
+				MetadataURL: c.String("metadata-url"), UseMetadata: c.Bool("metadata"), AutoMetadata: true,
+			}, &http.Client{Transport: api.NewTransport(), Timeout: 30 * time.Second})
+			if err != nil {
+				if errors.Is(err, auth.ErrNoCredentials) {
+					return nil, usagef("%v (or use --emulator to try batchgpt against its built-in emulator)", err)
+				}
+				return nil, fmt.Errorf("%w: %w", job.ErrAuth, err)
 			}
-			return fmt.Errorf("%w: %w", job.ErrAuth, err)
+			logger.Info("credentials", "using", desc)
+			return src, nil
 		}
-		cfg.Credentials = src
-		logger.Info("credentials", "using", desc)
 	}
 
 	j := job.New(cfg)
@@ -295,7 +298,7 @@ func (e *env) execute(c *cli.Context, fill func(*job.Config), resume bool) error
 			return err
 		case errors.Is(err, store.ErrExists):
 			return &UsageError{Msg: err.Error()}
-		case errors.Is(err, job.ErrInterrupted) || errors.Is(err, job.ErrAuth) || sum.Rows > 0 && sum.Pending > 0:
+		case sum.Rows > 0 && (errors.Is(err, job.ErrInterrupted) || errors.Is(err, job.ErrAuth) || sum.Pending > 0):
 			fmt.Fprintf(e.stderr, "batchgpt: %v\nbatchgpt: every operation id is saved; to continue run:\n    batchgpt resume %s\n",
 				auth.Redact(err.Error()), shellQuote(cfg.Checkpoint))
 			return errors.Join(err, ErrReported)

@@ -68,8 +68,11 @@ type Config struct {
 	Tuning     Tuning
 
 	Credentials api.Credentials
-	HTTPClient  *http.Client
-	Logger      *slog.Logger
+	// Connect, when Credentials is nil, finds the credentials once the input is known to be
+	// valid, so that a bad input is reported first and without any credential lookup.
+	Connect    func(context.Context) (api.Credentials, error)
+	HTTPClient *http.Client
+	Logger     *slog.Logger
 	// Kill aborts requests already on the wire (a second Ctrl-C); the context given to Run or
 	// Resume only stops new work.
 	Kill context.Context
@@ -224,6 +227,9 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 	if sum.Rows == 0 {
 		return Summary{}, fmt.Errorf("%s: no rows to process", cfg.Input)
 	}
+	if err := j.connect(ctx); err != nil {
+		return Summary{}, err
+	}
 	settings, err := json.Marshal(cfg.Settings)
 	if err != nil {
 		return Summary{}, fmt.Errorf("encode settings: %w", err)
@@ -267,6 +273,10 @@ func (j *Job) Resume(ctx context.Context) (Summary, error) {
 		w.Close()
 		return Summary{}, err
 	}
+	if err := j.connect(ctx); err != nil {
+		w.Close()
+		return Summary{}, err
+	}
 	var s Settings
 	if err := json.Unmarshal(st.Header.Settings, &s); err != nil {
 		w.Close()
@@ -302,6 +312,19 @@ func (j *Job) Resume(ctx context.Context) (Summary, error) {
 		j.log.Info("submitting failed rows again", "rows", reopened)
 	}
 	return j.execute(ctx, start, w, st)
+}
+
+// connect resolves the credentials through Config.Connect when none were given.
+func (j *Job) connect(ctx context.Context) error {
+	if j.cfg.Credentials != nil || j.cfg.Connect == nil {
+		return nil
+	}
+	c, err := j.cfg.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	j.cfg.Credentials = c
+	return nil
 }
 
 // checkInput refuses to resume over an input that changed since run: the checkpoint refers to
