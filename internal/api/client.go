@@ -3,7 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -368,9 +368,12 @@ func (c *Client) retryAfter(err error, def time.Duration) time.Duration {
 	return min(d, c.cfg.BackoffMax)
 }
 
+// newRequestID makes the x-client-request-id of a request: a random UUID-shaped id for support
+// tracing. It is no secret, so math/rand serves (crypto/rand would cost a system call per request).
 func newRequestID() string {
 	var b [16]byte
-	_, _ = rand.Read(b[:])
+	binary.LittleEndian.PutUint64(b[:8], mrand.Uint64())
+	binary.LittleEndian.PutUint64(b[8:], mrand.Uint64())
 	h := hex.EncodeToString(b[:])
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
