@@ -253,10 +253,8 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 	if err != nil {
 		return Summary{}, err
 	}
-	// A new run has no row state: every row is new (Rows stays nil rather than cost a million
-	// entries of memory).
-	st := &store.State{Header: h}
-	return j.execute(ctx, start, w, st)
+	// A new run has no row state: every row is new.
+	return j.execute(ctx, start, w, h, newPlan(&store.State{Header: h}), nil)
 }
 
 // Resume reopens a checkpoint and finishes its run.
@@ -311,7 +309,7 @@ func (j *Job) Resume(ctx context.Context) (Summary, error) {
 		}
 		j.log.Info("submitting failed rows again", "rows", reopened)
 	}
-	return j.execute(ctx, start, w, st)
+	return j.execute(ctx, start, w, st.Header, newPlan(st), recentSubmissions(st, time.Now()))
 }
 
 // connect resolves the credentials through Config.Connect when none were given.
@@ -354,11 +352,12 @@ type work struct {
 	fresh   bool // the row had no operation id before (counts as newly submitted)
 }
 
-func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, st *store.State) (sum Summary, err error) {
+// execute processes the rows of plan p. The full store.State is not kept: for a resumed
+// million-row checkpoint it would hold tens of megabytes for the whole run.
+func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, h store.Header, pl *plan, recent []time.Time) (sum Summary, err error) {
 	cfg := j.cfg
-	h := st.Header
 	j.total.Store(int64(h.Rows))
-	counts := st.Counts() // all zero for a new run
+	counts := pl.counts
 	j.resolved.Store(int64(counts.Succeeded + counts.Failed))
 	j.succeeded.Store(int64(counts.Succeeded))
 	j.failed.Store(int64(counts.Failed))
@@ -376,13 +375,6 @@ func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, st 
 
 	t := cfg.Tuning
 	submitPacer := api.NewPacer(t.SubmitRPS, t.SubmitPerHour)
-	var recent []time.Time
-	cut := time.Now().Add(-time.Hour).UnixMilli()
-	for _, r := range st.Rows {
-		if r.SubmittedAt > cut {
-			recent = append(recent, time.UnixMilli(r.SubmittedAt))
-		}
-	}
 	submitPacer.Seed(recent)
 	pollPacer := api.NewPacer(t.PollRPS, 0)
 	client, err := api.New(api.Config{
@@ -437,7 +429,7 @@ func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, st 
 		}
 		return nil
 	})
-	g.Go(func() error { return r.dispatch(gctx, st, allDone) })
+	g.Go(func() error { return r.dispatch(gctx, pl, allDone) })
 	err = g.Wait()
 	if f := r.fatal.Load(); f != nil {
 		err = *f

@@ -36,7 +36,7 @@ func (r *runner) setFatal(err error) {
 
 // dispatch streams the input: rows never submitted (or in doubt) go to the submit workers, rows
 // with an operation id go to the poller; then it serves resubmissions until every row is resolved.
-func (r *runner) dispatch(ctx context.Context, st *store.State, allDone <-chan struct{}) error {
+func (r *runner) dispatch(ctx context.Context, p *plan, allDone <-chan struct{}) error {
 	j := r.j
 	opts := j.cfg.Settings.Input
 	// A fixed pool of workers: a goroutine per row would grow a fresh stack for every request.
@@ -64,7 +64,7 @@ func (r *runner) dispatch(ctx context.Context, st *store.State, allDone <-chan s
 		}
 	}
 	err := func() error {
-		if c := st.Counts(); st.Rows != nil && c.New+c.InFlight+c.Submitted == 0 {
+		if c := p.counts; c.New+c.InFlight+c.Submitted == 0 {
 			return nil // everything resolved: nothing to read
 		}
 		rd, err := batch.Open(j.cfg.Input, opts)
@@ -80,13 +80,10 @@ func (r *runner) dispatch(ctx context.Context, st *store.State, allDone <-chan s
 			if err != nil {
 				return fmt.Errorf("read input: %w", err)
 			}
-			if row.Index >= st.Header.Rows {
-				return fmt.Errorf("input %s has more rows than the checkpoint's %d", j.cfg.Input, st.Header.Rows)
+			if row.Index >= p.rows {
+				return fmt.Errorf("input %s has more rows than the checkpoint's %d", j.cfg.Input, p.rows)
 			}
-			var rs store.Row // new, in a new run
-			if st.Rows != nil {
-				rs = st.Rows[row.Index]
-			}
+			rs := p.row(row.Index)
 			switch rs.Phase {
 			case store.PhaseResolved:
 				continue
@@ -112,9 +109,7 @@ func (r *runner) dispatch(ctx context.Context, st *store.State, allDone <-chan s
 			}
 		}
 	}()
-	// Every row was handed on: the per-row state of a resumed checkpoint is no longer needed
-	// (the poller keeps the operation ids it polls).
-	st.Rows = nil
+	p.submitted = nil // every pending operation was handed to the poller
 	if err != nil {
 		r.setFatal(err)
 	}
