@@ -1,0 +1,67 @@
+package cmd
+
+import (
+	"context"
+	"io"
+	"slices"
+	"testing"
+)
+
+func TestIntersperse(t *testing.T) {
+	app := App(io.Discard, io.Discard, context.Background())
+	tests := []struct{ in, want []string }{
+		{[]string{"batchgpt", "run", "in.csv", "-o", "out.csv", "--emulator"}, []string{"batchgpt", "run", "-o", "out.csv", "--emulator", "in.csv"}},
+		{[]string{"batchgpt", "run", "--template", "x {{.a}}", "in.csv"}, []string{"batchgpt", "run", "--template", "x {{.a}}", "in.csv"}},
+		{[]string{"batchgpt", "run", "in.csv", "--max-failed=5%"}, []string{"batchgpt", "run", "--max-failed=5%", "in.csv"}},
+		{[]string{"batchgpt", "resume", "cp.json", "-q"}, []string{"batchgpt", "resume", "-q", "cp.json"}},
+		{[]string{"batchgpt", "run", "--", "-odd-name.jsonl"}, []string{"batchgpt", "run", "--", "-odd-name.jsonl"}},
+		{[]string{"batchgpt", "status"}, []string{"batchgpt", "status"}},
+		{[]string{"batchgpt", "unknown", "a", "-b"}, []string{"batchgpt", "unknown", "a", "-b"}},
+	}
+	for _, tt := range tests {
+		if got := Intersperse(app, tt.in); !slices.Equal(got, tt.want) {
+			t.Errorf("Intersperse(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestParseMaxFailed(t *testing.T) {
+	tests := []struct {
+		in        string
+		rows, max int
+		bad       bool
+	}{
+		{"0", 100, 0, false},
+		{"7", 100, 7, false},
+		{"10%", 250, 25, false},
+		{"0.5%", 1000, 5, false},
+		{"100%", 3, 3, false},
+		{"-1", 0, 0, true},
+		{"101%", 0, 0, true},
+		{"lots", 0, 0, true},
+	}
+	for _, tt := range tests {
+		f, err := parseMaxFailed(tt.in)
+		if (err != nil) != tt.bad {
+			t.Errorf("parseMaxFailed(%q): err %v", tt.in, err)
+			continue
+		}
+		if err == nil && f(tt.rows) != tt.max {
+			t.Errorf("parseMaxFailed(%q)(%d) = %d, want %d", tt.in, tt.rows, f(tt.rows), tt.max)
+		}
+	}
+}
+
+func TestShellQuote(t *testing.T) {
+	for in, want := range map[string]string{
+		"in.checkpoint.json":     "in.checkpoint.json",
+		"/data/x-1/in.ckpt":      "/data/x-1/in.ckpt",
+		"my run.checkpoint.json": "'my run.checkpoint.json'",
+		"it's.json":              `'it'\''s.json'`,
+		"":                       "''",
+	} {
+		if got := shellQuote(in); got != want {
+			t.Errorf("shellQuote(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
