@@ -215,6 +215,10 @@ func createResults(name string, preamble []byte, force bool) (_ *os.File, err er
 // interrupted Finalize is completed or rolled back, and leftover temp files
 // are removed. The repairs are listed in the returned State's Problems.
 func Open(path string) (*Writer, *State, error) {
+	// No lock file is left beside a checkpoint that is not there.
+	if _, err := os.Stat(path); err != nil {
+		return nil, nil, fmt.Errorf("open checkpoint: %w", err)
+	}
 	lk, err := lock(path)
 	if err != nil {
 		return nil, nil, err
