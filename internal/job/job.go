@@ -358,6 +358,10 @@ func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, h s
 	cfg := j.cfg
 	j.total.Store(int64(h.Rows))
 	counts := pl.counts
+	if counts.InFlight > 0 {
+		j.log.Warn("rows were being submitted when the previous run stopped: they are submitted again and may be billed twice",
+			"in_doubt", counts.InFlight)
+	}
 	j.resolved.Store(int64(counts.Succeeded + counts.Failed))
 	j.succeeded.Store(int64(counts.Succeeded))
 	j.failed.Store(int64(counts.Failed))
