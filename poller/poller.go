@@ -224,14 +224,14 @@ func (p *Poller) Run(ctx context.Context, handle func(Outcome)) error {
 	}
 }
 
-// reschedule moves an operation whose poll was planned before anything was learnt to the time
-// the learnt distribution suggests, if that is later: the cold-start ladder polls early and
-// often, and most of those polls can be skipped once completions were observed.
+// reschedule revisits, when it falls due, a poll planned before anything was learnt: what is
+// known now (completions observed, or older operations still running) may say it is too early,
+// and the cold-start ladder would otherwise spend the poll quota on operations unlikely to be done.
 func (p *Poller) reschedule(e *entry, now time.Time) bool {
-	if e.learned || !p.cfg.Schedule.Learned() {
+	if e.learned {
 		return false
 	}
-	e.learned = true
+	e.learned = p.cfg.Schedule.Learned()
 	due := e.SubmittedAt.Add(p.cfg.Schedule.Next(e.lastRun, e.polls))
 	if due.Sub(now) <= p.cfg.Schedule.MinGap {
 		return false
@@ -298,6 +298,7 @@ func (p *Poller) poll(ctx context.Context, e *entry, handle func(Outcome)) error
 	e.errs = 0
 	if !op.Done {
 		e.lastRun = age
+		p.cfg.Schedule.Running(age)
 		e.learned = p.cfg.Schedule.Learned()
 		e.due = e.SubmittedAt.Add(p.cfg.Schedule.Next(age, e.polls))
 		p.requeue(e)

@@ -28,6 +28,7 @@ type Schedule struct {
 	MinLearn   int     // observations needed before the learnt distribution is trusted
 
 	mu      sync.Mutex
+	running time.Duration   // the greatest age at which an operation was seen still running
 	samples []time.Duration // reservoir of completion-time estimates
 	seen    int
 	sorted  []time.Duration
@@ -112,14 +113,26 @@ func (s *Schedule) Next(age time.Duration, polls int) time.Duration {
 			// Past what was observed: back off geometrically from the current age.
 			next = time.Duration(float64(age) * s.TailFactor)
 		}
-	} else if polls == 0 {
-		next = max(s.Initial, age)
 	} else {
-		next = time.Duration(float64(age) * s.Factor)
+		if polls == 0 {
+			next = max(s.Initial, age)
+		} else {
+			next = time.Duration(float64(age) * s.Factor)
+		}
+		// Before anything finished, an operation younger than one seen still running is
+		// unlikely to be done: only the oldest climb the ladder, the others catch up with them.
+		next = max(next, s.running)
 	}
 	gap := next - age
 	gap = min(max(gap, s.MinGap), s.MaxGap)
 	return age + gap
+}
+
+// Running records that an operation was seen still running at age.
+func (s *Schedule) Running(age time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.running = max(s.running, age)
 }
 
 // Learned reports whether enough completions were observed to schedule from them.
