@@ -2,8 +2,10 @@ package cmd
 
 import (
 	"context"
+	"errors"
 	"io"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -63,5 +65,27 @@ func TestShellQuote(t *testing.T) {
 		if got := shellQuote(in); got != want {
 			t.Errorf("shellQuote(%q) = %s, want %s", in, got, want)
 		}
+	}
+}
+
+func TestCompletionScript(t *testing.T) {
+	for _, shell := range []string{"bash", "zsh"} {
+		var out strings.Builder
+		app := App(&out, io.Discard, context.Background())
+		if err := app.Run([]string{"batchgpt", "completion", shell}); err != nil {
+			t.Fatalf("%s: %v", shell, err)
+		}
+		if !strings.Contains(out.String(), "complete -o bashdefault -o default -F _batchgpt_complete batchgpt") ||
+			!strings.Contains(out.String(), "--generate-bash-completion") {
+			t.Fatalf("%s completion script:\n%s", shell, out.String())
+		}
+		if shell == "zsh" && !strings.HasPrefix(out.String(), "autoload -U +X bashcompinit") {
+			t.Fatalf("zsh script lacks bashcompinit:\n%s", out.String())
+		}
+	}
+	app := App(io.Discard, io.Discard, context.Background())
+	var ue *UsageError
+	if err := app.Run([]string{"batchgpt", "completion", "fish"}); !errors.As(err, &ue) {
+		t.Fatalf("completion fish: %v, want a usage error", err)
 	}
 }

@@ -3,6 +3,7 @@ package job_test
 import (
 	"bufio"
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -448,4 +449,39 @@ func TestUnavailableStopsResumable(t *testing.T) {
 		t.Fatalf("resume: %v %+v", err, sum2)
 	}
 	checkAll(t, readResults(t, cfg.Output), n)
+}
+
+func TestCSVResults(t *testing.T) {
+	_, url := startEmulator(t, emulator.Config{})
+	dir := t.TempDir()
+	const n = 50
+	in := writeJSONL(t, dir, n)
+	cfg := config(dir, in, url)
+	cfg.Output = filepath.Join(dir, "out.csv")
+	if _, err := job.New(cfg).Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(cfg.Output)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	records, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantHeader := "id,status,text,alternative_status,input_tokens,completion_tokens,total_tokens,model_version,operation_id,attempts,error_kind,error_code,error_message"
+	if len(records) != n+1 || strings.Join(records[0], ",") != wantHeader {
+		t.Fatalf("%d records, header %q", len(records), records[0])
+	}
+	seen := map[string]bool{}
+	for _, r := range records[1:] {
+		var i int
+		fmt.Sscanf(r[0], "r%05d", &i)
+		want := emulator.Answer(modelURI, []emulator.Message{{Role: "user", Text: prompt(i)}})
+		if seen[r[0]] || r[1] != job.StatusSucceeded || r[2] != want || r[8] == "" {
+			t.Fatalf("record %q: duplicate %v or wrong content (want text %q)", r, seen[r[0]], want)
+		}
+		seen[r[0]] = true
+	}
 }
