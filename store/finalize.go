@@ -123,19 +123,9 @@ func (w *Writer) finalize(inputOrder bool) error {
 	}
 
 	// (c) The intent, in the current journal.
-	rec := appendFinalize(nil, size, sum.Sum32(), inputOrder)
-	if _, err = w.journal.Write(rec); err != nil {
-		err = fmt.Errorf("write checkpoint %s: %w", w.path, err)
-	} else if err = w.journal.Sync(); err != nil {
-		err = fmt.Errorf("sync checkpoint %s: %w", w.path, err)
+	if err := w.appendJournal(appendFinalize(nil, size, sum.Sum32(), inputOrder), 1); err != nil {
+		return err
 	}
-	if err != nil {
-		w.journalFailed = true
-		w.markJournalBroken()
-		return w.fail(err)
-	}
-	w.commits.Add(1)
-	w.recordCount.Add(1)
 	if err := w.hook(stepIntent, &removeTmp); err != nil {
 		return err
 	}

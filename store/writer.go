@@ -671,19 +671,28 @@ func (w *Writer) commit(batch []request) error {
 	w.resultsEnd = end
 	w.needsFinalize.Store(w.superseded > 0)
 	if n > 0 {
-		err := error(nil)
-		if _, err = w.journal.Write(w.jbuf); err != nil {
-			err = fmt.Errorf("write checkpoint %s: %w", w.path, err)
-		} else if err = w.journal.Sync(); err != nil {
-			err = fmt.Errorf("sync checkpoint %s: %w", w.path, err)
+		if err := w.appendJournal(w.jbuf, n); err != nil {
+			return err
 		}
-		if err != nil {
-			w.journalFailed = true
-			w.markJournalBroken()
-			return w.fail(err)
-		}
-		w.commits.Add(1)
-		w.recordCount.Add(n)
 	}
 	return w.sticky()
+}
+
+// appendJournal writes n records to the journal and makes them durable; a failure is sticky and
+// stops every later write.
+func (w *Writer) appendJournal(records []byte, n int64) error {
+	_, err := w.journal.Write(records)
+	if err != nil {
+		err = fmt.Errorf("write checkpoint %s: %w", w.path, err)
+	} else if err = w.journal.Sync(); err != nil {
+		err = fmt.Errorf("sync checkpoint %s: %w", w.path, err)
+	}
+	if err != nil {
+		w.journalFailed = true
+		w.markJournalBroken()
+		return w.fail(err)
+	}
+	w.commits.Add(1)
+	w.recordCount.Add(n)
+	return nil
 }
