@@ -485,3 +485,40 @@ func TestCSVResults(t *testing.T) {
 		seen[r[0]] = true
 	}
 }
+
+// TestRejectedRowFailsAndRunGoesOn: a row the API refuses with a 400 (here a prompt over the
+// emulator's input-token limit, which our validation does not know) is recorded as failed with
+// the API's message and request id, and every other row succeeds.
+func TestRejectedRowFailsAndRunGoesOn(t *testing.T) {
+	srv, url := startEmulator(t, emulator.Config{})
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.jsonl")
+	var b strings.Builder
+	for i := range 10 {
+		p := prompt(i)
+		if i == 4 {
+			p = strings.Repeat("word ", 33000)
+		}
+		line, _ := json.Marshal(map[string]string{"id": fmt.Sprintf("r%05d", i), "prompt": p})
+		b.Write(line)
+		b.WriteByte('\n')
+	}
+	if err := os.WriteFile(in, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config(dir, in, url)
+	sum, err := job.New(cfg).Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := readResults(t, cfg.Output)
+	bad := res["r00004"]
+	if sum.Succeeded != 9 || sum.Failed != 1 || bad.Status != job.StatusFailed || bad.Error == nil ||
+		bad.Error.Kind != job.KindInvalid || bad.Error.Code != 3 || !strings.Contains(bad.Error.Message, "input tokens") ||
+		bad.Error.RequestID == "" || bad.Attempts != 1 {
+		t.Fatalf("summary %+v; rejected row %+v %+v", sum, bad, bad.Error)
+	}
+	if st := srv.Stats(); st.Submissions != 10 {
+		t.Fatalf("the rejected row was sent %d times in all submissions (%d), want once", st.Submissions-9, st.Submissions)
+	}
+}

@@ -37,9 +37,10 @@ type Usage struct {
 
 // ResultError says why a row failed.
 type ResultError struct {
-	Kind    string `json:"kind"` // invalid-request, operation-failed, not-found, gave-up
-	Code    int    `json:"code"`
-	Message string `json:"message"`
+	Kind      string `json:"kind"` // invalid-request, operation-failed, not-found, gave-up
+	Code      int    `json:"code"`
+	Message   string `json:"message"`
+	RequestID string `json:"request_id,omitempty"` // x-request-id of the API's answer, for support
 }
 
 // Status values of a result.
@@ -155,6 +156,7 @@ func failure(id, opID string, attempts int, kind string, err error) *Result {
 	if errors.As(err, &ae) {
 		re.Code = ae.Code
 		re.Message = ae.Message
+		re.RequestID = ae.RequestID
 	}
 	return &Result{ID: id, Status: StatusFailed, OperationID: opID, Attempts: attempts, Error: re}
 }

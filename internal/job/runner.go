@@ -179,7 +179,6 @@ func (r *runner) submit(ctx context.Context, wk work) {
 			r.setFatal(fmt.Errorf("%w: %w", ErrAuth, err))
 			return
 		case api.Permanent, api.NotFound:
-			j.log.Warn("row rejected by the API", "id", row.ID, "err", err)
 			r.resolve(row.Index, failure(row.ID, "", wk.attempt, KindInvalid, err))
 		default:
 			// One row that keeps failing is that row's problem; several in a row mean the API
@@ -196,7 +195,6 @@ func (r *runner) submit(ctx context.Context, wk work) {
 				r.requeue(work{row: row, attempt: wk.attempt + 1, fresh: wk.fresh})
 				return
 			}
-			j.log.Warn("row failed: submission kept failing", "id", row.ID, "err", err)
 			r.resolve(row.Index, failure(row.ID, "", wk.attempt, KindGaveUp, err))
 		}
 		return
@@ -302,6 +300,8 @@ func (r *runner) resolve(index int, res *Result) {
 	if res.Status == StatusSucceeded {
 		j.succeeded.Add(1)
 	} else {
+		j.log.Warn("row failed", "id", res.ID, "operation_id", res.OperationID, "kind", res.Error.Kind,
+			"code", res.Error.Code, "message", res.Error.Message, "request_id", res.Error.RequestID, "attempts", res.Attempts)
 		j.failed.Add(1)
 		j.mu.Lock()
 		j.failedByKind[res.Error.Kind]++
