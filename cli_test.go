@@ -198,11 +198,7 @@ func TestSecondSignalAbortsAtOnce(t *testing.T) {
 	in := writeInput(t, dir, 400)
 	cp := filepath.Join(dir, "in.checkpoint.json")
 	cmd := withKey(command(url, "run", "--submit-rps", "100", "--request-timeout", "5m", in), testKey)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	stderr := start(t, cmd)
 	for srv.Stats().OpsCreated < 30 {
 		time.Sleep(5 * time.Millisecond)
 	}

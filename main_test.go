@@ -71,6 +71,17 @@ func command(url string, args ...string) *exec.Cmd {
 	return cmd
 }
 
+// start launches cmd in the background, its stderr collected in the returned buffer.
+func start(t *testing.T, cmd *exec.Cmd) *bytes.Buffer {
+	t.Helper()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return &stderr
+}
+
 type result struct {
 	code           int
 	stdout, stderr string
@@ -172,8 +183,7 @@ func TestValidationErrorsSendNothing(t *testing.T) {
 			if err := os.WriteFile(in, []byte(tc.content), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			cmd := command(url, append(append([]string{"run"}, tc.args...), in)...)
-			cmd.Env = append(cmd.Env, "YC_API_KEY="+testKey)
+			cmd := withKey(command(url, append(append([]string{"run"}, tc.args...), in)...), testKey)
 			res := runCmd(t, cmd)
 			if res.code != 2 {
 				t.Fatalf("exit %d, want 2; stderr:\n%s", res.code, res.stderr)
@@ -220,13 +230,8 @@ func TestRunStatusAndLocking(t *testing.T) {
 	const n = 300
 	in := writeInput(t, dir, n)
 	cp := filepath.Join(dir, "in.checkpoint.json")
-	cmd := command(url, "run", "--submit-rps", "0", in)
-	cmd.Env = append(cmd.Env, "YC_API_KEY="+testKey)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd := withKey(command(url, "run", "--submit-rps", "0", in), testKey)
+	stderr := start(t, cmd)
 	// Wait until the run has created its checkpoint, then try a second process on it.
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -238,8 +243,7 @@ func TestRunStatusAndLocking(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	second := command(url, "resume", cp)
-	second.Env = append(second.Env, "YC_API_KEY="+testKey)
+	second := withKey(command(url, "resume", cp), testKey)
 	res := runCmd(t, second)
 	if res.code != 5 || !strings.Contains(res.stderr, "another batchgpt process") {
 		t.Errorf("second process: exit %d, stderr:\n%s", res.code, res.stderr)
@@ -260,8 +264,7 @@ func TestRunStatusAndLocking(t *testing.T) {
 		t.Fatalf("emulator saw %d submissions, want %d", got, n)
 	}
 	// A finished checkpoint resumes to nothing, successfully.
-	again := command(url, "resume", cp)
-	again.Env = append(again.Env, "YC_API_KEY="+testKey)
+	again := withKey(command(url, "resume", cp), testKey)
 	if res := runCmd(t, again); res.code != 0 {
 		t.Fatalf("resume of a finished run: exit %d\n%s", res.code, res.stderr)
 	}
@@ -269,8 +272,7 @@ func TestRunStatusAndLocking(t *testing.T) {
 		t.Fatalf("resume of a finished run submitted again: %d", got)
 	}
 	// run refuses an existing checkpoint and says to resume.
-	rerun := command(url, "run", in)
-	rerun.Env = append(rerun.Env, "YC_API_KEY="+testKey)
+	rerun := withKey(command(url, "run", in), testKey)
 	if res := runCmd(t, rerun); res.code != 2 || !strings.Contains(res.stderr, "resume") {
 		t.Fatalf("second run: exit %d\n%s", res.code, res.stderr)
 	}
@@ -283,13 +285,8 @@ func TestInterruptPrintsResume(t *testing.T) {
 	const n = 400
 	in := writeInput(t, dir, n)
 	cp := filepath.Join(dir, "in.checkpoint.json")
-	cmd := command(url, "run", "--submit-rps", "200", in)
-	cmd.Env = append(cmd.Env, "YC_API_KEY="+testKey)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd := withKey(command(url, "run", "--submit-rps", "200", in), testKey)
+	stderr := start(t, cmd)
 	for srv.Stats().Submissions < 50 {
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -302,8 +299,7 @@ func TestInterruptPrintsResume(t *testing.T) {
 	if !strings.Contains(stderr.String(), "batchgpt resume "+cp) {
 		t.Fatalf("no resume command printed:\n%s", stderr.String())
 	}
-	res := command(url, "resume", cp)
-	res.Env = append(res.Env, "YC_API_KEY="+testKey)
+	res := withKey(command(url, "resume", cp), testKey)
 	if r := runCmd(t, res); r.code != 0 {
 		t.Fatalf("resume: exit %d\n%s", r.code, r.stderr)
 	}
@@ -339,13 +335,8 @@ func TestKill9Torture(t *testing.T) {
 		if i == 0 {
 			args = []string{"run", "--submit-rps", "1500", "--concurrency", "32", in}
 		}
-		cmd := command(url, args...)
-		cmd.Env = append(cmd.Env, "YC_API_KEY="+testKey)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
+		cmd := withKey(command(url, args...), testKey)
+		stderr := start(t, cmd)
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
 		kill := i < 25
