@@ -312,6 +312,13 @@ func section(f io.ReaderAt, off int64) *io.SectionReader {
 // problems (all of them if maxErrors <= 0) when the input is invalid, and
 // other errors for bad options or I/O failures.
 func Validate(path string, opt Options, maxErrors int) (Summary, error) {
+	return validate(path, opt, maxErrors, nil)
+}
+
+// validRowFunc is called for each row without problems while an input is validated.
+type validRowFunc func(c *config, pos rowPos, spec *rowSpec) error
+
+func validate(path string, opt Options, maxErrors int, valid validRowFunc) (Summary, error) {
 	c, err := newConfig(path, opt)
 	if err != nil {
 		return Summary{}, err
@@ -342,7 +349,7 @@ func Validate(path string, opt Options, maxErrors int) (Summary, error) {
 	}
 	add(hdrErrs)
 	if sc != nil { // nil after header problems: the rows cannot be checked
-		if err := validateRows(c, sc, &sum, add); err != nil {
+		if err := validateRows(c, sc, &sum, add, valid); err != nil {
 			return Summary{}, fmt.Errorf("read %s: %w", path, err)
 		}
 	}
@@ -362,7 +369,7 @@ func Validate(path string, opt Options, maxErrors int) (Summary, error) {
 	return sum, nil
 }
 
-func validateRows(c *config, sc scanner, sum *Summary, add func([]*InputError)) error {
+func validateRows(c *config, sc scanner, sum *Summary, add func([]*InputError), valid validRowFunc) error {
 	ids := newIDSet(sc)
 	for {
 		pos, spec, errs, err := sc.next()
@@ -385,6 +392,11 @@ func validateRows(c *config, sc scanner, sum *Summary, add func([]*InputError)) 
 		}
 		if len(errs) == 0 {
 			sum.PromptChars += int64(c.promptChars(spec))
+			if valid != nil {
+				if err := valid(c, pos, spec); err != nil {
+					return err
+				}
+			}
 		}
 	}
 }

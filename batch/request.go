@@ -246,3 +246,14 @@ func validName(s string, last bool) bool {
 	}
 	return true
 }
+
+// ModelOf returns the modelUri of a request body made by this package ("" if it has none).
+func ModelOf(body []byte) string {
+	var r struct {
+		ModelURI string `json:"modelUri"`
+	}
+	if json.Unmarshal(body, &r) != nil {
+		return ""
+	}
+	return r.ModelURI
+}
