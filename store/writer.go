@@ -67,6 +67,7 @@ type request struct {
 	opID    string
 	line    []byte
 	done    chan error // nil for queued-only requests
+	durable func()     // Result: called once its R record is durable
 }
 
 func newWriter(path string, lk *flock.Flock, journal, results *os.File, st *State, rows int) *Writer {
@@ -429,13 +430,20 @@ func (w *Writer) Submitted(row, attempt int, opID string, at time.Time) error {
 // others, e.g. a quoted CSV field) and then the record that resolves the
 // row. The line is copied.
 func (w *Writer) Result(row int, failed bool, line []byte) error {
+	return w.ResultThen(row, failed, line, nil)
+}
+
+// ResultThen is [Writer.Result] that also calls durable, on the writer's goroutine, once the
+// row's result line and its R record are durable (never if they do not become so). durable must
+// be quick and must not call the Writer.
+func (w *Writer) ResultThen(row int, failed bool, line []byte, durable func()) error {
 	if err := w.checkRow(row); err != nil {
 		return err
 	}
 	if len(line) == 0 || line[len(line)-1] != '\n' {
 		return fmt.Errorf("checkpoint: row %d: result line does not end in a newline", row)
 	}
-	return w.enqueue(request{kind: kindResolved, row: row, failed: failed, line: append([]byte(nil), line...)})
+	return w.enqueue(request{kind: kindResolved, row: row, failed: failed, line: append([]byte(nil), line...), durable: durable})
 }
 
 // Reopen queues a record that sends row back to PhaseNew (its attempt count
@@ -673,6 +681,13 @@ func (w *Writer) commit(batch []request) error {
 	if n > 0 {
 		if err := w.appendJournal(w.jbuf, n); err != nil {
 			return err
+		}
+	}
+	if !w.resultsFailed {
+		for i := range batch {
+			if r := &batch[i]; r.kind == kindResolved && r.durable != nil {
+				r.durable()
+			}
 		}
 	}
 	return w.sticky()
