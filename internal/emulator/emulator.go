@@ -224,6 +224,16 @@ func (s *Server) SubmissionsFor(modelURI string, msgs []Message) int {
 	return int(sh.subs[key])
 }
 
+// OperationsFor returns how many operations were created for a request of modelURI with msgs:
+// tests use it to check that a request answered before was not submitted again.
+func (s *Server) OperationsFor(modelURI string, msgs []Message) int {
+	key := subKey(contentKey(modelURI, msgs))
+	sh := s.subShard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return int(sh.subs[key])
+}
+
 func subKey(k [sha256.Size]byte) (out [16]byte) {
 	copy(out[:], k[:])
 	return out
