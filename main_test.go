@@ -32,6 +32,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "batchgpt")
+	tmpDir = dir
 	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
@@ -61,10 +62,18 @@ func startEmulator(t *testing.T, cfg emulator.Config) (*emulator.Server, string)
 	return srv, url
 }
 
-// command prepares the binary with a clean environment pointing at the emulator.
+// tmpDir holds the binary and the default result caches of the commands.
+var tmpDir string
+
+// command prepares the binary with a clean environment pointing at the emulator. Each command
+// gets a result cache of its own (never the user's): tests that share one say so.
 func command(url string, args ...string) *exec.Cmd {
 	cmd := exec.Command(binary, args...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
+	cacheHome, err := os.MkdirTemp(tmpDir, "cache")
+	if err != nil {
+		panic(err)
+	}
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "XDG_CACHE_HOME=" + cacheHome,
 		"BATCHGPT_ENDPOINT=" + url, "BATCHGPT_OPERATIONS_ENDPOINT=" + url, "YC_FOLDER_ID=" + testFolder,
 		// With no credentials batchgpt probes the VM metadata service: keep that probe on loopback.
 		"BATCHGPT_METADATA_URL=http://127.0.0.1:9"}
@@ -109,13 +118,18 @@ func prompt(i int) string {
 
 func writeInput(t *testing.T, dir string, n int) string {
 	t.Helper()
+	return writeInputOf(t, filepath.Join(dir, "in.jsonl"), n, prompt)
+}
+
+// writeInputOf writes n rows with ids r00000... whose prompts promptOf gives.
+func writeInputOf(t *testing.T, p string, n int, promptOf func(int) string) string {
+	t.Helper()
 	var b strings.Builder
 	for i := range n {
-		line, _ := json.Marshal(map[string]string{"id": fmt.Sprintf("r%05d", i), "prompt": prompt(i)})
+		line, _ := json.Marshal(map[string]string{"id": fmt.Sprintf("r%05d", i), "prompt": promptOf(i)})
 		b.Write(line)
 		b.WriteByte('\n')
 	}
-	p := filepath.Join(dir, "in.jsonl")
 	if err := os.WriteFile(p, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -125,6 +139,14 @@ func writeInput(t *testing.T, dir string, n int) string {
 // checkResults asserts that each of n rows appears exactly once with the emulator's answer.
 func checkResults(t *testing.T, path string, n int) {
 	t.Helper()
+	checkResultsOf(t, path, n, prompt)
+}
+
+// checkResultsOf is checkResults for rows whose prompts promptOf gives; it returns the results
+// by id.
+func checkResultsOf(t *testing.T, path string, n int, promptOf func(int) string) map[string]job.Result {
+	t.Helper()
+	all := map[string]job.Result{}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -143,14 +165,16 @@ func checkResults(t *testing.T, path string, n int) {
 		seen[r.ID] = true
 		var i int
 		fmt.Sscanf(r.ID, "r%05d", &i)
-		want := emulator.Answer(uri, []emulator.Message{{Role: "user", Text: prompt(i)}})
+		want := emulator.Answer(uri, []emulator.Message{{Role: "user", Text: promptOf(i)}})
 		if r.Status != job.StatusSucceeded || r.Text != want {
 			t.Fatalf("row %s: %q %q %+v, want %q", r.ID, r.Status, r.Text, r.Error, want)
 		}
+		all[r.ID] = r
 	}
 	if len(seen) != n {
 		t.Fatalf("%d rows in the results, want %d", len(seen), n)
 	}
+	return all
 }
 
 func TestValidationErrorsSendNothing(t *testing.T) {
@@ -320,8 +344,24 @@ func TestKill9Torture(t *testing.T) {
 	faults, _ := emulator.ParseFaults("submit_lost=0.01,500=0.02,reset=0.01")
 	srv, url := startEmulator(t, emulator.Config{Latency: lat, Faults: faults, Seed: 7})
 	dir := t.TempDir()
-	const n = 3000
-	in := writeInput(t, dir, n)
+	// With the result cache and deduplication on: rows 2400.. repeat the requests of rows 0..599,
+	// and a first run has put the answers of rows 0..299 in the cache.
+	const n, distinct, warm = 3000, 2400, 300
+	promptOf := func(i int) string { return prompt(i % distinct) }
+	cacheFile := filepath.Join(dir, "cache.db")
+	withCache := func(cmd *exec.Cmd) *exec.Cmd { return withCacheFile(cmd, cacheFile) }
+	warmIn := writeInputOf(t, filepath.Join(dir, "warm.jsonl"), warm, prompt)
+	if res := runCmd(t, withCache(withKey(command(url, "run", "--submit-rps", "1500", warmIn), testKey))); res.code != 0 {
+		t.Fatalf("warm-up run: exit %d\n%s", res.code, res.stderr)
+	}
+	uri := "gpt://" + testFolder + "/yandexgpt-lite/latest"
+	opsOf := func(i int) int { return srv.OperationsFor(uri, []emulator.Message{{Role: "user", Text: prompt(i)}}) }
+	warmOps := make([]int, warm)
+	for i := range warm {
+		warmOps[i] = opsOf(i)
+	}
+	before := srv.Stats()
+	in := writeInputOf(t, filepath.Join(dir, "in.jsonl"), n, promptOf)
 	cp := filepath.Join(dir, "in.checkpoint.json")
 	rng := rand.New(rand.NewPCG(7, 7))
 	inDoubtLine := regexp.MustCompile(`in doubt`)
@@ -335,7 +375,7 @@ func TestKill9Torture(t *testing.T) {
 		if i == 0 {
 			args = []string{"run", "--submit-rps", "1500", "--concurrency", "32", in}
 		}
-		cmd := withKey(command(url, args...), testKey)
+		cmd := withCache(withKey(command(url, args...), testKey))
 		stderr := start(t, cmd)
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
@@ -367,8 +407,26 @@ func TestKill9Torture(t *testing.T) {
 	if !finished {
 		t.Fatal("the run never finished")
 	}
-	checkResults(t, filepath.Join(dir, "in.results.jsonl"), n)
+	results := checkResultsOf(t, filepath.Join(dir, "in.results.jsonl"), n, promptOf)
+	for i := distinct; i < n; i++ {
+		id, leader := fmt.Sprintf("r%05d", i), fmt.Sprintf("r%05d", i-distinct)
+		if r := results[id]; r.DeduplicatedFrom != leader || r.OperationID != results[leader].OperationID {
+			t.Fatalf("row %s: %+v, want the answer of %s", id, r, leader)
+		}
+	}
+	for i := range warm {
+		if got := opsOf(i); got != warmOps[i] || !results[fmt.Sprintf("r%05d", i)].Cached {
+			t.Fatalf("row %d, answered by the cache, was submitted again (%d operations, %d before)", i, got, warmOps[i])
+		}
+	}
+	for i := warm; i < distinct; i++ {
+		if opsOf(i) == 0 {
+			t.Fatalf("row %d was never submitted", i)
+		}
+	}
 	st := srv.Stats()
+	st.Submissions -= before.Submissions
+	st.DuplicateSubmissions -= before.DuplicateSubmissions
 	// The checkpoint keeps a durable count of submissions that may have been billed twice.
 	sres := runCmd(t, command(url, "status", "--json", cp))
 	var status job.Status
@@ -383,7 +441,7 @@ func TestKill9Torture(t *testing.T) {
 	if st.DuplicateSubmissions > int64(status.PossibleDuplicates) {
 		t.Fatalf("%d duplicate submissions but only %d recorded in doubt", st.DuplicateSubmissions, status.PossibleDuplicates)
 	}
-	if status.Succeeded != n || status.InDoubt != 0 {
+	if status.Succeeded != n || status.InDoubt != 0 || status.Cached != warm || status.Deduplicated != n-distinct {
 		t.Fatalf("final status %+v", status)
 	}
 }

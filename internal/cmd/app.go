@@ -69,6 +69,7 @@ func App(stdout, stderr io.Writer, kill context.Context) *cli.App {
 			e.runCommand(),
 			e.resumeCommand(),
 			e.statusCommand(),
+			e.cacheCommand(),
 			e.emulatorCommand(),
 			e.completionCommand(),
 		},

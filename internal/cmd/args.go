@@ -8,21 +8,25 @@ import (
 
 // Intersperse moves a command's positional arguments after its flags, so that
 // `batchgpt run in.csv -o out.csv` works as well as `batchgpt run -o out.csv in.csv`
-// (urfave/cli v2 stops parsing flags at the first positional argument). Everything after
-// a "--" is left alone.
+// (urfave/cli v2 stops parsing flags at the first positional argument). A subcommand
+// (`batchgpt cache stats --json`) is stepped into: its own flags are the ones that move.
+// Everything after a "--" is left alone.
 func Intersperse(app *cli.App, args []string) []string {
 	if len(args) < 3 {
 		return args
 	}
-	var c *cli.Command
-	for _, cand := range app.Commands {
-		if cand.HasName(args[1]) {
-			c = cand
-			break
-		}
-	}
+	c := findCommand(app.Commands, args[1])
 	if c == nil {
 		return args
+	}
+	depth := 2 // args[:depth] is the program and the command path
+	for depth < len(args) {
+		sub := findCommand(c.Subcommands, args[depth])
+		if sub == nil {
+			break
+		}
+		c = sub
+		depth++
 	}
 	takesValue := map[string]bool{}
 	for _, f := range c.Flags {
@@ -31,9 +35,9 @@ func Intersperse(app *cli.App, args []string) []string {
 			takesValue[n] = !isBool
 		}
 	}
-	out := append([]string{}, args[:2]...)
+	out := append([]string{}, args[:depth]...)
 	var positional []string
-	rest := args[2:]
+	rest := args[depth:]
 	for i := 0; i < len(rest); i++ {
 		a := rest[i]
 		if a == "--" {
@@ -52,4 +56,14 @@ func Intersperse(app *cli.App, args []string) []string {
 		positional = append(positional, a)
 	}
 	return append(out, positional...)
+}
+
+// findCommand returns the command of cmds called name, or nil.
+func findCommand(cmds []*cli.Command, name string) *cli.Command {
+	for _, c := range cmds {
+		if c.HasName(name) {
+			return c
+		}
+	}
+	return nil
 }

@@ -18,6 +18,8 @@ func TestIntersperse(t *testing.T) {
 		{[]string{"batchgpt", "resume", "cp.json", "-q"}, []string{"batchgpt", "resume", "-q", "cp.json"}},
 		{[]string{"batchgpt", "run", "--", "-odd-name.jsonl"}, []string{"batchgpt", "run", "--", "-odd-name.jsonl"}},
 		{[]string{"batchgpt", "status"}, []string{"batchgpt", "status"}},
+		{[]string{"batchgpt", "cache", "stats", "--json"}, []string{"batchgpt", "cache", "stats", "--json"}},
+		{[]string{"batchgpt", "cache", "export", "extra", "-o", "f.jsonl"}, []string{"batchgpt", "cache", "export", "-o", "f.jsonl", "extra"}},
 		{[]string{"batchgpt", "unknown", "a", "-b"}, []string{"batchgpt", "unknown", "a", "-b"}},
 	}
 	for _, tt := range tests {

@@ -152,7 +152,7 @@ func (p *progress) start(c *cli.Context, j *job.Job, logger *slog.Logger) {
 				continue
 			}
 			logger.Info("progress", "rows", pr.Rows, "submitted", pr.Submitted, "resolved", pr.Resolved,
-				"succeeded", pr.Succeeded, "failed", pr.Failed, "polling", pr.Pending,
+				"succeeded", pr.Succeeded, "failed", pr.Failed, "cached", pr.Cached, "deduplicated", pr.Deduplicated, "polling", pr.Pending,
 				"submit_rate", fmt.Sprintf("%.1f/s", pr.SubmitRate), "eta", pr.ETA.Round(time.Second).String())
 		}
 	}()

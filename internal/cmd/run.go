@@ -50,6 +50,15 @@ func requestFlags() []cli.Flag {
 	}
 }
 
+// cacheFlags choose the result cache (run and resume).
+func cacheFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "cache", EnvVars: []string{"BATCHGPT_CACHE"}, Usage: "result cache `FILE` (default: $XDG_CACHE_HOME/batchgpt/cache.db, else ~/.cache/batchgpt/cache.db)"},
+		&cli.BoolFlag{Name: "no-cache", Usage: "neither read nor write the result cache (kept by resume)"},
+		&cli.StringFlag{Name: "cache-ttl", Usage: "ignore cache entries older than `AGE` (e.g. 7d, 12h)"},
+	}
+}
+
 func tuningFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.IntFlag{Name: "concurrency", Value: 16, Usage: "submissions in flight at once"},
@@ -99,8 +108,10 @@ func (e *env) runCommand() *cli.Command {
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "results `PATH`; .csv writes CSV (default: <input without extension>.results.jsonl)"},
 		&cli.BoolFlag{Name: "force", Usage: "start over even if the checkpoint exists (its results file is truncated)"},
 		&cli.StringFlag{Name: "order", Value: "completion", Usage: "result order: `completion` (as rows resolve) or input (rewritten in input order at the end)"},
-		&cli.BoolFlag{Name: "dry-run", Usage: "validate the input, count rows, estimate tokens, cost and time under the quota; send nothing"},
-	}, requestFlags()...), tuningFlags()...), authFlags()...), outputFlags()...)
+		&cli.BoolFlag{Name: "dry-run", Usage: "validate the input, count rows, the rows the cache answers and the duplicates; estimate tokens, cost and time under the quota; send nothing"},
+		&cli.BoolFlag{Name: "refresh", Usage: "submit every row even if the cache has its answer, and store the new answers (e.g. to sample again with temperature > 0)"},
+		&cli.BoolFlag{Name: "no-dedup", Usage: "submit every row, even one whose request an earlier row of the file sends too"},
+	}, requestFlags()...), append(tuningFlags(), cacheFlags()...)...), authFlags()...), outputFlags()...)
 	return &cli.Command{
 		Name:      "run",
 		Usage:     "validate INPUT, then submit every row, poll and write the results",
@@ -144,7 +155,7 @@ func (e *env) runCommand() *cli.Command {
 func (e *env) resumeCommand() *cli.Command {
 	flags := append(append(append([]cli.Flag{
 		&cli.BoolFlag{Name: "retry-failed", Usage: "submit again the rows that failed (e.g. after fixing a quota or a permission); the rest is kept"},
-	}, tuningFlags()...), authFlags()...), outputFlags()...)
+	}, append(tuningFlags(), cacheFlags()...)...), authFlags()...), outputFlags()...)
 	return &cli.Command{
 		Name:      "resume",
 		Usage:     "continue an interrupted run from its CHECKPOINT",
@@ -192,7 +203,8 @@ func settingsFrom(c *cli.Context) (job.Settings, error) {
 		opts.Folder = demoFolder
 	}
 	s := job.Settings{Input: opts, Endpoint: c.String("endpoint"), OperationsEndpoint: c.String("operations-endpoint"),
-		NoDataLogging: c.Bool("no-data-logging"), Emulator: c.Bool("emulator")}
+		NoDataLogging: c.Bool("no-data-logging"), Emulator: c.Bool("emulator"),
+		NoDedup: c.Bool("no-dedup"), NoCache: c.Bool("no-cache"), Refresh: c.Bool("refresh")}
 	switch c.String("order") {
 	case "completion":
 	case job.OrderInput:
@@ -241,7 +253,18 @@ func (e *env) execute(c *cli.Context, fill func(*job.Config), resume bool) error
 		Kill:       e.kill,
 	}
 	fill(&cfg)
+	if resume {
+		cfg.Settings.NoCache = c.Bool("no-cache")
+	}
 	ctx := c.Context
+	rc, err := e.openCache(c, logger, cfg.Settings.NoCache, false)
+	if err != nil {
+		return err
+	}
+	defer rc.close()
+	if rc.cache != nil {
+		cfg.Cache, cfg.CacheTTL = rc.cache, rc.ttl
+	}
 
 	if c.Bool("emulator") {
 		srv, key, err := startEmulator(c.String("emulator-latency"), c.String("emulator-faults"))
@@ -282,6 +305,13 @@ func (e *env) execute(c *cli.Context, fill func(*job.Config), resume bool) error
 	if price, ok := prices.For(j.ModelURI()); ok {
 		sum.Currency = job.DefaultCurrency
 		sum.EstimatedCost = job.Cost(sum.InputTokens+sum.OutputTokens, price)
+		sum.SavedCost = job.Cost(sum.SavedTokens, price)
+	}
+	if rc.cache != nil {
+		sum.Cache = rc.path
+	}
+	if sum.CacheProblem == "" {
+		sum.CacheProblem = rc.problem
 	}
 	if sum.Rows > 0 && !c.Bool("quiet") {
 		e.printSummary(sum)
@@ -380,6 +410,11 @@ func (e *env) printSummary(s job.Summary) {
 		}
 		fmt.Fprintf(w, "failed by kind: %s\n", strings.Join(parts, " "))
 	}
+	fmt.Fprintf(w, "answered from cache: %d (no submission", s.CacheHits)
+	if s.Currency != "" && s.SavedTokens > 0 {
+		fmt.Fprintf(w, "; ≈ %.2f %s not spent", s.SavedCost, s.Currency)
+	}
+	fmt.Fprintf(w, ")  deduplicated: %d  submitted: %d\n", s.Deduplicated, s.Submissions)
 	fmt.Fprintf(w, "this process: %d submissions, %d resubmitted, %d in doubt, %d polls, %d throttled (429)\n",
 		s.Submissions, s.Resubmitted, s.InDoubt, s.Polls, s.Throttled)
 	fmt.Fprintf(w, "tokens: %d in, %d out", s.InputTokens, s.OutputTokens)
@@ -388,6 +423,12 @@ func (e *env) printSummary(s job.Summary) {
 	}
 	fmt.Fprintf(w, "  elapsed: %s\n", s.Elapsed.Round(time.Millisecond))
 	fmt.Fprintf(w, "results: %s\ncheckpoint: %s\n", s.Results, s.Checkpoint)
+	switch {
+	case s.CacheProblem != "":
+		fmt.Fprintf(w, "cache: not used: %s\n", s.CacheProblem)
+	case s.Cache != "":
+		fmt.Fprintf(w, "cache: %s\n", s.Cache)
+	}
 }
 
 func writeSummaryJSON(path string, s job.Summary) error {
@@ -418,23 +459,51 @@ func (e *env) dryRun(c *cli.Context, input string, s job.Settings) error {
 	if err != nil {
 		return &UsageError{Msg: "--price: " + err.Error()}
 	}
-	sum, err := batch.Validate(input, s.Input, 50)
+	logger := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn, ReplaceAttr: redactAttr}))
+	rc, err := e.openCache(c, logger, s.NoCache, true)
 	if err != nil {
 		return err
 	}
+	defer rc.close()
+	var rcache job.ResultCache
+	if rc.cache != nil {
+		rcache = rc.cache
+	}
+	pl, err := job.DryRun(c.Context, input, s, rcache, rc.ttl, 50)
+	if err != nil {
+		return err
+	}
+	sum := pl.Input
 	w := e.stdout
 	fmt.Fprintf(w, "input:            %s (%s, %d bytes)\n", input, sum.Format, sum.Size)
 	fmt.Fprintf(w, "rows:             %d, all valid\n", sum.Rows)
-	fmt.Fprintf(w, "input tokens:     ~%d (estimate: characters / 4; Russian text usually needs more)\n", sum.EstimatedTokens)
+	switch {
+	case s.NoDedup:
+		fmt.Fprintf(w, "duplicates:       not looked for (--no-dedup)\n")
+	default:
+		fmt.Fprintf(w, "duplicates:       %d rows send the same request as an earlier row (not submitted)\n", pl.Duplicates)
+	}
+	switch {
+	case s.NoCache:
+		fmt.Fprintf(w, "cache:            off (--no-cache)\n")
+	case s.Refresh:
+		fmt.Fprintf(w, "cache:            not read (--refresh)\n")
+	case pl.CacheProblem != "" || rc.problem != "":
+		fmt.Fprintf(w, "cache:            not used: %s%s\n", rc.problem, pl.CacheProblem)
+	default:
+		fmt.Fprintf(w, "cache:            %d rows answered by %s (not submitted)\n", pl.CacheHits, rc.path)
+	}
+	fmt.Fprintf(w, "to submit:        %d rows\n", pl.ToSubmit)
+	fmt.Fprintf(w, "input tokens:     ~%d for the rows to submit (estimate: characters / 4; Russian text usually needs more)\n", pl.SubmitTokens)
 	uri, _ := batch.ModelURI(s.Input.Folder, s.Input.Model)
 	if price, ok := prices.For(uri); ok {
-		fmt.Fprintf(w, "input cost:       ~%.2f %s at %g per 1,000 tokens (async); answers are billed too", job.Cost(sum.EstimatedTokens, price), job.DefaultCurrency, price)
+		fmt.Fprintf(w, "input cost:       ~%.2f %s at %g per 1,000 tokens (async); answers are billed too", job.Cost(pl.SubmitTokens, price), job.DefaultCurrency, price)
 		if s.Input.MaxTokens != nil {
-			fmt.Fprintf(w, ": at most %.2f %s more for %d tokens per answer", job.Cost(int64(sum.Rows)**s.Input.MaxTokens, price), job.DefaultCurrency, *s.Input.MaxTokens)
+			fmt.Fprintf(w, ": at most %.2f %s more for %d tokens per answer", job.Cost(int64(pl.ToSubmit)**s.Input.MaxTokens, price), job.DefaultCurrency, *s.Input.MaxTokens)
 		}
 		fmt.Fprintln(w)
 	}
-	eta := job.SubmitETA(sum.Rows, 0, c.Float64("submit-rps"), c.Int("submit-per-hour"))
+	eta := job.SubmitETA(pl.ToSubmit, 0, c.Float64("submit-rps"), c.Int("submit-per-hour"))
 	fmt.Fprintf(w, "submission time:  %s at %g/s and %d/hour, plus the operations' own time (minutes to hours)\n",
 		eta.Round(time.Second), c.Float64("submit-rps"), c.Int("submit-per-hour"))
 	fmt.Fprintln(w, "nothing was sent (--dry-run)")

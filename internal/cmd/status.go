@@ -46,7 +46,8 @@ func (e *env) statusCommand() *cli.Command {
 			if st.PossibleDuplicates > 0 {
 				fmt.Fprintf(w, "possibly billed twice: %d submissions (sent again after a crash, or a failed request that may have reached the API)\n", st.PossibleDuplicates)
 			}
-			fmt.Fprintf(w, "tokens:     %d in, %d out\n", st.InputTokens, st.OutputTokens)
+			fmt.Fprintf(w, "cached:     %d, deduplicated: %d (answered without a submission)\n", st.Cached, st.Deduplicated)
+			fmt.Fprintf(w, "tokens:     %d in, %d out (billed; %d more answered without a submission)\n", st.InputTokens, st.OutputTokens, st.SavedTokens)
 			if st.NotSubmitted > 0 {
 				fmt.Fprintf(w, "eta:        %s to submit the remaining %d rows at %g/s and %d/hour, plus the operations' own time\n",
 					time.Duration(st.SubmitETASeconds*float64(time.Second)).Round(time.Second), st.NotSubmitted, c.Float64("submit-rps"), c.Int("submit-per-hour"))

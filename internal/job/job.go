@@ -40,6 +40,21 @@ type Settings struct {
 	// Order "input" rewrites the results in input order once every row is resolved; otherwise
 	// they stay in the order rows resolved.
 	Order string `json:"order,omitempty"`
+	// NoDedup submits every row, even one whose request an earlier row of the run sends too.
+	NoDedup bool `json:"no_dedup,omitempty"`
+	// NoCache neither reads nor writes the result cache; Refresh does not read it (every row is
+	// submitted) but stores the new answers. Both change what is sent, so resume keeps them.
+	NoCache bool `json:"no_cache,omitempty"`
+	Refresh bool `json:"refresh,omitempty"`
+}
+
+// keyScope is where the run's requests go, part of every request key: an answer of the
+// built-in emulator (whose address changes with every start) must never answer a real run.
+func (s Settings) keyScope() string {
+	if s.Emulator {
+		return "emulator"
+	}
+	return strings.TrimRight(s.Endpoint, "/")
 }
 
 // OrderInput is the Settings.Order that sorts the results by input row.
@@ -80,6 +95,10 @@ type Config struct {
 	MaxInputErrors int
 	// RetryFailed (resume) reopens the rows that failed, to submit them again.
 	RetryFailed bool
+	// Cache answers rows whose request was answered before and keeps new answers; nil for none
+	// (or when Settings.NoCache). Entries stored longer than CacheTTL ago are ignored (0: any age).
+	Cache    ResultCache
+	CacheTTL time.Duration
 }
 
 // ErrInterrupted is returned when the context ended before every row was resolved. Everything
@@ -108,8 +127,17 @@ type Summary struct {
 	OutputTokens int64          `json:"output_tokens"` // likewise
 	Polls        int64          `json:"polls"`
 	Throttled    int64          `json:"throttled"` // 429 answers
-	Elapsed      time.Duration  `json:"elapsed_ns"`
-	Interrupted  bool           `json:"interrupted"`
+	// CacheHits rows were answered from the result cache and Deduplicated rows by another row of
+	// the run with the same request: nothing was submitted for them. SavedTokens are their tokens,
+	// which nobody paid for again.
+	CacheHits    int64         `json:"cache_hits"`
+	Deduplicated int64         `json:"deduplicated"`
+	SavedTokens  int64         `json:"saved_tokens"`
+	Cache        string        `json:"cache,omitempty"`         // the cache file, set by the caller
+	CacheProblem string        `json:"cache_problem,omitempty"` // why the run went on without the cache
+	SavedCost    float64       `json:"saved_cost,omitempty"`    // SavedTokens at the price table, in Currency
+	Elapsed      time.Duration `json:"elapsed_ns"`
+	Interrupted  bool          `json:"interrupted"`
 	// EstimatedCost prices the tokens of this process at the async price table, in Currency.
 	EstimatedCost float64 `json:"estimated_cost,omitempty"`
 	Currency      string  `json:"currency,omitempty"`
@@ -143,8 +171,13 @@ type Job struct {
 	inDoubt     atomic.Int64
 	tokensIn    atomic.Int64
 	tokensOut   atomic.Int64
+	cacheHits   atomic.Int64
+	deduped     atomic.Int64
+	savedTokens atomic.Int64
+	scope       string // see Settings.keyScope
 
 	mu           sync.Mutex
+	cacheProblem string
 	failedByKind map[string]int
 	pending      map[int]*pendingRow
 	poll         *poller.Poller
@@ -158,6 +191,8 @@ type pendingRow struct {
 	offset  int64
 	line    int
 	attempt int
+	key     batch.Key
+	model   string // the row's model URI, for its cache entry
 }
 
 // New prepares a job.
@@ -183,8 +218,11 @@ func New(cfg Config) *Job {
 // Progress is a snapshot of the counters.
 type Progress struct {
 	Rows, Submitted, Resolved, Succeeded, Failed int64
-	Pending                                      int     // operations being polled
-	SubmitRate                                   float64 // current adaptive submissions/s limit (0 = unlimited)
+	// Cached and Deduplicated rows are resolved without a submission; Submitted counts them too,
+	// as rows past the submission stage.
+	Cached, Deduplicated int64
+	Pending              int     // operations being polled
+	SubmitRate           float64 // current adaptive submissions/s limit (0 = unlimited)
 	// ETA estimates the time to resolve every row: the submissions left under both quota windows,
 	// plus the median operation time observed so far (0 while unknown).
 	ETA time.Duration
@@ -193,7 +231,7 @@ type Progress struct {
 // Progress returns current counts; safe while the job runs.
 func (j *Job) Progress() Progress {
 	p := Progress{Rows: j.total.Load(), Submitted: j.submitted.Load(), Resolved: j.resolved.Load(),
-		Succeeded: j.succeeded.Load(), Failed: j.failed.Load()}
+		Succeeded: j.succeeded.Load(), Failed: j.failed.Load(), Cached: j.cacheHits.Load(), Deduplicated: j.deduped.Load()}
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	p.Pending = len(j.pending)
@@ -220,7 +258,8 @@ func DefaultPaths(input string) (checkpoint, results string) {
 func (j *Job) Run(ctx context.Context) (Summary, error) {
 	start := time.Now()
 	cfg := j.cfg
-	sum, err := batch.Validate(cfg.Input, cfg.Settings.Input, cfg.MaxInputErrors)
+	j.scope = cfg.Settings.keyScope()
+	sum, dups, err := j.validate(cfg.Input, cfg.Settings, cfg.MaxInputErrors)
 	if err != nil {
 		return Summary{}, err
 	}
@@ -254,7 +293,7 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 		return Summary{}, err
 	}
 	// A new run has no row state: every row is new.
-	return j.execute(ctx, start, w, h, newPlan(&store.State{Header: h}), nil)
+	return j.execute(ctx, start, w, h, newPlan(&store.State{Header: h}, dups), nil)
 }
 
 // Resume reopens a checkpoint and finishes its run.
@@ -267,18 +306,20 @@ func (j *Job) Resume(ctx context.Context) (Summary, error) {
 	for _, p := range st.Problems {
 		j.log.Warn("checkpoint repaired", "checkpoint", j.cfg.Checkpoint, "problem", p)
 	}
-	if err := checkInput(st.Header); err != nil {
+	var s Settings
+	if err := json.Unmarshal(st.Header.Settings, &s); err != nil {
+		w.Close()
+		return Summary{}, fmt.Errorf("checkpoint %s: settings: %w", j.cfg.Checkpoint, err)
+	}
+	j.scope = s.keyScope()
+	dups, err := j.checkInput(st.Header, s)
+	if err != nil {
 		w.Close()
 		return Summary{}, err
 	}
 	if err := j.connect(ctx); err != nil {
 		w.Close()
 		return Summary{}, err
-	}
-	var s Settings
-	if err := json.Unmarshal(st.Header.Settings, &s); err != nil {
-		w.Close()
-		return Summary{}, fmt.Errorf("checkpoint %s: settings: %w", j.cfg.Checkpoint, err)
 	}
 	// Endpoints of an emulator run change with every start; everything else is the run's own.
 	if s.Emulator && j.cfg.Settings.Endpoint == "" {
@@ -291,6 +332,9 @@ func (j *Job) Resume(ctx context.Context) (Summary, error) {
 	j.cfg.Settings.Input = s.Input
 	j.cfg.Settings.NoDataLogging = s.NoDataLogging || j.cfg.Settings.NoDataLogging
 	j.cfg.Settings.Order = s.Order
+	j.cfg.Settings.NoDedup = s.NoDedup
+	j.cfg.Settings.NoCache = s.NoCache || j.cfg.Settings.NoCache
+	j.cfg.Settings.Refresh = s.Refresh
 	j.cfg.Input = st.Header.Input
 	if st.Doubts > 0 {
 		j.log.Warn("earlier runs of this checkpoint made submissions that may have been billed twice", "in_doubt", st.Doubts)
@@ -309,7 +353,7 @@ func (j *Job) Resume(ctx context.Context) (Summary, error) {
 		}
 		j.log.Info("submitting failed rows again", "rows", reopened)
 	}
-	return j.execute(ctx, start, w, st.Header, newPlan(st), recentSubmissions(st, time.Now()))
+	return j.execute(ctx, start, w, st.Header, newPlan(st, dups), recentSubmissions(st, time.Now()))
 }
 
 // connect resolves the credentials through Config.Connect when none were given.
@@ -325,9 +369,39 @@ func (j *Job) connect(ctx context.Context) error {
 	return nil
 }
 
+// validate checks the input and, unless deduplication is off, finds the rows that send the same
+// request as an earlier row.
+func (j *Job) validate(path string, s Settings, maxErrors int) (batch.Summary, *batch.Duplicates, error) {
+	if s.NoDedup {
+		sum, err := batch.Validate(path, s.Input, maxErrors)
+		return sum, nil, err
+	}
+	return batch.ValidateDedup(path, s.Input, maxErrors, j.scope)
+}
+
 // checkInput refuses to resume over an input that changed since run: the checkpoint refers to
-// rows by position.
-func checkInput(h store.Header) error {
+// rows by position. With deduplication on it finds the duplicate rows again on the way.
+func (j *Job) checkInput(h store.Header, s Settings) (*batch.Duplicates, error) {
+	if s.NoDedup {
+		return nil, checkInputHash(h)
+	}
+	sum, dups, err := j.validate(h.Input, s, 1)
+	if sum.SHA256 == "" { // the file could not be read
+		if err == nil {
+			err = errors.New("empty summary")
+		}
+		return nil, fmt.Errorf("resume: input of the run: %w", err)
+	}
+	if err := inputChanged(h, sum.Size, sum.SHA256); err != nil {
+		return nil, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("resume: input %s: %w", h.Input, err)
+	}
+	return dups, nil
+}
+
+func checkInputHash(h store.Header) error {
 	f, err := os.Open(h.Input)
 	if err != nil {
 		return fmt.Errorf("resume: input of the run: %w", err)
@@ -338,7 +412,12 @@ func checkInput(h store.Header) error {
 	if err != nil {
 		return fmt.Errorf("resume: read input %s: %w", h.Input, err)
 	}
-	if got := hex.EncodeToString(hs.Sum(nil)); n != h.InputSize || got != h.InputSHA256 {
+	return inputChanged(h, n, hex.EncodeToString(hs.Sum(nil)))
+}
+
+// inputChanged says how the input differs from the one the run started with, if it does.
+func inputChanged(h store.Header, n int64, got string) error {
+	if n != h.InputSize || got != h.InputSHA256 {
 		return fmt.Errorf("resume: input %s changed since the run started (size %d, was %d; sha256 %.12s…, was %.12s…): "+
 			"the checkpoint refers to rows by position; restore the original file or start a new run with --force", h.Input, n, h.InputSize, got, h.InputSHA256)
 	}
@@ -348,8 +427,10 @@ func checkInput(h store.Header) error {
 // work is one row to submit.
 type work struct {
 	row     batch.Row
+	key     batch.Key
 	attempt int  // the attempt this submission is
 	fresh   bool // the row had no operation id before (counts as newly submitted)
+	inDoubt bool // its last submission may have reached the API before a crash
 }
 
 // execute processes the rows of plan p. The full store.State is not kept: for a resumed
@@ -367,9 +448,20 @@ func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, h s
 	j.failed.Store(int64(counts.Failed))
 	j.submitted.Store(int64(counts.Submitted + counts.Succeeded + counts.Failed))
 
+	var cu *cacheUse
+	if cfg.Cache != nil && !cfg.Settings.NoCache {
+		cu = newCacheUse(cfg.Cache, j.log, cfg.Settings.Refresh, cfg.CacheTTL)
+	}
 	defer func() {
 		if cerr := w.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("close checkpoint: %w", cerr)
+		}
+		if cu != nil {
+			// After the writer closed, every answer that became durable has been handed over.
+			problem := cu.close()
+			j.mu.Lock()
+			j.cacheProblem = problem
+			j.mu.Unlock()
 		}
 		sum = j.summary(h, start, ctx.Err() != nil && j.resolved.Load() < int64(h.Rows))
 		if sum.Interrupted && err == nil {
@@ -413,7 +505,17 @@ func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, h s
 	defer cancel(nil)
 	g, gctx := errgroup.WithContext(rctx)
 	resubmit := make(chan work, 1024)
-	r := &runner{j: j, w: w, client: client, h: h, resubmit: resubmit, checkDone: checkDone, ctx: gctx, cancel: cancel}
+	r := &runner{j: j, w: w, client: client, h: h, resubmit: resubmit, checkDone: checkDone, ctx: gctx, cancel: cancel,
+		plan: pl, models: map[string]string{}}
+	if pl.dups.Count() > 0 {
+		rr, err := batch.OpenRereader(cfg.Input, cfg.Settings.Input)
+		if err != nil {
+			return sum, fmt.Errorf("open input: %w", err)
+		}
+		defer rr.Close()
+		r.reread = rr
+	}
+	r.cache = cu
 
 	g.Go(func() error {
 		err := p.Run(gctx, r.handle)
@@ -464,9 +566,11 @@ func (j *Job) summary(h store.Header, start time.Time, interrupted bool) Summary
 	s := Summary{Checkpoint: j.cfg.Checkpoint, Results: h.Results, Rows: h.Rows,
 		Succeeded: int(j.succeeded.Load()), Failed: int(j.failed.Load()),
 		Submissions: j.submissions.Load(), Resubmitted: j.resubmitted.Load(), InDoubt: j.inDoubt.Load(),
-		InputTokens: j.tokensIn.Load(), OutputTokens: j.tokensOut.Load(), Elapsed: time.Since(start), Interrupted: interrupted}
+		InputTokens: j.tokensIn.Load(), OutputTokens: j.tokensOut.Load(), Elapsed: time.Since(start), Interrupted: interrupted,
+		CacheHits: j.cacheHits.Load(), Deduplicated: j.deduped.Load(), SavedTokens: j.savedTokens.Load()}
 	s.Pending = s.Rows - s.Succeeded - s.Failed
 	j.mu.Lock()
+	s.CacheProblem = j.cacheProblem
 	if len(j.failedByKind) > 0 {
 		s.FailedByKind = map[string]int{}
 		for k, v := range j.failedByKind {

@@ -4,6 +4,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/batchgpt/batchgpt/batch"
 	"github.com/batchgpt/batchgpt/store"
 )
 
@@ -17,12 +18,20 @@ type plan struct {
 	attempts  []uint8  // submissions made so far (saturating)
 	submitted map[int]store.Row
 	counts    store.Counts
+	// dups lists the rows that send the same request as an earlier row; follows marks those of
+	// them that are resolved with their leader's answer, not dispatched: the rows still new
+	// whose leader was not resolved when the execution started. A resolved leader had every
+	// follower resolved first (see runner.resolve), so a new row behind a resolved leader can
+	// only be one that was made independent, and stays so.
+	dups    *batch.Duplicates
+	follows []uint64 // bit per row
 }
 
 // newPlan condenses st; a new run (st.Rows == nil) has every row new.
-func newPlan(st *store.State) *plan {
+func newPlan(st *store.State, dups *batch.Duplicates) *plan {
 	n := st.Header.Rows
 	p := &plan{rows: n, submitted: map[int]store.Row{}, counts: st.Counts()}
+	defer p.follow(dups)
 	if st.Rows == nil {
 		p.counts = store.Counts{Rows: n, New: n}
 		return p
@@ -42,6 +51,46 @@ func newPlan(st *store.State) *plan {
 		}
 	}
 	return p
+}
+
+// follow marks the followers that wait for their leader.
+func (p *plan) follow(dups *batch.Duplicates) {
+	if dups.Count() == 0 {
+		return
+	}
+	p.dups = dups
+	p.follows = make([]uint64, (p.rows+63)/64)
+	dups.Groups(func(leader int, followers []batch.Pos) bool {
+		if p.row(leader).Phase == store.PhaseResolved {
+			return true
+		}
+		for _, f := range followers {
+			if f.Index < p.rows && p.row(f.Index).Phase == store.PhaseNew {
+				p.follows[f.Index/64] |= 1 << (f.Index % 64)
+			}
+		}
+		return true
+	})
+}
+
+// following reports whether row i waits for its leader's answer.
+func (p *plan) following(i int) bool {
+	return p.follows != nil && p.follows[i/64]&(1<<(i%64)) != 0
+}
+
+// waiting returns the followers that wait for leader.
+func (p *plan) waiting(leader int) []batch.Pos {
+	if p.follows == nil {
+		return nil
+	}
+	fs := p.dups.Followers(leader)
+	out := fs[:0]
+	for _, f := range fs {
+		if p.following(f.Index) {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // row returns the phase, attempts and (when submitted) operation of row i.

@@ -26,6 +26,13 @@ type Result struct {
 	OperationID       string       `json:"operation_id,omitempty"`
 	Attempts          int          `json:"attempts"`
 	Error             *ResultError `json:"error,omitempty"`
+	// Cached marks an answer taken from the result cache: nothing was submitted for the row;
+	// OperationID, Usage and ModelVersion are those of the run that paid for it, at CachedAt.
+	Cached   bool   `json:"cached,omitempty"`
+	CachedAt string `json:"cached_at,omitempty"` // RFC 3339
+	// DeduplicatedFrom is the id of the row of this run that sent the same request: this row
+	// was not submitted and has that row's answer.
+	DeduplicatedFrom string `json:"deduplicated_from,omitempty"`
 }
 
 // Usage is the token count of a row, as numbers.
@@ -74,6 +81,9 @@ type csvResult struct {
 	ErrorKind         string `csv:"error_kind"`
 	ErrorCode         int    `csv:"error_code"`
 	ErrorMessage      string `csv:"error_message"`
+	Cached            bool   `csv:"cached"`
+	CachedAt          string `csv:"cached_at"`
+	DeduplicatedFrom  string `csv:"deduplicated_from"`
 }
 
 // Formats of the results file.
@@ -106,7 +116,8 @@ func preamble(format string) ([]byte, error) {
 func (r *Result) encode(format string) ([]byte, error) {
 	if format == FormatCSV {
 		c := csvResult{ID: r.ID, Status: r.Status, Text: r.Text, AlternativeStatus: r.AlternativeStatus,
-			ModelVersion: r.ModelVersion, OperationID: r.OperationID, Attempts: r.Attempts}
+			ModelVersion: r.ModelVersion, OperationID: r.OperationID, Attempts: r.Attempts,
+			Cached: r.Cached, CachedAt: r.CachedAt, DeduplicatedFrom: r.DeduplicatedFrom}
 		if r.Usage != nil {
 			c.InputTokens, c.CompletionTokens, c.TotalTokens = r.Usage.InputTokens, r.Usage.CompletionTokens, r.Usage.TotalTokens
 		}
@@ -164,7 +175,9 @@ func failure(id, opID string, attempts int, kind string, err error) *Result {
 // Tally sums a results file: rows by status and tokens. It reads JSONL and CSV results.
 type Tally struct {
 	Succeeded, Failed      int
-	InputTokens, OutTokens int64
+	InputTokens, OutTokens int64 // billed: rows answered from the cache or a duplicate are not
+	Cached, Deduplicated   int
+	SavedTokens            int64 // tokens of the rows answered from the cache or a duplicate
 	FailedByKind           map[string]int
 }
 
@@ -180,19 +193,29 @@ func tallyResults(path, format string, limit int64) (Tally, error) {
 	if limit >= 0 {
 		rd = io.LimitReader(f, limit)
 	}
-	add := func(status, kind string, in, out int64) {
+	add := func(status, kind string, in, out int64, cached bool, dedupFrom string) {
 		if status == StatusSucceeded {
 			t.Succeeded++
 		} else {
 			t.Failed++
 			t.FailedByKind[kind]++
 		}
+		switch {
+		case dedupFrom != "":
+			t.Deduplicated++
+		case cached:
+			t.Cached++
+		}
+		if cached || dedupFrom != "" {
+			t.SavedTokens += in + out
+			return
+		}
 		t.InputTokens += in
 		t.OutTokens += out
 	}
 	if format == FormatCSV {
 		err := gocsv.UnmarshalToCallback(rd, func(c csvResult) {
-			add(c.Status, c.ErrorKind, c.InputTokens, c.CompletionTokens)
+			add(c.Status, c.ErrorKind, c.InputTokens, c.CompletionTokens, c.Cached, c.DeduplicatedFrom)
 		})
 		if err != nil && !errors.Is(err, gocsv.ErrEmptyCSVFile) {
 			return t, fmt.Errorf("read results %s: %w", path, err)
@@ -213,7 +236,7 @@ func tallyResults(path, format string, limit int64) (Tally, error) {
 				if r.Usage != nil {
 					in, out = r.Usage.InputTokens, r.Usage.CompletionTokens
 				}
-				add(r.Status, kind, in, out)
+				add(r.Status, kind, in, out, r.Cached, r.DeduplicatedFrom)
 			}
 		}
 		if err == io.EOF {

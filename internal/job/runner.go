@@ -26,6 +26,12 @@ type runner struct {
 	gaveUp    atomic.Int32 // submissions in a row that exhausted their attempts
 	ctx       context.Context
 	cancel    context.CancelCauseFunc
+	plan      *plan
+	reread    *batch.Rereader // nil when no row follows another
+	cache     *cacheUse       // nil without a cache
+
+	modelsMu sync.Mutex
+	models   map[string]string // interned model URIs of pending rows
 }
 
 // setFatal records the first error that must stop the run (auth, disk) and stops everything.
@@ -72,9 +78,13 @@ func (r *runner) dispatch(ctx context.Context, p *plan, allDone <-chan struct{})
 			return fmt.Errorf("open input: %w", err)
 		}
 		defer rd.Close()
+		var lookups []work
 		for {
 			row, err := rd.Next()
 			if err == io.EOF {
+				if len(lookups) > 0 {
+					r.lookupAndLaunch(ctx, lookups, launch)
+				}
 				return nil
 			}
 			if err != nil {
@@ -83,29 +93,33 @@ func (r *runner) dispatch(ctx context.Context, p *plan, allDone <-chan struct{})
 			if row.Index >= p.rows {
 				return fmt.Errorf("input %s has more rows than the checkpoint's %d", j.cfg.Input, p.rows)
 			}
+			if p.following(row.Index) {
+				continue // resolved with its leader's answer
+			}
 			rs := p.row(row.Index)
 			switch rs.Phase {
 			case store.PhaseResolved:
 				continue
 			case store.PhaseSubmitted:
-				j.addPending(row, int(rs.Attempt))
+				j.addPending(row, int(rs.Attempt), r.key(row), r.model(row))
 				j.poll.Add(poller.Item{Row: row.Index, OpID: rs.OpID, SubmittedAt: time.UnixMilli(rs.SubmittedAt)})
 				continue
-			case store.PhaseInFlight:
-				// The request may have reached the API before the crash: sending it again may bill twice.
-				j.inDoubt.Add(1)
-				if err := r.w.Doubt(row.Index); err != nil {
-					return err
-				}
-				j.log.Warn("row was being submitted when the previous run stopped; submitting again (in doubt: may be billed twice)",
-					"id", row.ID, "row", row.Index+1)
-				if !launch(work{row: row, attempt: int(rs.Attempt) + 1, fresh: true}) {
+			}
+			// New, or in doubt: the request may have reached the API before the crash, and
+			// sending it again may bill twice. The cache may answer either without a submission.
+			wk := work{row: row, key: r.key(row), attempt: int(rs.Attempt) + 1, fresh: true, inDoubt: rs.Phase == store.PhaseInFlight}
+			if r.cache == nil {
+				if !r.launch(wk, launch) {
 					return nil
 				}
-			default:
-				if !launch(work{row: row, attempt: int(rs.Attempt) + 1, fresh: true}) {
+				continue
+			}
+			lookups = append(lookups, wk)
+			if len(lookups) == lookupBatch {
+				if !r.lookupAndLaunch(ctx, lookups, launch) {
 					return nil
 				}
+				lookups = lookups[:0]
 			}
 		}
 	}()
@@ -136,9 +150,61 @@ func (r *runner) dispatch(ctx context.Context, p *plan, allDone <-chan struct{})
 	return nil
 }
 
-func (j *Job) addPending(row batch.Row, attempt int) {
+// lookupBatch is how many rows the dispatcher looks up in the cache at once: one query instead
+// of many, and still a negligible delay before the first submission.
+const lookupBatch = 256
+
+// launch hands wk to the submit workers, first journaling that a row in doubt is sent again.
+func (r *runner) launch(wk work, launch func(work) bool) bool {
+	if wk.inDoubt {
+		r.j.inDoubt.Add(1)
+		if err := r.w.Doubt(wk.row.Index); err != nil {
+			r.setFatal(err)
+			return false
+		}
+		r.j.log.Warn("row was being submitted when the previous run stopped; submitting again (in doubt: may be billed twice)",
+			"id", wk.row.ID, "row", wk.row.Index+1)
+	}
+	return launch(wk)
+}
+
+// lookupAndLaunch answers the rows the cache knows and submits the others.
+func (r *runner) lookupAndLaunch(ctx context.Context, wks []work, launch func(work) bool) bool {
+	keys := make([]batch.Key, len(wks))
+	for i := range wks {
+		keys[i] = wks[i].key
+	}
+	hits := r.cache.lookup(ctx, keys)
+	for i, wk := range wks {
+		if hits != nil && hits[i] != nil {
+			r.resolve(wk.row.Index, wk.key, r.model(wk.row), fromCache(wk.row.ID, hits[i]))
+			continue
+		}
+		if !r.launch(wk, launch) {
+			return false
+		}
+	}
+	return true
+}
+
+// key is the row's request key.
+func (r *runner) key(row batch.Row) batch.Key { return batch.RequestKey(r.j.scope, row.Body) }
+
+// model returns the row's model URI, interned: pending rows of one model share one string.
+func (r *runner) model(row batch.Row) string {
+	m := batch.ModelOf(row.Body)
+	r.modelsMu.Lock()
+	defer r.modelsMu.Unlock()
+	if s, ok := r.models[m]; ok {
+		return s
+	}
+	r.models[m] = m
+	return m
+}
+
+func (j *Job) addPending(row batch.Row, attempt int, key batch.Key, model string) {
 	j.mu.Lock()
-	j.pending[row.Index] = &pendingRow{id: row.ID, offset: row.Offset, line: row.Line, attempt: attempt}
+	j.pending[row.Index] = &pendingRow{id: row.ID, offset: row.Offset, line: row.Line, attempt: attempt, key: key, model: model}
 	j.mu.Unlock()
 }
 
@@ -179,7 +245,7 @@ func (r *runner) submit(ctx context.Context, wk work) {
 			r.setFatal(fmt.Errorf("%w: %w", ErrAuth, err))
 			return
 		case api.Permanent, api.NotFound:
-			r.resolve(row.Index, failure(row.ID, "", wk.attempt, KindInvalid, err))
+			r.resolve(row.Index, wk.key, "", failure(row.ID, "", wk.attempt, KindInvalid, err))
 		default:
 			// One row that keeps failing is that row's problem; several in a row mean the API
 			// is down or unreachable, and failing every row until it is back would leave a
@@ -192,10 +258,10 @@ func (r *runner) submit(ctx context.Context, wk work) {
 			if wk.attempt < j.cfg.Tuning.MaxAttempts {
 				r.unsent(row.Index, sub)
 				j.log.Warn("submission kept failing; the row goes to the back of the queue", "id", row.ID, "attempt", wk.attempt, "err", err)
-				r.requeue(work{row: row, attempt: wk.attempt + 1, fresh: wk.fresh})
+				r.requeue(work{row: row, key: wk.key, attempt: wk.attempt + 1, fresh: wk.fresh})
 				return
 			}
-			r.resolve(row.Index, failure(row.ID, "", wk.attempt, KindGaveUp, err))
+			r.resolve(row.Index, wk.key, "", failure(row.ID, "", wk.attempt, KindGaveUp, err))
 		}
 		return
 	}
@@ -209,7 +275,7 @@ func (r *runner) submit(ctx context.Context, wk work) {
 	if wk.fresh {
 		j.submitted.Add(1)
 	}
-	j.addPending(row, wk.attempt)
+	j.addPending(row, wk.attempt, wk.key, r.model(row))
 	j.poll.Add(poller.Item{Row: row.Index, OpID: sub.OpID, SubmittedAt: now})
 }
 
@@ -253,7 +319,7 @@ func (r *runner) handle(o poller.Outcome) {
 	default:
 		res = fromOperation(pr.id, o.Op, pr.attempt)
 	}
-	r.resolve(o.Row, res)
+	r.resolve(o.Row, pr.key, pr.model, res)
 }
 
 // again queues a row for a new submission if attempts remain.
@@ -269,7 +335,7 @@ func (r *runner) again(o poller.Outcome, pr *pendingRow, why string) bool {
 	}
 	j.log.Warn(why, "id", pr.id, "operation_id", o.OpID, "attempt", pr.attempt+1)
 	j.resubmitted.Add(1)
-	r.requeue(work{row: row, attempt: pr.attempt + 1})
+	r.requeue(work{row: row, key: pr.key, attempt: pr.attempt + 1})
 	return true
 }
 
@@ -285,17 +351,49 @@ func (r *runner) requeue(wk work) {
 	}()
 }
 
-// resolve writes the row's result; the store journals it once the line is durable.
-func (r *runner) resolve(index int, res *Result) {
+// resolve writes the row's result, and first that of every row waiting for it as its leader:
+// a leader's R record is never durable before its followers', so a resumed run never finds a
+// resolved leader with a follower still waiting. model is the row's model URI ("" when the result
+// will not be cached).
+func (r *runner) resolve(index int, key batch.Key, model string, res *Result) {
+	j := r.j
+	for _, f := range r.plan.waiting(index) {
+		row, err := r.reread.Row(f)
+		if err != nil {
+			r.setFatal(fmt.Errorf("re-read row %d of %s: %w", f.Index+1, j.cfg.Input, err))
+			return
+		}
+		if r.key(row) != key {
+			// Two different requests whose fingerprints collide: the row goes on its own.
+			j.log.Info("row has its own request after all; submitting it", "id", row.ID, "row", f.Index+1)
+			r.requeue(work{row: row, key: r.key(row), attempt: 1, fresh: true})
+			continue
+		}
+		fr := *res
+		fr.ID, fr.DeduplicatedFrom, fr.Attempts = row.ID, res.ID, 0
+		if !r.write(f.Index, &fr, nil) {
+			return
+		}
+	}
+	var durable func()
+	if r.cache != nil && res.Status == StatusSucceeded && !res.Cached && model != "" {
+		e := cacheEntry(key, model, res)
+		durable = func() { r.cache.store(e) }
+	}
+	r.write(index, res, durable)
+}
+
+// write queues one result line and counts it.
+func (r *runner) write(index int, res *Result, durable func()) bool {
 	j := r.j
 	line, err := res.encode(r.h.ResultsFormat)
 	if err != nil {
 		r.setFatal(err)
-		return
+		return false
 	}
-	if err := r.w.Result(index, res.Status == StatusFailed, line); err != nil {
+	if err := r.w.ResultThen(index, res.Status == StatusFailed, line, durable); err != nil {
 		r.setFatal(err)
-		return
+		return false
 	}
 	if res.Status == StatusSucceeded {
 		j.succeeded.Add(1)
@@ -307,10 +405,25 @@ func (r *runner) resolve(index int, res *Result) {
 		j.failedByKind[res.Error.Kind]++
 		j.mu.Unlock()
 	}
+	reused := res.Cached || res.DeduplicatedFrom != ""
+	switch {
+	case res.DeduplicatedFrom != "":
+		j.deduped.Add(1)
+	case res.Cached:
+		j.cacheHits.Add(1)
+	}
+	if reused {
+		j.submitted.Add(1) // past the submission stage without one
+	}
 	if res.Usage != nil {
-		j.tokensIn.Add(res.Usage.InputTokens)
-		j.tokensOut.Add(res.Usage.CompletionTokens)
+		if reused {
+			j.savedTokens.Add(res.Usage.InputTokens + res.Usage.CompletionTokens)
+		} else {
+			j.tokensIn.Add(res.Usage.InputTokens)
+			j.tokensOut.Add(res.Usage.CompletionTokens)
+		}
 	}
 	j.resolved.Add(1)
 	r.checkDone()
+	return true
 }

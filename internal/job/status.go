@@ -20,8 +20,11 @@ type Status struct {
 	PossibleDuplicates int      `json:"possible_duplicates"` // submissions so far that may have been billed twice
 	Succeeded          int      `json:"succeeded"`
 	Failed             int      `json:"failed"`
-	InputTokens        int64    `json:"input_tokens"`
-	OutputTokens       int64    `json:"output_tokens"`
+	InputTokens        int64    `json:"input_tokens"`  // billed
+	OutputTokens       int64    `json:"output_tokens"` // billed
+	Cached             int      `json:"cached"`        // answered from the result cache
+	Deduplicated       int      `json:"deduplicated"`  // answered by a row of the run with the same request
+	SavedTokens        int64    `json:"saved_tokens"`  // tokens of those, not paid for again
 	SubmitETASeconds   float64  `json:"submit_eta_seconds"`
 	Problems           []string `json:"problems,omitempty"`
 }
@@ -42,6 +45,7 @@ func ReadStatus(checkpoint string, rps float64, perHour int, now time.Time) (*St
 		s.Problems = append(s.Problems, err.Error())
 	}
 	s.InputTokens, s.OutputTokens = t.InputTokens, t.OutTokens
+	s.Cached, s.Deduplicated, s.SavedTokens = t.Cached, t.Deduplicated, t.SavedTokens
 	used := 0
 	cut := now.Add(-time.Hour).UnixMilli()
 	for _, r := range st.Rows {

@@ -1,0 +1,155 @@
+package job
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/batchgpt/batchgpt/batch"
+	"github.com/batchgpt/batchgpt/cache"
+)
+
+// ResultCache is what a run needs of a result cache: the SQLite file of package cache, or a
+// shared one some day.
+type ResultCache interface {
+	GetMany(ctx context.Context, keys []cache.Key, notBefore time.Time) ([]cache.Entry, []bool, error)
+	Put(ctx context.Context, entries []cache.Entry) error
+}
+
+// cacheUse is one execution's use of the cache. A cache that fails is never a reason to fail the
+// run: the first failure is logged once, and the run goes on without it.
+type cacheUse struct {
+	c       ResultCache
+	log     *slog.Logger
+	refresh bool          // never read; store what is answered
+	ttl     time.Duration // 0: entries of any age
+
+	off  atomic.Bool
+	mu   sync.Mutex
+	why  string
+	todo []cache.Entry
+	wake chan struct{}
+	stop chan struct{}
+	done chan struct{}
+}
+
+func newCacheUse(c ResultCache, log *slog.Logger, refresh bool, ttl time.Duration) *cacheUse {
+	u := &cacheUse{c: c, log: log, refresh: refresh, ttl: ttl,
+		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	go u.run()
+	return u
+}
+
+// disable stops using the cache after err, saying so once.
+func (u *cacheUse) disable(what string, err error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.why != "" {
+		return
+	}
+	u.why = what + ": " + err.Error()
+	u.off.Store(true)
+	u.todo = nil
+	u.log.Warn("the result cache failed; going on without it (rows are submitted, answers are not stored)", "err", u.why)
+}
+
+// lookup returns the cached answers for keys (nil for a miss), or nil for all when the cache is
+// not read.
+func (u *cacheUse) lookup(ctx context.Context, keys []batch.Key) []*cache.Entry {
+	if u.refresh || u.off.Load() {
+		return nil
+	}
+	ck := make([]cache.Key, len(keys))
+	for i, k := range keys {
+		ck[i] = cache.Key(k)
+	}
+	var notBefore time.Time
+	if u.ttl > 0 {
+		notBefore = time.Now().Add(-u.ttl)
+	}
+	entries, ok, err := u.c.GetMany(ctx, ck, notBefore)
+	if err != nil {
+		if ctx.Err() == nil && !errors.Is(err, context.Canceled) {
+			u.disable("read", err)
+		}
+		return nil
+	}
+	out := make([]*cache.Entry, len(keys))
+	for i := range ok {
+		if ok[i] {
+			out[i] = &entries[i]
+		}
+	}
+	return out
+}
+
+// store queues an answer whose result line is durable. It is called on the checkpoint writer's
+// goroutine, so it only queues.
+func (u *cacheUse) store(e cache.Entry) {
+	if u.off.Load() {
+		return
+	}
+	u.mu.Lock()
+	u.todo = append(u.todo, e)
+	u.mu.Unlock()
+	select {
+	case u.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run writes what is queued, one transaction per batch.
+func (u *cacheUse) run() {
+	defer close(u.done)
+	for {
+		stopping := false
+		select {
+		case <-u.wake:
+		case <-u.stop:
+			stopping = true
+		}
+		u.mu.Lock()
+		todo := u.todo
+		u.todo = nil
+		u.mu.Unlock()
+		if len(todo) > 0 && !u.off.Load() {
+			// Not the run's context: answers already paid for are stored even on Ctrl-C.
+			if err := u.c.Put(context.Background(), todo); err != nil {
+				u.disable("write", err)
+			}
+		}
+		if stopping {
+			return
+		}
+	}
+}
+
+// close stores what is queued and returns why the cache was given up, if it was.
+func (u *cacheUse) close() string {
+	close(u.stop)
+	<-u.done
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.why
+}
+
+// fromCache is the result of a row answered by a cache entry.
+func fromCache(id string, e *cache.Entry) *Result {
+	return &Result{ID: id, Status: StatusSucceeded, Text: e.Text, AlternativeStatus: e.AlternativeStatus,
+		Usage:        &Usage{InputTokens: e.InputTokens, CompletionTokens: e.CompletionTokens, TotalTokens: e.TotalTokens},
+		ModelVersion: e.ModelVersion, OperationID: e.OperationID, Cached: true,
+		CachedAt: e.CachedAt.UTC().Format(time.RFC3339)}
+}
+
+// cacheEntry is what the cache keeps of a succeeded result.
+func cacheEntry(key batch.Key, model string, res *Result) cache.Entry {
+	e := cache.Entry{Key: cache.Key(key), ModelURI: model, Text: res.Text, AlternativeStatus: res.AlternativeStatus,
+		ModelVersion: res.ModelVersion, OperationID: res.OperationID, CachedAt: time.Now().UTC()}
+	if res.Usage != nil {
+		e.InputTokens, e.CompletionTokens, e.TotalTokens = res.Usage.InputTokens, res.Usage.CompletionTokens, res.Usage.TotalTokens
+	}
+	return e
+}

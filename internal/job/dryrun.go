@@ -1,0 +1,92 @@
+package job
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/batchgpt/batchgpt/batch"
+)
+
+// Plan is what a run of an input would do, as a dry run finds it: nothing is sent.
+type Plan struct {
+	Input        batch.Summary
+	Duplicates   int   // rows that send the same request as an earlier row: not submitted
+	CacheHits    int   // rows the cache answers: not submitted
+	ToSubmit     int   // the rest
+	SubmitTokens int64 // estimated input tokens of the rows to submit
+	CacheProblem string
+}
+
+// DryRun validates the input and finds the rows that would not be submitted: duplicates of an
+// earlier row and rows the cache answers (c may be nil). It sends nothing and writes nothing.
+func DryRun(ctx context.Context, path string, s Settings, c ResultCache, ttl time.Duration, maxErrors int) (Plan, error) {
+	j := New(Config{Settings: s})
+	j.scope = s.keyScope()
+	sum, dups, err := j.validate(path, s, maxErrors)
+	if err != nil {
+		return Plan{}, err
+	}
+	p := Plan{Input: sum, Duplicates: dups.Count()}
+	follower := make(map[int]bool, dups.Count())
+	dups.Groups(func(_ int, fs []batch.Pos) bool {
+		for _, f := range fs {
+			follower[f.Index] = true
+		}
+		return true
+	})
+	var cu *cacheUse
+	if c != nil && !s.NoCache && !s.Refresh {
+		cu = &cacheUse{c: c, log: slog.New(slog.DiscardHandler), ttl: ttl}
+	}
+	rd, err := batch.Open(path, s.Input)
+	if err != nil {
+		return p, fmt.Errorf("open input: %w", err)
+	}
+	defer rd.Close()
+	var keys []batch.Key
+	var chars []int
+	var submitChars int64
+	flush := func() {
+		var hits = make([]bool, len(keys))
+		if cu != nil {
+			for i, e := range cu.lookup(ctx, keys) {
+				hits[i] = e != nil
+			}
+		}
+		for i := range keys {
+			if hits[i] {
+				p.CacheHits++
+			} else {
+				p.ToSubmit++
+				submitChars += int64(chars[i])
+			}
+		}
+		keys, chars = keys[:0], chars[:0]
+	}
+	for {
+		row, err := rd.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return p, fmt.Errorf("read input: %w", err)
+		}
+		if follower[row.Index] {
+			continue
+		}
+		keys = append(keys, batch.RequestKey(j.scope, row.Body))
+		chars = append(chars, row.PromptChars)
+		if len(keys) == lookupBatch {
+			flush()
+		}
+	}
+	flush()
+	if cu != nil {
+		p.CacheProblem = cu.why
+	}
+	p.SubmitTokens = batch.EstimateTokens(submitChars)
+	return p, nil
+}
