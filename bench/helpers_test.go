@@ -261,7 +261,8 @@ type childResult struct {
 func startChild(b *testing.B, url string, args ...string) *child {
 	b.Helper()
 	cmd := exec.Command(binary(b), args...)
-	cmd.Env = childEnv(url)
+	// A result cache of its own, never the user's: a benchmark that shares one passes --cache.
+	cmd.Env = append(childEnv(url), "XDG_CACHE_HOME="+b.TempDir())
 	c := &child{cmd: cmd, stderr: newTailBuffer(32 << 10)}
 	cmd.Stdout = c.stderr
 	cmd.Stderr = c.stderr
@@ -297,14 +298,16 @@ func runChild(b *testing.B, url string, args ...string) childResult {
 
 // summary is the part of --summary-json the benchmarks use.
 type summary struct {
-	Rows        int   `json:"rows"`
-	Succeeded   int   `json:"succeeded"`
-	Failed      int   `json:"failed"`
-	Pending     int   `json:"pending"`
-	Submissions int64 `json:"submissions"`
-	Polls       int64 `json:"polls"`
-	Throttled   int64 `json:"throttled"`
-	Elapsed     int64 `json:"elapsed_ns"`
+	Rows        int    `json:"rows"`
+	Succeeded   int    `json:"succeeded"`
+	Failed      int    `json:"failed"`
+	Pending     int    `json:"pending"`
+	Submissions int64  `json:"submissions"`
+	Polls       int64  `json:"polls"`
+	Throttled   int64  `json:"throttled"`
+	Elapsed     int64  `json:"elapsed_ns"`
+	CacheHits   int64  `json:"cache_hits"`
+	Cache       string `json:"cache"`
 }
 
 func readSummary(b *testing.B, path string) summary {

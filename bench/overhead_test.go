@@ -9,8 +9,16 @@ import (
 
 // BenchmarkOverhead measures batchgpt's own cost: BATCHGPT_BENCH_ROWS rows (default 1,000,000)
 // against an emulator with zero latency and no quota, so the time is spent submitting, polling,
-// journaling durably and writing results, not waiting.
+// journaling durably and writing results, not waiting. It runs twice in one command: with the
+// result cache (every row a miss, every answer stored) and with --no-cache, so that the cache's
+// cost is a ratio of two runs on the same machine at the same time.
 func BenchmarkOverhead(b *testing.B) {
+	for _, mode := range []struct{ name, flag string }{{"no-cache", "--no-cache"}, {"cache-miss", ""}} {
+		b.Run(mode.name, func(b *testing.B) { benchOverhead(b, mode.flag) })
+	}
+}
+
+func benchOverhead(b *testing.B, cacheFlag string) {
 	b.StopTimer() // setup (build, emulator) is not measured
 	rows := envInt(b, "BATCHGPT_BENCH_ROWS", 1_000_000)
 	concurrency := envInt(b, "BATCHGPT_BENCH_CONCURRENCY", 64)
@@ -26,15 +34,22 @@ func BenchmarkOverhead(b *testing.B) {
 		before := emu.mustStats(b)
 		b.StartTimer()
 
-		last = runChild(b, emu.URL, "run", "--folder", benchFolder, "--force", "--quiet",
+		args := []string{"run", "--folder", benchFolder, "--force", "--quiet",
 			"--submit-rps", "0", "--submit-per-hour", "0", "--poll-rps", "0",
-			"--concurrency", strconv.Itoa(concurrency), "--summary-json", sumPath, input)
+			"--concurrency", strconv.Itoa(concurrency), "--summary-json", sumPath}
+		if cacheFlag != "" {
+			args = append(args, cacheFlag)
+		}
+		last = runChild(b, emu.URL, append(args, input)...)
 
 		b.StopTimer()
 		after := emu.mustStats(b)
 		sum := readSummary(b, sumPath)
-		if sum.Succeeded != rows {
-			b.Fatalf("summary: %d of %d rows succeeded", sum.Succeeded, rows)
+		if sum.Succeeded != rows || sum.Submissions != int64(rows) {
+			b.Fatalf("summary: %d of %d rows succeeded, %d submissions", sum.Succeeded, rows, sum.Submissions)
+		}
+		if (cacheFlag == "") != (sum.Cache != "") {
+			b.Fatalf("cache %q with flag %q", sum.Cache, cacheFlag)
 		}
 		checkResults(b, results, rows)
 		ckptBytes = fileSize(b, ckpt)
