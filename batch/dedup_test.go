@@ -138,3 +138,17 @@ func TestRereader(t *testing.T) {
 		})
 	}
 }
+
+func TestModelOf(t *testing.T) {
+	for _, tc := range []struct{ body, want string }{
+		{`{"modelUri":"gpt://f/yandexgpt/latest","completionOptions":{}}`, "gpt://f/yandexgpt/latest"},
+		{`{"completionOptions":{},"modelUri":"gpt://f/m"}`, "gpt://f/m"},
+		{`{"modelUri":"gpt://f/a\"b"}`, `gpt://f/a"b`},
+		{`{"modelUri":`, ""},
+		{`not json`, ""},
+	} {
+		if got := batch.ModelOf([]byte(tc.body)); got != tc.want {
+			t.Errorf("ModelOf(%s) = %q, want %q", tc.body, got, tc.want)
+		}
+	}
+}

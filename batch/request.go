@@ -249,6 +249,13 @@ func validName(s string, last bool) bool {
 
 // ModelOf returns the modelUri of a request body made by this package ("" if it has none).
 func ModelOf(body []byte) string {
+	// The encoder writes modelUri first, and a model URI needs no escaping (see validName).
+	const prefix = `{"modelUri":"`
+	if rest, ok := bytes.CutPrefix(body, []byte(prefix)); ok {
+		if end := bytes.IndexByte(rest, '"'); end >= 0 && bytes.IndexByte(rest[:end], '\\') < 0 {
+			return string(rest[:end])
+		}
+	}
 	var r struct {
 		ModelURI string `json:"modelUri"`
 	}

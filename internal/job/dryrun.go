@@ -23,9 +23,8 @@ type Plan struct {
 // DryRun validates the input and finds the rows that would not be submitted: duplicates of an
 // earlier row and rows the cache answers (c may be nil). It sends nothing and writes nothing.
 func DryRun(ctx context.Context, path string, s Settings, c ResultCache, ttl time.Duration, maxErrors int) (Plan, error) {
-	j := New(Config{Settings: s})
-	j.scope = s.keyScope()
-	sum, dups, err := j.validate(path, s, maxErrors)
+	scope := s.keyScope()
+	sum, dups, err := validate(path, s, maxErrors)
 	if err != nil {
 		return Plan{}, err
 	}
@@ -77,7 +76,7 @@ func DryRun(ctx context.Context, path string, s Settings, c ResultCache, ttl tim
 		if follower[row.Index] {
 			continue
 		}
-		keys = append(keys, batch.RequestKey(j.scope, row.Body))
+		keys = append(keys, batch.RequestKey(scope, row.Body))
 		chars = append(chars, row.PromptChars)
 		if len(keys) == lookupBatch {
 			flush()

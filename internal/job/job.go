@@ -259,7 +259,7 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 	start := time.Now()
 	cfg := j.cfg
 	j.scope = cfg.Settings.keyScope()
-	sum, dups, err := j.validate(cfg.Input, cfg.Settings, cfg.MaxInputErrors)
+	sum, dups, err := validate(cfg.Input, cfg.Settings, cfg.MaxInputErrors)
 	if err != nil {
 		return Summary{}, err
 	}
@@ -312,7 +312,7 @@ func (j *Job) Resume(ctx context.Context) (Summary, error) {
 		return Summary{}, fmt.Errorf("checkpoint %s: settings: %w", j.cfg.Checkpoint, err)
 	}
 	j.scope = s.keyScope()
-	dups, err := j.checkInput(st.Header, s)
+	dups, err := checkInput(st.Header, s)
 	if err != nil {
 		w.Close()
 		return Summary{}, err
@@ -371,21 +371,21 @@ func (j *Job) connect(ctx context.Context) error {
 
 // validate checks the input and, unless deduplication is off, finds the rows that send the same
 // request as an earlier row.
-func (j *Job) validate(path string, s Settings, maxErrors int) (batch.Summary, *batch.Duplicates, error) {
+func validate(path string, s Settings, maxErrors int) (batch.Summary, *batch.Duplicates, error) {
 	if s.NoDedup {
 		sum, err := batch.Validate(path, s.Input, maxErrors)
 		return sum, nil, err
 	}
-	return batch.ValidateDedup(path, s.Input, maxErrors, j.scope)
+	return batch.ValidateDedup(path, s.Input, maxErrors, s.keyScope())
 }
 
 // checkInput refuses to resume over an input that changed since run: the checkpoint refers to
 // rows by position. With deduplication on it finds the duplicate rows again on the way.
-func (j *Job) checkInput(h store.Header, s Settings) (*batch.Duplicates, error) {
+func checkInput(h store.Header, s Settings) (*batch.Duplicates, error) {
 	if s.NoDedup {
 		return nil, checkInputHash(h)
 	}
-	sum, dups, err := j.validate(h.Input, s, 1)
+	sum, dups, err := validate(h.Input, s, 1)
 	if sum.SHA256 == "" { // the file could not be read
 		if err == nil {
 			err = errors.New("empty summary")

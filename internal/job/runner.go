@@ -177,7 +177,7 @@ func (r *runner) lookupAndLaunch(ctx context.Context, wks []work, launch func(wo
 	hits := r.cache.lookup(ctx, keys)
 	for i, wk := range wks {
 		if hits != nil && hits[i] != nil {
-			r.resolve(wk.row.Index, wk.key, r.model(wk.row), fromCache(wk.row.ID, hits[i]))
+			r.resolve(wk.row.Index, wk.key, "", fromCache(wk.row.ID, hits[i])) // stored already
 			continue
 		}
 		if !r.launch(wk, launch) {
