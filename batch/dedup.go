@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"os"
 	"slices"
 	"sync"
 )
@@ -151,8 +152,18 @@ var fingerprint = func(k Key) uint64 { return binary.LittleEndian.Uint64(k[:8]) 
 // [RequestKey]) is the same as an earlier row's. It costs one request encoding and hash per row.
 func ValidateDedup(path string, opt Options, maxErrors int, scope string) (Summary, *Duplicates, error) {
 	var keys []keyRow
+	var size int64
+	if fi, err := os.Stat(path); err == nil {
+		size = fi.Size()
+	}
 	var buf bytes.Buffer
 	sum, err := validate(path, opt, maxErrors, func(c *config, pos rowPos, spec *rowSpec) error {
+		if len(keys) == sizingRows && size > pos.offset && pos.offset > 0 {
+			// Size the list for the whole file from its first rows, once: growing it by
+			// doubling would leave up to twice its size in garbage at the peak of validation.
+			want := int(float64(len(keys)) * float64(size) / float64(pos.offset) * 1.05)
+			keys = slices.Grow(keys, min(want, MaxRowsHint)-len(keys))
+		}
 		body, err := c.encode(spec, &buf)
 		if err != nil {
 			return fmt.Errorf("line %d: %w", pos.line, err)
@@ -166,6 +177,12 @@ func ValidateDedup(path string, opt Options, maxErrors int, scope string) (Summa
 	}
 	return sum, findDuplicates(keys), nil
 }
+
+// sizingRows is how many rows ValidateDedup reads before it sizes its list for the whole file.
+const sizingRows = 4096
+
+// MaxRowsHint bounds how many rows ValidateDedup makes room for at once.
+const MaxRowsHint = 1 << 27
 
 // Rereader reads single rows of an input file again by position, e.g. the followers of a
 // leader when its answer arrives. It keeps the file open; it is safe for concurrent use.

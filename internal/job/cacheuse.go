@@ -31,14 +31,15 @@ type cacheUse struct {
 	mu   sync.Mutex
 	why  string
 	todo []cache.Entry
-	wake chan struct{}
+	wake chan struct{} // something was queued
+	full chan struct{} // a batch is full
 	stop chan struct{}
 	done chan struct{}
 }
 
 func newCacheUse(c ResultCache, log *slog.Logger, refresh bool, ttl time.Duration) *cacheUse {
 	u := &cacheUse{c: c, log: log, refresh: refresh, ttl: ttl,
-		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+		wake: make(chan struct{}, 1), full: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	go u.run()
 	return u
 }
@@ -94,20 +95,48 @@ func (u *cacheUse) store(e cache.Entry) {
 	}
 	u.mu.Lock()
 	u.todo = append(u.todo, e)
+	n := len(u.todo)
 	u.mu.Unlock()
+	wake := u.wake
+	if n >= putBatch {
+		wake = u.full
+	}
 	select {
-	case u.wake <- struct{}{}:
+	case wake <- struct{}{}:
 	default:
 	}
 }
 
+// Answers are stored in transactions of up to putBatch entries, or what came in putDelay: one
+// transaction per answer would cost more than the run itself on a fast emulator, and an entry
+// lost to a crash in that time only costs one submission the next night.
+const (
+	putBatch = 1024
+	putDelay = 500 * time.Millisecond
+)
+
 // run writes what is queued, one transaction per batch.
 func (u *cacheUse) run() {
 	defer close(u.done)
+	timer := time.NewTimer(putDelay)
+	timer.Stop()
 	for {
 		stopping := false
 		select {
 		case <-u.wake:
+			u.mu.Lock()
+			n := len(u.todo)
+			u.mu.Unlock()
+			if n < putBatch {
+				timer.Reset(putDelay)
+				select {
+				case <-timer.C:
+				case <-u.full:
+				case <-u.stop:
+					stopping = true
+				}
+				timer.Stop()
+			}
 		case <-u.stop:
 			stopping = true
 		}
