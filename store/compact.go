@@ -54,14 +54,19 @@ func (w *Writer) reopenJournal() error {
 	return nil
 }
 
-// writeSnapshot writes the fewest records that replay to st: the header,
-// each row's I/S/U/D records in row order, then the R records in results
-// file order, since each line starts where the previous R record's ended. A
+// writeSnapshot writes the fewest records that replay to st: the header (in
+// the current version), each row's N/I/S/U/D records in row order, then the R
+// records in results file order, since each line starts where the previous R
+// record's ended. A
 // P record marks a gap (superseded lines) before a line, and where the next
 // line goes if that is not the end of the last one. byEnd, if not nil, is
 // the resolved rows in results file order.
 func writeSnapshot(out io.Writer, st *State, byEnd []int32) error {
-	hdr, err := json.Marshal(diskHeader{Header: st.Header, ResultsPreamble: st.preamble})
+	// A snapshot is written in the current format, whatever the version of
+	// the journal it replaces: it may hold N records.
+	h := st.Header
+	h.Version = Version
+	hdr, err := json.Marshal(diskHeader{Header: h, ResultsPreamble: st.preamble})
 	if err != nil {
 		return fmt.Errorf("header: %w", err)
 	}
@@ -76,8 +81,15 @@ func writeSnapshot(out io.Writer, st *State, byEnd []int32) error {
 		return err
 	}
 	known := byEnd != nil
+	var idBuf []byte
 	for i := range st.Rows {
 		r := &st.Rows[i]
+		if len(st.Named) > 0 {
+			if n, ok := st.Named[i]; ok {
+				idBuf = appendJSONString(idBuf[:0], n.ID)
+				buf = appendNamed(buf, i, &n.Key, n.Model, idBuf)
+			}
+		}
 		buf = appendRowRecords(buf, i, r)
 		if r.Phase == PhaseResolved && !known {
 			byEnd = append(byEnd, int32(i))

@@ -244,7 +244,7 @@ func TestDiskFullWriter(t *testing.T) {
 			// no result line (operation ids must survive a full results disk); after a
 			// journal failure nothing is taken.
 			*armed = false
-			journalOnly := []error{w.Intent(2, 1), w.Submitted(2, 1, "x", t0), w.Reopen(2)}
+			journalOnly := []error{w.Name(2, named("row 2")), w.Intent(2, 1), w.Submitted(2, 1, "x", t0), w.Reopen(2)}
 			for _, err2 := range journalOnly {
 				if which == "results" && err2 != nil {
 					t.Errorf("journal-only call after a results failure: %v", err2)
@@ -271,6 +271,11 @@ func TestDiskFullWriter(t *testing.T) {
 				want[2] = store.Row{Phase: store.PhaseNew, Attempt: 1} // intent, id, reopen: all journaled
 			}
 			diffRows(t, st.Rows, want)
+			wantNamed := map[int]store.Named{}
+			if which == "results" {
+				wantNamed[2] = named("row 2") // journal-only as well
+			}
+			diffNamed(t, st.Named, wantNamed)
 			if st.ResultsEnd != 2 {
 				t.Errorf("ResultsEnd %d", st.ResultsEnd)
 			}

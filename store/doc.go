@@ -7,7 +7,11 @@
 //
 // with payloads
 //
-//	H <header JSON>                    first record, carries "version":1
+//	H <header JSON>                    first record, carries "version":2
+//	N <row> <key> <model> <id JSON>    the row's name: its request key (64
+//	                                   lowercase hex digits), model URI (no
+//	                                   spaces) and id (a JSON string, last);
+//	                                   journaled before its first I record
 //	I <row> <attempt>                  about to POST this row (attempt >= 1)
 //	S <row> <attempt> <opID> <unixMs>  the API accepted it as operation opID
 //	R <row> <0|1 failed> <resultsEnd>  its result line is durable; the results
@@ -21,6 +25,15 @@
 //	                                   in a snapshot, across superseded lines)
 //	F <size> <crc32c> <0|1 row order>  Finalize is about to replace the results
 //	                                   file with one of that size and checksum
+//
+// The N record lets a later process collect a row's outstanding operation and
+// write its result (the result line needs the row's id, the result cache its
+// request key and model) without the input file, which may have been
+// overwritten since. A row keeps its name, across reopens, until it is
+// resolved; the loader then forgets it, so [State.Named] holds only the rows
+// still open (a row reopened after its resolution is named again). Version 1
+// had no N records; this package reads both versions, writes version 2, and
+// writes a snapshot of a version-1 checkpoint as version 2.
 //
 // A result line starts where the previous R record's line ended (or at the
 // preamble's end, or at a P record's offset), so the journal knows each

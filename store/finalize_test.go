@@ -459,15 +459,17 @@ func TestFinalizeBigOrder(t *testing.T) {
 	must(t, w.Close())
 }
 
-// TestGoldenSnapshot pins the snapshot format (P and D records, R records in
-// results file order) and the F record.
+// TestGoldenSnapshot pins the snapshot format (N, P and D records, R records
+// in results file order) and the F record. The -v2 files are written now;
+// their version-1 counterparts, written by the same calls without Name before
+// version 2, must still load to the same rows (see TestVersion1).
 func TestGoldenSnapshot(t *testing.T) {
 	tests := []struct {
 		name   string
 		finish func(t *testing.T, w *store.Writer)
 	}{
-		{"snapshot.ckpt", func(t *testing.T, w *store.Writer) { must(t, w.Compact()) }},
-		{"finalize-intent.ckpt", func(t *testing.T, w *store.Writer) {
+		{"snapshot-v2.ckpt", func(t *testing.T, w *store.Writer) { must(t, w.Compact()) }},
+		{"finalize-intent-v2.ckpt", func(t *testing.T, w *store.Writer) {
 			must(t, w.Result(1, false, []byte("1,ok\n")))
 			must(t, w.Result(0, false, []byte("0,again\n")))
 			defer store.SetFinalizeHook(func(step int) error {
@@ -488,10 +490,13 @@ func TestGoldenSnapshot(t *testing.T) {
 			t.Chdir(t.TempDir())
 			w, err := store.Create("run.ckpt", header(3, "results.csv"), []byte("id,answer\n"), false)
 			must(t, err)
+			must(t, w.Name(0, named("zero")))
 			must(t, w.Intent(0, 1))
 			must(t, w.Doubt(0))
 			must(t, w.Submitted(0, 2, "d7qqr3frkl81js0udlr9", t0))
+			must(t, w.Name(1, named(oddID))) // named, not yet submitted
 			play(t, w, nil, []op{{'R', 2, "2,first\n"}, {'R', 0, "0,hello\n"}, {'U', 2, ""}, {'R', 2, "2,second\n"}, {'U', 0, ""}})
+			must(t, w.Name(0, named("zero again"))) // reopened after its resolution
 			tt.finish(t, w)
 			w.Close()
 			got := readFile(t, "run.ckpt")

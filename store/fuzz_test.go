@@ -3,10 +3,13 @@ package store_test
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/batchgpt/batchgpt/store"
 )
@@ -34,6 +37,16 @@ func FuzzLoad(f *testing.F) {
 		store.Record("F 99 xyz 0"),
 		store.Record("P -1"),
 		store.Record("D 4"),
+		store.Record("N 0 " + keyHex + " " + testModel + ` "row 0"`),
+		append(store.Record("N 1 "+keyHex+` gpt://m "a \"b\n\u00e9 東"`), store.Record("S 1 1 op 5")...),
+		append(store.Record("N 2 "+keyHex+" m \"x\""), append(store.Record("R 2 0 9"), store.Record("N 2 "+keyHex+" m \"y\"")...)...),
+		append(store.Record("N 3 "+keyHex+" m \"x\""), append(store.Record("R 3 0 9"), append(store.Record("U 3"), store.Record("N 3 "+keyHex+" m \"z\"")...)...)...),
+		store.Record("N 0 " + strings.ToUpper(keyHex) + " m \"x\""),
+		store.Record("N 0 " + keyHex + " m \"x\" trailing"),
+		store.Record("N 0 " + keyHex + " m x"),
+		store.Record("N 0 " + keyHex + " m \"\\ud800\""),
+		store.Record("N 4 " + keyHex + " m \"x\""),
+		[]byte("N 0 " + keyHex + " m \"torn"),
 	} {
 		f.Add(seed)
 	}
@@ -59,7 +72,13 @@ func FuzzLoad(f *testing.F) {
 				t.Fatalf("row %d: %+v", i, r)
 			}
 		}
-		// Loading the good prefix gives the same rows and drops nothing.
+		for row, n := range st.Named {
+			if row < 0 || row >= len(st.Rows) || st.Rows[row].Phase == store.PhaseResolved ||
+				n.ID == "" || !utf8.ValidString(n.ID) || n.Model == "" || strings.ContainsAny(n.Model, " \n") {
+				t.Fatalf("row %d (%+v) named %+v", row, st.Rows[row], n)
+			}
+		}
+		// Loading the good prefix gives the same rows and names and drops nothing.
 		good := data[:len(data)-int(st.DroppedBytes)]
 		st2, err := store.LoadReader(bytes.NewReader(good))
 		if err != nil || st2.DroppedBytes != 0 {
@@ -69,6 +88,9 @@ func FuzzLoad(f *testing.F) {
 			if st.Rows[i] != st2.Rows[i] {
 				t.Fatalf("row %d: %+v vs prefix %+v", i, st.Rows[i], st2.Rows[i])
 			}
+		}
+		if len(st.Named)+len(st2.Named) > 0 && !maps.Equal(st.Named, st2.Named) {
+			t.Fatalf("names %+v vs prefix %+v", st.Named, st2.Named)
 		}
 	})
 }

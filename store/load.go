@@ -11,8 +11,13 @@ import (
 	"time"
 )
 
-// Version is the checkpoint format version this package reads and writes.
-const Version = 1
+// Version is the checkpoint format version this package writes. It reads
+// versions 1 and 2: version 2 added the N record, so a version-1 checkpoint
+// is a version-2 one without names.
+const Version = 2
+
+// minVersion is the oldest checkpoint format version this package reads.
+const minVersion = 1
 
 // MaxRows bounds Header.Rows, so a damaged header cannot make Load allocate
 // without limit.
@@ -92,6 +97,14 @@ type Row struct {
 	Doubts uint16
 }
 
+// Named is what the journal keeps of a submitted row, so that its operation can be collected
+// and its result written without the input file: its id, request key and model URI.
+type Named struct {
+	ID    string
+	Key   [32]byte
+	Model string
+}
+
 // Counts summarises a State.
 type Counts struct {
 	Rows, New, InFlight, Submitted, Succeeded, Failed int
@@ -106,6 +119,11 @@ type State struct {
 	ResultsEnd   int64    // where the next result line goes
 	Doubts       int      // D records: submissions that may have been billed twice
 
+	// Named holds the N record of every row that has one and is not resolved at the end of the
+	// journal (rows resolved since are dropped while loading, so its size follows the rows still
+	// open, not the whole run).
+	Named map[int]Named
+
 	// Per row, while resolved: where its result line ends and how long it
 	// is (0: unknown, after damage). A line starts where the previous R
 	// record's line ended, or at the offset of a P record in between.
@@ -117,8 +135,9 @@ type State struct {
 	finalized bool // an interrupted Finalize was completed in memory
 	voidFinal bool // an interrupted Finalize was rolled back
 	preamble  []byte
-	validEnd  int64 // journal bytes up to the end of the last good record
-	overflown int   // problems beyond maxProblems
+	validEnd  int64  // journal bytes up to the end of the last good record
+	overflown int    // problems beyond maxProblems
+	model     string // the latest model URI, shared by the rows named with it
 }
 
 // Counts tallies the rows by phase.
@@ -299,6 +318,12 @@ func load(r io.Reader) (*State, error) {
 		st.addProblem("checkpoint lines %d-%d at the end are unreadable (%v first): dropped %d bytes",
 			pending[0].line, lineNo, pending[0].reason, st.DroppedBytes)
 	}
+	for row := range st.Named {
+		// Named again after its resolution, without a reopen.
+		if st.Rows[row].Phase == PhaseResolved {
+			delete(st.Named, row)
+		}
+	}
 	st.ResultsEnd = int64(len(st.preamble))
 	for i := range st.Rows {
 		if st.Rows[i].Phase == PhaseResolved && st.ends[i] > st.ResultsEnd {
@@ -317,8 +342,8 @@ func decodeHeader(payload []byte) (*State, error) {
 	if err := json.Unmarshal(payload[2:], &dh); err != nil {
 		return nil, fmt.Errorf("%w: header: %v", ErrNoHeader, err)
 	}
-	if dh.Version != Version {
-		return nil, fmt.Errorf("%w %d (this batchgpt reads version %d)", ErrVersion, dh.Version, Version)
+	if dh.Version < minVersion || dh.Version > Version {
+		return nil, fmt.Errorf("%w %d (this batchgpt reads versions %d to %d)", ErrVersion, dh.Version, minVersion, Version)
 	}
 	if dh.Rows < 0 || dh.Rows > MaxRows {
 		return nil, fmt.Errorf("%w: header: rows %d out of range", ErrNoHeader, dh.Rows)
@@ -344,6 +369,14 @@ func (s *State) apply(r *record) {
 	}
 	row := &s.Rows[r.row]
 	switch r.kind {
+	case kindNamed:
+		if s.Named == nil {
+			s.Named = make(map[int]Named)
+		}
+		if string(r.model) != s.model { // no allocation to compare
+			s.model = string(r.model)
+		}
+		s.Named[r.row] = Named{ID: r.id, Key: r.key, Model: s.model}
 	case kindIntent:
 		*row = Row{Phase: PhaseInFlight, Attempt: uint16(r.attempt), Doubts: row.Doubts}
 		s.ends[r.row], s.lens[r.row] = 0, 0
@@ -351,6 +384,9 @@ func (s *State) apply(r *record) {
 		*row = Row{Phase: PhaseSubmitted, Attempt: uint16(r.attempt), OpID: string(r.opID), SubmittedAt: r.at, Doubts: row.Doubts}
 		s.ends[r.row], s.lens[r.row] = 0, 0
 	case kindResolved:
+		if s.Named != nil {
+			delete(s.Named, r.row)
+		}
 		row.Phase, row.Failed = PhaseResolved, r.failed
 		s.ends[r.row], s.lens[r.row] = r.end, 0
 		if n := r.end - s.cursor; n > 0 && n <= math.MaxUint32 {

@@ -161,7 +161,8 @@ func TestCreateValidation(t *testing.T) {
 		{Rows: -1, Results: filepath.Join(dir, "r")},
 		{Rows: store.MaxRows + 1, Results: filepath.Join(dir, "r")},
 		{Rows: 1},
-		{Version: 2, Rows: 1, Results: filepath.Join(dir, "r")},
+		{Version: 1, Rows: 1, Results: filepath.Join(dir, "r")}, // read, never written
+		{Version: 3, Rows: 1, Results: filepath.Join(dir, "r")},
 		{Rows: 1, Results: filepath.Join(dir, "r"), Settings: []byte("{not json")},
 	}
 	for _, h := range bad {
@@ -197,7 +198,7 @@ func TestWriterValidation(t *testing.T) {
 	must(t, w.Intent(2, 1))
 	must(t, w.Close())
 	must(t, w.Close()) // idempotent
-	for _, err := range []error{w.Intent(0, 1), w.Submitted(0, 1, "x", t0), w.Result(0, false, []byte("\n")), w.Reopen(0), w.Flush()} {
+	for _, err := range []error{w.Name(0, named("x")), w.Intent(0, 1), w.Submitted(0, 1, "x", t0), w.Result(0, false, []byte("\n")), w.Reopen(0), w.Flush()} {
 		if !errors.Is(err, store.ErrClosed) {
 			t.Errorf("after Close: %v", err)
 		}

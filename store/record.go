@@ -1,10 +1,12 @@
 package store
 
 import (
+	"encoding/json"
 	"errors"
 	"hash/crc32"
 	"math"
 	"strconv"
+	"unicode/utf8"
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -13,8 +15,12 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // the loader buffer an unbounded amount of memory. A variable for tests.
 var maxRecord = 16 << 20
 
-// maxOpID bounds an operation id; real ones are 20 characters.
+// maxOpID bounds an operation id; real ones are 20 characters. It bounds a
+// model URI too.
 const maxOpID = 256
+
+// maxNamedID bounds a row id in an N record, as encoded (JSON, with quotes).
+const maxNamedID = 64 << 10
 
 // Record kinds; 0, 'C' and 'Z' are only used inside the writer's queue.
 const (
@@ -26,6 +32,7 @@ const (
 	kindDoubt     = 'D'
 	kindPosition  = 'P'
 	kindFinalize  = 'F'
+	kindNamed     = 'N'
 	kindFlush     = 0
 	kindCompact   = 'C'
 	kindFinalizeQ = 'Z'
@@ -116,6 +123,45 @@ func appendFinalize(dst []byte, size int64, sum uint32, inputOrder bool) []byte 
 	return appendSum(dst, start)
 }
 
+// appendNamed appends "N <row> <key hex> <model> <id JSON>"; idJSON is the
+// id as appendJSONString encodes it.
+func appendNamed(dst []byte, row int, key *[32]byte, model string, idJSON []byte) []byte {
+	const hexDigits = "0123456789abcdef"
+	start := len(dst)
+	dst = append(dst, kindNamed, ' ')
+	dst = strconv.AppendInt(dst, int64(row), 10)
+	dst = append(dst, ' ')
+	for _, b := range key {
+		dst = append(dst, hexDigits[b>>4], hexDigits[b&0xf])
+	}
+	dst = append(dst, ' ')
+	dst = append(dst, model...)
+	dst = append(dst, ' ')
+	dst = append(dst, idJSON...)
+	return appendSum(dst, start)
+}
+
+// appendJSONString appends s as json.Marshal encodes it: a JSON string
+// literal on one line. s must be valid UTF-8 (json.Marshal would replace
+// invalid bytes, so the id would not read back as written).
+func appendJSONString(dst []byte, s string) []byte {
+	plain := true
+	for i := 0; i < len(s) && plain; i++ {
+		c := s[i]
+		plain = c >= ' ' && c < utf8.RuneSelf && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	if plain { // the common case, without json.Marshal's allocations
+		dst = append(dst, '"')
+		dst = append(dst, s...)
+		return append(dst, '"')
+	}
+	b, err := json.Marshal(s)
+	if err != nil { // cannot happen for a string
+		panic(err)
+	}
+	return append(dst, b...)
+}
+
 func appendHex32(dst []byte, v uint32) []byte {
 	const hexDigits = "0123456789abcdef"
 	for shift := 28; shift >= 0; shift -= 4 {
@@ -136,6 +182,9 @@ var (
 	errRowRange    = errors.New("row out of range")
 	errAttempt     = errors.New("attempt out of range")
 	errOpID        = errors.New("bad operation id")
+	errKey         = errors.New("bad request key")
+	errModel       = errors.New("bad model URI")
+	errID          = errors.New("bad row id")
 )
 
 // unhex maps a lowercase hex digit to its value and anything else to 0xff.
@@ -194,6 +243,9 @@ type record struct {
 	end     int64 // R: results end; P: offset; F: size of the new results
 	sum     uint32
 	inOrder bool // F: rows in input order
+	key     [32]byte
+	model   []byte // N: aliases the input line
+	id      string // N
 }
 
 // field splits off the next space-separated field of p.
@@ -304,6 +356,8 @@ func parseRecord(p []byte, rows int) (record, error) {
 			return r, errSyntax
 		}
 		r.end = int64(end)
+	case kindNamed:
+		return r, r.parseNamed(rest)
 	case kindReopen, kindDoubt:
 	case kindHeader:
 		return r, errHeaderAgain
@@ -314,6 +368,62 @@ func parseRecord(p []byte, rows int) (record, error) {
 		return r, errSyntax // trailing fields
 	}
 	return r, nil
+}
+
+// parseNamed decodes the rest of an N record, "<key> <model> <id JSON>": the
+// id, the last field, is one JSON string literal with nothing around it.
+func (r *record) parseNamed(rest []byte) error {
+	f, rest, ok := field(rest)
+	if !ok || len(f) != 2*len(r.key) {
+		return errKey
+	}
+	for i := range r.key {
+		hi, lo := unhex[f[2*i]], unhex[f[2*i+1]]
+		if hi > 0xf || lo > 0xf {
+			return errKey
+		}
+		r.key[i] = hi<<4 | lo
+	}
+	if r.model, rest, ok = field(rest); !ok || !validOpID(r.model) {
+		return errModel
+	}
+	id, ok := parseJSONString(rest)
+	if !ok {
+		return errID
+	}
+	r.id = id
+	return nil
+}
+
+// parseJSONString decodes b, which must be exactly one JSON string literal of
+// valid UTF-8, non-empty once decoded and at most maxNamedID bytes encoded.
+func parseJSONString(b []byte) (string, bool) {
+	n := len(b)
+	if n < 3 || n > maxNamedID || b[0] != '"' || b[n-1] != '"' || !utf8.Valid(b) {
+		return "", false
+	}
+	inner := b[1 : n-1]
+	plain := true
+	for _, c := range inner {
+		if c < ' ' || c == '"' {
+			return "", false // raw control character, or a quote ending the literal early
+		}
+		if c == '\\' {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return string(inner), true
+	}
+	// Escapes: let encoding/json decode them. Whitespace around the literal
+	// is ruled out above (b starts and ends with a quote), and anything after
+	// its closing quote is an error.
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil || s == "" {
+		return "", false
+	}
+	return s, true
 }
 
 // parseFileRecord decodes the records about the results file as a whole:
@@ -347,7 +457,8 @@ func parseFileRecord(p []byte) (record, error) {
 	return r, nil
 }
 
-// validOpID reports whether id can be journaled: printable, no spaces.
+// validOpID reports whether id can be journaled: printable, no spaces. Model
+// URIs follow the same rule.
 func validOpID[T string | []byte](id T) bool {
 	if len(id) == 0 || len(id) > maxOpID {
 		return false

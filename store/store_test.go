@@ -141,20 +141,25 @@ func TestRoundTrip(t *testing.T) {
 }
 
 // TestGolden pins the on-disk format: a change that breaks reading existing
-// checkpoints fails here.
+// checkpoints fails here. v2.ckpt is what Create and the Writer write now;
+// v1.ckpt, written by the same calls without Name before version 2, must
+// still load (see TestVersion1).
 func TestGolden(t *testing.T) {
-	golden, err := filepath.Abs("testdata/journal/v1.ckpt")
+	golden, err := filepath.Abs("testdata/journal/v2.ckpt")
 	must(t, err)
 	t.Chdir(t.TempDir())
 	h := header(4, "results.csv")
 	w, err := store.Create("run.ckpt", h, []byte("id,answer\n"), false)
 	must(t, err)
+	must(t, w.Name(0, named("r0")))
 	must(t, w.Intent(0, 1))
 	must(t, w.Submitted(0, 1, "d7qqr3frkl81js0udlr9", time.UnixMilli(1735787045000)))
 	must(t, w.Result(0, false, []byte("0,hello\n")))
+	must(t, w.Name(1, named("row 1")))
 	must(t, w.Intent(1, 1))
 	must(t, w.Result(1, true, []byte("1,rejected\n")))
 	must(t, w.Reopen(1))
+	must(t, w.Name(2, named(oddID)))
 	must(t, w.Intent(2, 3))
 	must(t, w.Doubt(2))
 	must(t, w.Close())
@@ -166,18 +171,26 @@ func TestGolden(t *testing.T) {
 		t.Errorf("journal differs from %s:\ngot:\n%s\nwant:\n%s", golden, got, want)
 	}
 	st := load(t, golden)
-	diffRows(t, st.Rows, []store.Row{
-		{Phase: store.PhaseResolved, Attempt: 1, OpID: "d7qqr3frkl81js0udlr9", SubmittedAt: 1735787045000},
-		{Phase: store.PhaseNew, Attempt: 1},
-		{Phase: store.PhaseInFlight, Attempt: 3, Doubts: 1},
-		{},
-	})
+	if st.Header.Version != 2 {
+		t.Errorf("version %d", st.Header.Version)
+	}
+	diffRows(t, st.Rows, goldenRows)
+	// Rows 0 and 1 were resolved after they were named.
+	diffNamed(t, st.Named, map[int]store.Named{2: named(oddID)})
 	if st.Doubts != 1 {
 		t.Errorf("Doubts = %d", st.Doubts)
 	}
 	if st.ResultsEnd != int64(len("id,answer\n0,hello\n")) {
 		t.Errorf("ResultsEnd = %d", st.ResultsEnd)
 	}
+}
+
+// goldenRows is the state of the golden journals v1.ckpt and v2.ckpt.
+var goldenRows = []store.Row{
+	{Phase: store.PhaseResolved, Attempt: 1, OpID: "d7qqr3frkl81js0udlr9", SubmittedAt: 1735787045000},
+	{Phase: store.PhaseNew, Attempt: 1},
+	{Phase: store.PhaseInFlight, Attempt: 3, Doubts: 1},
+	{},
 }
 
 func TestGroupCommit(t *testing.T) {
@@ -347,8 +360,8 @@ func TestCorruptMiddle(t *testing.T) {
 func TestLoadErrors(t *testing.T) {
 	h := header(3, "/nonexistent/results")
 	h.Version = store.Version
-	v2 := h
-	v2.Version = 2
+	v3 := h
+	v3.Version = 3
 	good := string(store.HeaderRecord(h, nil))
 	tests := []struct {
 		name, data string
@@ -361,8 +374,9 @@ func TestLoadErrors(t *testing.T) {
 		{"bad header checksum", strings.Replace(good, "in.csv", "in.csX", 1), store.ErrNoHeader, "checksum"},
 		{"no header", string(store.Record("I 0 1")) + good, store.ErrNoHeader, "not a header"},
 		{"bad json", string(store.Record("H {\"version\":")), store.ErrNoHeader, "header"},
-		{"version 2", string(store.HeaderRecord(v2, nil)), store.ErrVersion, "version 2"},
+		{"version 3", string(store.HeaderRecord(v3, nil)), store.ErrVersion, "version 3"},
 		{"version 0", string(store.Record(`H {"rows":3}`)), store.ErrVersion, "version 0"},
+		{"version -1", string(store.Record(`H {"version":-1,"rows":3}`)), store.ErrVersion, "version -1"},
 		{"too many rows", string(store.Record(`H {"version":1,"rows":1000000000000}`)), store.ErrNoHeader, "rows"},
 		{"negative rows", string(store.Record(`H {"version":1,"rows":-1}`)), store.ErrNoHeader, "rows"},
 	}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gofrs/flock"
 )
@@ -21,8 +22,8 @@ import (
 // requests costs two fsyncs. All methods are safe for concurrent use.
 //
 // Once a write or fsync fails (a full disk), the error is sticky: every later
-// call returns it. A call that returned nil was durable, or (Submitted,
-// Result, Reopen) is queued and becomes durable with the next successful
+// call returns it. A call that returned nil was durable, or (Name, Submitted,
+// Result, Reopen, Doubt) is queued and becomes durable with the next successful
 // commit, which Flush waits for and reports. After a results-file failure the
 // records already queued that need no result line are still journaled.
 type Writer struct {
@@ -65,7 +66,7 @@ type request struct {
 	attempt int
 	at      int64
 	opID    string
-	line    []byte
+	line    []byte     // Result: the result line; Name: the whole N record
 	done    chan error // nil for queued-only requests
 	durable func()     // Result: called once its R record is durable
 }
@@ -426,6 +427,33 @@ func (w *Writer) Submitted(row, attempt int, opID string, at time.Time) error {
 	return w.enqueue(request{kind: kindSubmitted, row: row, attempt: attempt, opID: opID, at: at.UnixMilli()})
 }
 
+// Name queues the N record of row (like Submitted: it returns the sticky error, if any; it is
+// journal-only, so it is still accepted after the results file failed; Flush or a later
+// Intent's wait makes it durable, since records commit in queue order).
+//
+// Journal it once, before the row's first Intent; it stays the row's name until the row is
+// resolved. A row reopened after it was resolved has lost it: name it again before its next
+// Intent (a later N record of a row replaces an earlier one). n.Model must be 1 to 256 bytes
+// without spaces or control characters; n.ID must be non-empty valid UTF-8 of at most 64 KiB
+// as a JSON string.
+func (w *Writer) Name(row int, n Named) error {
+	if err := w.checkRow(row); err != nil {
+		return err
+	}
+	if !validOpID(n.Model) {
+		return fmt.Errorf("checkpoint: row %d: invalid model URI %q", row, n.Model)
+	}
+	if n.ID == "" || len(n.ID) > maxNamedID || !utf8.ValidString(n.ID) {
+		return fmt.Errorf("checkpoint: row %d: invalid row id (empty, longer than %d bytes or not UTF-8)", row, maxNamedID)
+	}
+	id := appendJSONString(make([]byte, 0, len(n.ID)+2), n.ID)
+	if len(id) > maxNamedID {
+		return fmt.Errorf("checkpoint: row %d: row id too long (%d bytes encoded, at most %d)", row, len(id), maxNamedID)
+	}
+	// The record is built here, off the writer goroutine; commit copies it.
+	return w.enqueue(request{kind: kindNamed, row: row, line: appendNamed(nil, row, &n.Key, n.Model, id)})
+}
+
 // Result queues row's result line (which must end in '\n'; it may contain
 // others, e.g. a quoted CSV field) and then the record that resolves the
 // row. The line is copied.
@@ -472,8 +500,8 @@ func (w *Writer) Flush() error {
 }
 
 // Compact rewrites the journal as a snapshot of the current state (a header
-// and at most three records per row) through a temp file and a rename. The
-// results file is untouched.
+// and a few records per row: its name if it is not resolved, its phase, its
+// doubts) through a temp file and a rename. The results file is untouched.
 func (w *Writer) Compact() error {
 	return w.wait(request{kind: kindCompact})
 }
@@ -591,7 +619,7 @@ func (w *Writer) unresolve(row int) {
 // journalOnly reports whether a request kind needs only the journal.
 func journalOnly(kind byte) bool {
 	switch kind {
-	case kindIntent, kindSubmitted, kindReopen, kindDoubt:
+	case kindIntent, kindSubmitted, kindReopen, kindDoubt, kindNamed:
 		return true
 	}
 	return false
@@ -671,6 +699,8 @@ func (w *Writer) commit(batch []request) error {
 			w.unresolve(r.row)
 		case kindDoubt:
 			w.jbuf = appendDoubt(w.jbuf, r.row)
+		case kindNamed:
+			w.jbuf = append(w.jbuf, r.line...) // the whole record, see Name
 		default:
 			continue
 		}

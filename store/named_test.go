@@ -1,0 +1,362 @@
+package store_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batchgpt/batchgpt/store"
+)
+
+const testModel = "gpt://b1gexample/yandexgpt-lite/latest"
+
+// oddID is a row id with everything a JSON string must escape or may carry.
+const oddID = "say \"hi\"\nto Zoë\t— 東京 <&> \\ \u2028 \x01"
+
+// named is the name of a row with id id.
+func named(id string) store.Named {
+	return store.Named{ID: id, Key: sha256.Sum256([]byte("key of " + id)), Model: testModel}
+}
+
+func diffNamed(t *testing.T, got, want map[int]store.Named) {
+	t.Helper()
+	if len(got) == 0 && len(want) == 0 {
+		return
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("Named:\ngot  %+v\nwant %+v", got, want)
+	}
+}
+
+// keyHex is a valid key field.
+var keyHex = strings.Repeat("0123456789abcdef", 4)
+
+func TestNamed(t *testing.T) {
+	w, ckpt, results := newRun(t, 8, "id,answer\n")
+	n := func(row int) store.Named { return named(fmt.Sprintf("row %d", row)) }
+	names := map[int]store.Named{0: n(0), 1: named(oddID), 2: named("a b"), 3: n(3), 4: n(4)}
+	for row := range 5 {
+		must(t, w.Name(row, names[row]))
+		must(t, w.Intent(row, 1))
+		if row != 2 {
+			must(t, w.Submitted(row, 1, fmt.Sprint("op", row), t0))
+		}
+	}
+	must(t, w.Result(0, false, []byte("0,resolved\n"))) // drops its name
+	must(t, w.Reopen(3))                                // keeps it
+	// Resolved, reopened, named anew and submitted again.
+	must(t, w.Result(4, true, []byte("4,failed\n")))
+	must(t, w.Reopen(4))
+	names[4] = store.Named{ID: "row 4, second name", Key: [32]byte{4}, Model: "gpt://other/model"}
+	must(t, w.Name(4, names[4]))
+	must(t, w.Intent(4, 2))
+	// Named after its resolution, without a reopen: not an open row.
+	must(t, w.Intent(6, 1))
+	must(t, w.Result(6, false, []byte("6,ok\n")))
+	must(t, w.Name(6, n(6)))
+	must(t, w.Close())
+	delete(names, 0)
+	want := maps.Clone(names)
+
+	st := load(t, ckpt)
+	diffNamed(t, st.Named, want)
+	if len(st.Problems) != 0 || st.DroppedBytes != 0 {
+		t.Fatalf("problems %q dropped %d", st.Problems, st.DroppedBytes)
+	}
+	rows := st.Rows
+
+	w2, st2, err := store.Open(ckpt)
+	must(t, err)
+	defer w2.Close()
+	diffNamed(t, st2.Named, want)
+	t.Run("compact", func(t *testing.T) {
+		must(t, w2.Compact())
+		snap := readFile(t, ckpt)
+		st := load(t, ckpt)
+		diffNamed(t, st.Named, want)
+		diffRows(t, st.Rows, rows)
+		// Each name comes just before the row's other records.
+		lines := strings.Split(snap, "\n")
+		for row := range want {
+			i := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, fmt.Sprintf("N %d ", row)) })
+			if i < 0 || i+1 >= len(lines) || !strings.HasPrefix(lines[i+1], fmt.Sprintf("I %d ", row)) &&
+				!strings.HasPrefix(lines[i+1], fmt.Sprintf("S %d ", row)) {
+				t.Errorf("row %d: name at line %d of\n%s", row, i, snap)
+			}
+		}
+		if strings.Count(snap, "\nN ") != len(want) {
+			t.Errorf("snapshot has %d N records, want %d:\n%s", strings.Count(snap, "\nN "), len(want), snap)
+		}
+	})
+	t.Run("reopen", func(t *testing.T) {
+		// Appending after a compact, then reopening, keeps them too.
+		must(t, w2.Submitted(2, 1, "op2", t0))
+		must(t, w2.Close())
+		w3, st, err := store.Open(ckpt)
+		must(t, err)
+		defer w3.Close()
+		diffNamed(t, st.Named, want)
+		if st.Rows[2].OpID != "op2" || st.Header.Version != store.Version {
+			t.Errorf("row 2 %+v, version %d", st.Rows[2], st.Header.Version)
+		}
+		// Finalize needs every row resolved, so it leaves no name.
+		for row := range st.Rows {
+			if st.Rows[row].Phase != store.PhaseResolved {
+				must(t, w3.Result(row, false, []byte(fmt.Sprintf("%d,done\n", row))))
+			}
+		}
+		must(t, w3.Flush())
+		if st := load(t, ckpt); len(st.Named) != 0 {
+			t.Errorf("all resolved: Named %+v", st.Named)
+		}
+		must(t, w3.Finalize(true))
+		st = load(t, ckpt)
+		if len(st.Named) != 0 || st.Counts().Succeeded+st.Counts().Failed != 8 || len(st.Problems) != 0 {
+			t.Errorf("after Finalize: Named %+v counts %+v problems %q", st.Named, st.Counts(), st.Problems)
+		}
+		if got := readFile(t, results); !strings.HasPrefix(got, "id,answer\n0,resolved\n1,done\n") {
+			t.Errorf("results %q", got)
+		}
+	})
+}
+
+func TestNameValidation(t *testing.T) {
+	w, ckpt, _ := newRun(t, 3, "")
+	good := named("ok")
+	with := func(f func(*store.Named)) store.Named {
+		n := good
+		f(&n)
+		return n
+	}
+	for name, err := range map[string]error{
+		"row -1":        w.Name(-1, good),
+		"row 3":         w.Name(3, good),
+		"empty model":   w.Name(0, with(func(n *store.Named) { n.Model = "" })),
+		"model space":   w.Name(0, with(func(n *store.Named) { n.Model = "gpt://a b" })),
+		"model newline": w.Name(0, with(func(n *store.Named) { n.Model = "gpt://a\nb" })),
+		"model DEL":     w.Name(0, with(func(n *store.Named) { n.Model = "gpt://a\x7f" })),
+		"model long":    w.Name(0, with(func(n *store.Named) { n.Model = strings.Repeat("m", 257) })),
+		"empty id":      w.Name(0, with(func(n *store.Named) { n.ID = "" })),
+		"id not UTF-8":  w.Name(0, with(func(n *store.Named) { n.ID = "a\xffb" })),
+		"id long":       w.Name(0, with(func(n *store.Named) { n.ID = strings.Repeat("i", 64<<10) })),
+		"id long coded": w.Name(0, with(func(n *store.Named) { n.ID = strings.Repeat("\x01", 11<<10) })), // \u0001 each
+	} {
+		if err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+	// Bad calls queue nothing and are not sticky; the longest ids and models pass.
+	long := store.Named{ID: strings.Repeat("i", 64<<10-2), Key: [32]byte{0xff}, Model: strings.Repeat("m", 256)}
+	must(t, w.Name(1, long))
+	must(t, w.Name(2, good))
+	must(t, w.Close())
+	st := load(t, ckpt)
+	diffNamed(t, st.Named, map[int]store.Named{1: long, 2: good})
+	if err := w.Name(0, good); !errors.Is(err, store.ErrClosed) {
+		t.Errorf("Name after Close: %v", err)
+	}
+}
+
+// TestNamedParse: N records that are not exactly right are skipped and
+// reported like any other damaged record in the middle of the journal.
+func TestNamedParse(t *testing.T) {
+	good := func(rest string) string { return "N 1 " + keyHex + " " + testModel + " " + rest }
+	tests := []struct {
+		name, payload string
+		want          *store.Named // nil: rejected
+		reason        string
+	}{
+		{"plain", good(`"row 1"`), &store.Named{ID: "row 1", Model: testModel}, ""},
+		{"escapes", good(`"a\"b\\c\n\u00e9\u6771 \/ \t"`), &store.Named{ID: "a\"b\\c\né東 / \t", Model: testModel}, ""},
+		{"raw UTF-8", good(`"Zoë 東京"`), &store.Named{ID: "Zoë 東京", Model: testModel}, ""},
+		{"uppercase hex", "N 1 " + strings.ToUpper(keyHex) + " " + testModel + ` "x"`, nil, "bad request key"},
+		{"63 digits", "N 1 " + keyHex[:63] + " " + testModel + ` "x"`, nil, "bad request key"},
+		{"65 digits", "N 1 " + keyHex + "0 " + testModel + ` "x"`, nil, "bad request key"},
+		{"not hex", "N 1 " + keyHex[:63] + "g " + testModel + ` "x"`, nil, "bad request key"},
+		{"no key", "N 1", nil, "bad request key"},
+		{"model with a space", "N 1 " + keyHex + ` gpt://a b "x"`, nil, "bad row id"},
+		{"model control", "N 1 " + keyHex + " gpt://a\x01b \"x\"", nil, "bad model URI"},
+		{"model long", "N 1 " + keyHex + " " + strings.Repeat("m", 257) + ` "x"`, nil, "bad model URI"},
+		{"no model", "N 1 " + keyHex + ` "x"`, nil, "bad row id"},
+		{"no id", good("")[:len(good(""))-1], nil, "bad row id"},
+		{"empty id", good(`""`), nil, "bad row id"},
+		{"id not quoted", good(`row1`), nil, "bad row id"},
+		{"id number", good(`123`), nil, "bad row id"},
+		{"id null", good(`null`), nil, "bad row id"},
+		{"id array", good(`["x"]`), nil, "bad row id"},
+		{"id single quotes", good(`'x'`), nil, "bad row id"},
+		{"trailing garbage", good(`"x" y`), nil, "bad row id"},
+		{"trailing quote", good(`"x""`), nil, "bad row id"},
+		{"two strings", good(`"x" "y"`), nil, "bad row id"},
+		{"escaped then more", good(`"x\n" "y"`), nil, "bad row id"},
+		{"trailing space", good(`"x" `), nil, "bad row id"},
+		{"leading space", good(` "x"`), nil, "bad row id"},
+		{"unterminated", good(`"x\"`), nil, "bad row id"},
+		{"raw tab", good("\"a\tb\""), nil, "bad row id"},
+		{"bad escape", good(`"\x41"`), nil, "bad row id"},
+		{"short unicode escape", good(`"\u12"`), nil, "bad row id"},
+		{"invalid UTF-8", good("\"a\xffb\""), nil, "bad row id"},
+		{"escaped empty", good(`"\u0000"`), &store.Named{ID: "\x00", Model: testModel}, ""},
+		{"id too long", good(`"` + strings.Repeat("x", 64<<10) + `"`), nil, "bad row id"},
+		{"row out of range", "N 4 " + keyHex + " " + testModel + ` "x"`, nil, "row out of range"},
+		{"negative row", "N -1 " + keyHex + " " + testModel + ` "x"`, nil, "malformed record"},
+	}
+	h := header(4, "/nonexistent/results")
+	h.Version = store.Version
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b bytes.Buffer
+			b.Write(store.HeaderRecord(h, nil))
+			b.Write(store.Record(tt.payload))
+			b.Write(store.Record("I 1 1")) // the N record is in the middle
+			st, err := store.LoadReader(&b)
+			must(t, err)
+			if st.Rows[1].Phase != store.PhaseInFlight || st.DroppedBytes != 0 {
+				t.Fatalf("row 1 %+v, dropped %d", st.Rows[1], st.DroppedBytes)
+			}
+			if tt.want == nil {
+				if len(st.Named) != 0 || len(st.Problems) != 1 || !strings.Contains(st.Problems[0], "line 2: "+tt.reason) {
+					t.Errorf("Named %+v, problems %q, want one for line 2 with %q", st.Named, st.Problems, tt.reason)
+				}
+				return
+			}
+			want := *tt.want
+			for i := range want.Key { // keyHex
+				want.Key[i] = byte(i%8*0x22 + 0x01)
+			}
+			if len(st.Problems) != 0 {
+				t.Errorf("problems %q", st.Problems)
+			}
+			diffNamed(t, st.Named, map[int]store.Named{1: want})
+		})
+	}
+}
+
+// TestNamedTorn: a torn N record at the end of the log is dropped cleanly,
+// at every byte; a damaged one in the middle is skipped and reported.
+func TestNamedTorn(t *testing.T) {
+	w, ckpt, _ := newRun(t, 3, "h\n")
+	must(t, w.Name(0, named("zero")))
+	must(t, w.Intent(0, 1))
+	must(t, w.Name(1, named(oddID)))
+	must(t, w.Close())
+	data := []byte(readFile(t, ckpt))
+	last := lastRecordStart(data)
+	if !bytes.HasPrefix(data[last:], []byte("N 1 ")) {
+		t.Fatalf("last record %q", data[last:])
+	}
+	prefix := map[int]store.Named{0: named("zero")}
+	check := func(t *testing.T, content []byte, dropped int) {
+		t.Helper()
+		must(t, os.WriteFile(ckpt, content, 0o600))
+		st := load(t, ckpt)
+		diffNamed(t, st.Named, prefix)
+		if st.DroppedBytes != int64(dropped) || len(st.Problems) != 0 || st.Rows[0].Phase != store.PhaseInFlight {
+			t.Errorf("dropped %d (want %d), problems %q, row 0 %+v", st.DroppedBytes, dropped, st.Problems, st.Rows[0])
+		}
+		w, st, err := store.Open(ckpt)
+		must(t, err)
+		must(t, w.Close())
+		diffNamed(t, st.Named, prefix)
+		if got := readFile(t, ckpt); got != string(data[:last]) {
+			t.Errorf("Open left %d bytes, want %d", len(got), last)
+		}
+	}
+	for cut := last; cut < len(data); cut++ {
+		t.Run(fmt.Sprint("cut", cut), func(t *testing.T) { check(t, data[:cut], cut-last) })
+	}
+	for i := last; i < len(data)-1; i++ {
+		bad := slices.Clone(data)
+		bad[i] ^= 0x20
+		t.Run(fmt.Sprint("flip", i), func(t *testing.T) { check(t, bad, len(data)-last) })
+	}
+	// The same damage followed by a good record: skipped and reported.
+	for i := last; i < len(data)-1; i++ {
+		bad := append(slices.Clone(data), store.Record("I 2 1")...)
+		bad[i] ^= 0x20
+		st, err := store.LoadReader(bytes.NewReader(bad))
+		must(t, err)
+		diffNamed(t, st.Named, prefix)
+		if len(st.Problems) != 1 || !strings.Contains(st.Problems[0], "line 4:") || st.Rows[2].Phase != store.PhaseInFlight {
+			t.Errorf("flip %d: problems %q, row 2 %+v", i, st.Problems, st.Rows[2])
+		}
+	}
+}
+
+// TestVersion1: checkpoints written before version 2 load (without names), can
+// be opened and appended to, and a snapshot of one is a version-2 checkpoint.
+func TestVersion1(t *testing.T) {
+	dir, err := filepath.Abs("testdata/journal")
+	must(t, err)
+	// Each version-1 file and the version-2 golden of the same calls (plus
+	// Name) replay to the same rows.
+	for _, pair := range []struct {
+		v1, v2 string
+		names  int // open rows named in v2
+	}{
+		{"v1.ckpt", "v2.ckpt", 1},
+		{"snapshot.ckpt", "snapshot-v2.ckpt", 2},
+		{"finalize-intent.ckpt", "finalize-intent-v2.ckpt", 0},
+	} {
+		t.Run(pair.v1, func(t *testing.T) {
+			v1, err := store.LoadReader(bytes.NewReader([]byte(readFile(t, filepath.Join(dir, pair.v1)))))
+			must(t, err)
+			v2, err := store.LoadReader(bytes.NewReader([]byte(readFile(t, filepath.Join(dir, pair.v2)))))
+			must(t, err)
+			if v1.Header.Version != 1 || v2.Header.Version != 2 || len(v1.Named) != 0 || len(v2.Named) != pair.names {
+				t.Errorf("versions %d, %d; names %d, %d", v1.Header.Version, v2.Header.Version, len(v1.Named), len(v2.Named))
+			}
+			diffRows(t, v1.Rows, v2.Rows)
+			if len(v1.Problems)+len(v2.Problems) != 0 || v1.ResultsEnd != v2.ResultsEnd || v1.Doubts != v2.Doubts {
+				t.Errorf("problems %q %q, ResultsEnd %d %d, Doubts %d %d", v1.Problems, v2.Problems,
+					v1.ResultsEnd, v2.ResultsEnd, v1.Doubts, v2.Doubts)
+			}
+		})
+	}
+
+	v1 := readFile(t, filepath.Join(dir, "v1.ckpt"))
+	t.Chdir(t.TempDir()) // the header names results.csv
+	must(t, os.WriteFile("run.ckpt", []byte(v1), 0o600))
+	st := load(t, "run.ckpt")
+	diffRows(t, st.Rows, goldenRows)
+	if len(st.Named) != 0 || st.Header.Version != 1 {
+		t.Errorf("Named %+v, version %d", st.Named, st.Header.Version)
+	}
+	must(t, os.WriteFile("results.csv", []byte("id,answer\n0,hello\n"), 0o600))
+	w, st, err := store.Open("run.ckpt")
+	must(t, err)
+	if len(st.Problems) != 0 || len(st.Named) != 0 {
+		t.Errorf("problems %q Named %+v", st.Problems, st.Named)
+	}
+	must(t, w.Name(3, named("three")))
+	must(t, w.Intent(3, 1))
+	must(t, w.Submitted(3, 1, "op3", time.UnixMilli(1)))
+	must(t, w.Flush())
+	if got := readFile(t, "run.ckpt"); !strings.HasPrefix(got, v1) {
+		t.Error("appending rewrote the version-1 journal")
+	}
+	st = load(t, "run.ckpt")
+	want := slices.Clone(goldenRows)
+	want[3] = store.Row{Phase: store.PhaseSubmitted, Attempt: 1, OpID: "op3", SubmittedAt: 1}
+	diffRows(t, st.Rows, want)
+	diffNamed(t, st.Named, map[int]store.Named{3: named("three")})
+	if st.Header.Version != 1 || len(st.Problems) != 0 {
+		t.Errorf("version %d problems %q", st.Header.Version, st.Problems)
+	}
+	must(t, w.Compact())
+	must(t, w.Close())
+	st = load(t, "run.ckpt")
+	diffRows(t, st.Rows, want)
+	diffNamed(t, st.Named, map[int]store.Named{3: named("three")})
+	if st.Header.Version != store.Version {
+		t.Errorf("snapshot version %d", st.Header.Version)
+	}
+}
