@@ -31,7 +31,8 @@
 // request key and model) without the input file, which may have been
 // overwritten since. A row keeps its name, across reopens, until it is
 // resolved; the loader then forgets it, so [State.Named] holds only the rows
-// still open (a row reopened after its resolution is named again). Version 1
+// still open (a row reopened after its resolution is named again; Open names
+// again the rows it moves back when their result lines are gone). Version 1
 // had no N records; this package reads both versions, writes version 2, and
 // writes a snapshot of a version-1 checkpoint as version 2.
 //

@@ -135,9 +135,10 @@ type State struct {
 	finalized bool // an interrupted Finalize was completed in memory
 	voidFinal bool // an interrupted Finalize was rolled back
 	preamble  []byte
-	validEnd  int64  // journal bytes up to the end of the last good record
-	overflown int    // problems beyond maxProblems
-	model     string // the latest model URI, shared by the rows named with it
+	validEnd  int64    // journal bytes up to the end of the last good record
+	overflown int      // problems beyond maxProblems
+	model     string   // the latest model URI, shared by the rows named with it
+	keepNames []uint64 // rows whose names a resolution does not drop (see namesOf)
 }
 
 // Counts tallies the rows by phase.
@@ -221,7 +222,27 @@ type badLine struct {
 	reason error
 }
 
-func load(r io.Reader) (*State, error) {
+func load(r io.Reader) (*State, error) { return loadKeeping(r, nil) }
+
+// namesOf reads the journal from r and returns the latest N record of the
+// rows in the bit set keep, resolved or not: Open needs them for rows whose
+// result lines are gone, to name them again when it moves them back.
+func namesOf(r io.Reader, keep []uint64) (map[int]Named, error) {
+	st, err := loadKeeping(r, keep)
+	if err != nil {
+		return nil, err
+	}
+	for row := range st.Named {
+		if !inSet(keep, row) {
+			delete(st.Named, row)
+		}
+	}
+	return st.Named, nil
+}
+
+// loadKeeping is load that keeps the names of the rows in the bit set keep
+// (if not nil) when they are resolved.
+func loadKeeping(r io.Reader, keep []uint64) (*State, error) {
 	br := bufio.NewReaderSize(r, 1<<20)
 	var (
 		st      *State
@@ -276,6 +297,9 @@ func load(r io.Reader) (*State, error) {
 			if st, err = decodeHeader(payload); err != nil {
 				return nil, err
 			}
+			if len(keep) == (len(st.Rows)+63)/64 {
+				st.keepNames = keep
+			}
 			st.validEnd = off
 		} else {
 			var rec record
@@ -320,7 +344,7 @@ func load(r io.Reader) (*State, error) {
 	}
 	for row := range st.Named {
 		// Named again after its resolution, without a reopen.
-		if st.Rows[row].Phase == PhaseResolved {
+		if st.Rows[row].Phase == PhaseResolved && !st.keeps(row) {
 			delete(st.Named, row)
 		}
 	}
@@ -330,6 +354,7 @@ func load(r io.Reader) (*State, error) {
 			st.ResultsEnd = st.ends[i]
 		}
 	}
+	st.keepNames = nil
 	st.finishProblems()
 	return st, nil
 }
@@ -384,7 +409,7 @@ func (s *State) apply(r *record) {
 		*row = Row{Phase: PhaseSubmitted, Attempt: uint16(r.attempt), OpID: string(r.opID), SubmittedAt: r.at, Doubts: row.Doubts}
 		s.ends[r.row], s.lens[r.row] = 0, 0
 	case kindResolved:
-		if s.Named != nil {
+		if s.Named != nil && !s.keeps(r.row) {
 			delete(s.Named, r.row)
 		}
 		row.Phase, row.Failed = PhaseResolved, r.failed
@@ -402,4 +427,11 @@ func (s *State) apply(r *record) {
 			row.Doubts++
 		}
 	}
+}
+
+func (s *State) keeps(row int) bool { return inSet(s.keepNames, row) }
+
+// inSet reports whether row is in the bit set (nil: empty).
+func inSet(set []uint64, row int) bool {
+	return row/64 < len(set) && set[row/64]&(1<<(row%64)) != 0
 }

@@ -128,6 +128,41 @@ func TestNamed(t *testing.T) {
 	})
 }
 
+// TestNamedRepair: rows whose result lines are gone go back to open with
+// their names, which the loader had dropped when they were resolved.
+func TestNamedRepair(t *testing.T) {
+	w, ckpt, results := newRun(t, 4, "h\n")
+	for row := range 3 {
+		must(t, w.Name(row, named(fmt.Sprint("row ", row))))
+		must(t, w.Intent(row, 1))
+		must(t, w.Submitted(row, 1, fmt.Sprint("op", row), t0))
+	}
+	must(t, w.Result(0, false, []byte("r0\n")))
+	must(t, w.Result(1, false, []byte("r1\n")))
+	must(t, w.Name(3, named("row 3")))
+	must(t, w.Intent(3, 1))
+	must(t, w.Result(3, true, []byte("r3\n")))
+	must(t, w.Close())
+	if st := load(t, ckpt); !maps.Equal(st.Named, map[int]store.Named{2: named("row 2")}) {
+		t.Fatalf("Named %+v", st.Named)
+	}
+	must(t, os.WriteFile(results, []byte("h\nr0\n"), 0o600)) // rows 1 and 3 lost their lines
+	want := map[int]store.Named{1: named("row 1"), 2: named("row 2"), 3: named("row 3")}
+	w2, st, err := store.Open(ckpt)
+	must(t, err)
+	diffNamed(t, st.Named, want)
+	if st.Rows[1].Phase != store.PhaseSubmitted || st.Rows[3].Phase != store.PhaseNew {
+		t.Errorf("rows %+v", st.Rows)
+	}
+	must(t, w2.Close())
+	diffNamed(t, load(t, ckpt).Named, want) // journaled
+	w3, _, err := store.Open(ckpt)
+	must(t, err)
+	defer w3.Close()
+	must(t, w3.Compact())
+	diffNamed(t, load(t, ckpt).Named, want)
+}
+
 func TestNameValidation(t *testing.T) {
 	w, ckpt, _ := newRun(t, 3, "")
 	good := named("ok")

@@ -275,7 +275,12 @@ func open(path string, lk *flock.Flock) (_ *Writer, _ *State, err error) {
 			return nil, nil, fmt.Errorf("open checkpoint: %w", err)
 		}
 	}
-	res, fix, err := repairResults(st)
+	// The names of rows whose result lines are gone, which repairResults
+	// moves back: the loader dropped them when the rows were resolved.
+	names := func(rows []uint64) (map[int]Named, error) {
+		return namesOf(io.NewSectionReader(j, 0, math.MaxInt64), rows)
+	}
+	res, fix, err := repairResults(st, names)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open checkpoint %s: %w", path, err)
 	}
@@ -294,8 +299,9 @@ func open(path string, lk *flock.Flock) (_ *Writer, _ *State, err error) {
 
 // repairResults opens the results file for appending at the journaled end.
 // It returns the journal records that move rows whose result lines are gone
-// back to where they can be fetched again.
-func repairResults(st *State) (_ *os.File, fix []byte, err error) {
+// back to where they can be fetched again, with their names (from names, which
+// reads the N records of a set of rows from the journal).
+func repairResults(st *State, names func(rows []uint64) (map[int]Named, error)) (_ *os.File, fix []byte, err error) {
 	name, pre := st.Header.Results, int64(len(st.preamble))
 	_, statErr := os.Lstat(name)
 	missing := errors.Is(statErr, fs.ErrNotExist)
@@ -317,7 +323,25 @@ func repairResults(st *State) (_ *os.File, fix []byte, err error) {
 	if valid < pre {
 		valid = 0 // the preamble itself is damaged: rewrite it
 	}
+	var (
+		gone  []uint64 // rows whose lines are gone
+		named map[int]Named
+	)
+	for i := range st.Rows {
+		if st.Rows[i].Phase == PhaseResolved && st.ends[i] > valid {
+			if gone == nil {
+				gone = make([]uint64, (len(st.Rows)+63)/64)
+			}
+			gone[i/64] |= 1 << (i % 64)
+		}
+	}
+	if gone != nil {
+		if named, err = names(gone); err != nil {
+			return nil, nil, fmt.Errorf("read row names: %w", err)
+		}
+	}
 	end, moved := pre, 0
+	var idBuf []byte
 	for i := range st.Rows {
 		r := &st.Rows[i]
 		if r.Phase != PhaseResolved {
@@ -327,9 +351,18 @@ func repairResults(st *State) (_ *os.File, fix []byte, err error) {
 			end = max(end, st.ends[i])
 			continue
 		}
-		// Its line is gone; the operation id, if any, is still good.
+		// Its line is gone; the operation id, if any, is still good, and so
+		// is its name.
 		moved++
 		st.ends[i], st.lens[i] = 0, 0
+		if n, ok := named[i]; ok {
+			if st.Named == nil {
+				st.Named = make(map[int]Named)
+			}
+			st.Named[i] = n
+			idBuf = appendJSONString(idBuf[:0], n.ID)
+			fix = appendNamed(fix, i, &n.Key, n.Model, idBuf)
+		}
 		if r.OpID != "" {
 			*r = Row{Phase: PhaseSubmitted, Attempt: r.Attempt, OpID: r.OpID, SubmittedAt: r.SubmittedAt, Doubts: r.Doubts}
 			fix = appendSubmitted(fix, i, int(r.Attempt), r.OpID, r.SubmittedAt)
