@@ -106,7 +106,8 @@ func (e *env) runCommand() *cli.Command {
 	flags := append(append(append(append([]cli.Flag{
 		&cli.StringFlag{Name: "checkpoint", Usage: "checkpoint `PATH` (default: <input without extension>.checkpoint.json)"},
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "results `PATH`; .csv writes CSV (default: <input without extension>.results.jsonl)"},
-		&cli.BoolFlag{Name: "force", Usage: "start over even if the checkpoint exists (its results file is truncated)"},
+		&cli.BoolFlag{Name: "force", Usage: "start over even if the checkpoint's run is unfinished (its outstanding operations are collected first, then it is archived)"},
+		&cli.BoolFlag{Name: "discard-pending", Usage: "when an earlier run at the checkpoint's path is retired: drop its outstanding operations instead of collecting them"},
 		&cli.StringFlag{Name: "order", Value: "completion", Usage: "result order: `completion` (as rows resolve) or input (rewritten in input order at the end)"},
 		&cli.BoolFlag{Name: "dry-run", Usage: "validate the input, count rows, the rows the cache answers and the duplicates; estimate tokens, cost and time under the quota; send nothing"},
 		&cli.BoolFlag{Name: "refresh", Usage: "submit every row even if the cache has its answer, and store the new answers (e.g. to sample again with temperature > 0)"},
@@ -146,6 +147,7 @@ func (e *env) runCommand() *cli.Command {
 			}
 			return e.execute(c, func(cfg *job.Config) {
 				cfg.Input, cfg.Checkpoint, cfg.Output, cfg.Force = input, checkpoint, results, c.Bool("force")
+				cfg.DiscardPending = c.Bool("discard-pending")
 				cfg.Settings = s
 			}, false)
 		},
@@ -402,6 +404,11 @@ func redactAttr(_ []string, a slog.Attr) slog.Attr {
 
 func (e *env) printSummary(s job.Summary) {
 	w := e.stderr
+	if s.NothingToDo {
+		fmt.Fprintf(w, "nothing to do: the run of this input is complete (rows: %d  succeeded: %d  failed: %d)\nresults: %s\ncheckpoint: %s\n",
+			s.Rows, s.Succeeded, s.Failed, s.Results, s.Checkpoint)
+		return
+	}
 	fmt.Fprintf(w, "rows: %d  succeeded: %d  failed: %d  pending: %d\n", s.Rows, s.Succeeded, s.Failed, s.Pending)
 	if len(s.FailedByKind) > 0 {
 		parts := make([]string, 0, len(s.FailedByKind))

@@ -12,10 +12,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -96,6 +98,9 @@ type Config struct {
 	MaxInputErrors int
 	// RetryFailed (resume) reopens the rows that failed, to submit them again.
 	RetryFailed bool
+	// DiscardPending (run) drops the outstanding operations of an earlier run at the checkpoint's
+	// path instead of collecting them before the new run.
+	DiscardPending bool
 	// Cache answers rows whose request was answered before and keeps new answers; nil for none
 	// (or when Settings.NoCache). Entries stored longer than CacheTTL ago are ignored (0: any age).
 	Cache    ResultCache
@@ -105,6 +110,9 @@ type Config struct {
 // ErrInterrupted is returned when the context ended before every row was resolved. Everything
 // acknowledged is on disk; the run can be resumed.
 var ErrInterrupted = errors.New("interrupted")
+
+// ErrInputChanged means the input of a checkpoint is not the file it was made from any more.
+var ErrInputChanged = errors.New("resume: the input changed since the run started")
 
 // ErrAuth wraps authentication failures that stopped the run.
 var ErrAuth = errors.New("authentication failed")
@@ -139,6 +147,7 @@ type Summary struct {
 	SavedCost    float64       `json:"saved_cost,omitempty"`    // SavedTokens at the price table, in Currency
 	Elapsed      time.Duration `json:"elapsed_ns"`
 	Interrupted  bool          `json:"interrupted"`
+	NothingToDo  bool          `json:"nothing_to_do,omitempty"` // run found its input's run complete
 	// EstimatedCost prices the tokens of this process at the async price table, in Currency.
 	EstimatedCost float64 `json:"estimated_cost,omitempty"`
 	Currency      string  `json:"currency,omitempty"`
@@ -267,6 +276,25 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 	if sum.Rows == 0 {
 		return Summary{}, fmt.Errorf("%s: no rows to process", cfg.Input)
 	}
+	// The nightly pattern: the same command every night, whatever happened the night before.
+	if prev, err := store.Load(cfg.Checkpoint); err == nil {
+		date := prev.Header.Created.UTC().Format(time.DateOnly)
+		c := prev.Counts()
+		if !cfg.Force && prev.Header.InputSHA256 == sum.SHA256 && prev.Header.InputSize == sum.Size &&
+			sameSettings(prev.Header.Settings, cfg.Settings) {
+			if c.Succeeded+c.Failed == c.Rows {
+				j.log.Info("the run of this input is complete: nothing to do", "run_of", date, "results", prev.Header.Results)
+				return j.complete(prev, start), nil
+			}
+			j.log.Info("resuming the run of this input", "run_of", date, "rows_left", c.Rows-c.Succeeded-c.Failed)
+			return j.Resume(ctx)
+		}
+		if err := j.retire(ctx, prev, date); err != nil {
+			return Summary{}, err
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return Summary{}, err
+	}
 	if err := j.connect(ctx); err != nil {
 		return Summary{}, err
 	}
@@ -297,6 +325,100 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 	return j.execute(ctx, start, w, h, newPlan(&store.State{Header: h}, dups), nil)
 }
 
+// sameSettings reports whether a checkpoint's settings are s: the same requests would be sent.
+func sameSettings(raw json.RawMessage, s Settings) bool {
+	var old Settings
+	if json.Unmarshal(raw, &old) != nil {
+		return false
+	}
+	if old.Emulator && s.Emulator { // its address changes with every start
+		old.Endpoint, old.OperationsEndpoint = s.Endpoint, s.OperationsEndpoint
+	}
+	return reflect.DeepEqual(old, s)
+}
+
+// complete is the summary of a run that has nothing left to do.
+func (j *Job) complete(st *store.State, start time.Time) Summary {
+	c := st.Counts()
+	j.succeeded.Store(int64(c.Succeeded))
+	j.failed.Store(int64(c.Failed))
+	j.resolved.Store(int64(c.Succeeded + c.Failed))
+	s := j.summary(st.Header, start, false)
+	s.NothingToDo = true
+	return s
+}
+
+// retire makes way for a new run over other content (or --force) at the checkpoint's path: the
+// earlier run's outstanding operations are paid for, so they are collected first (polled and
+// written, never submitted again) unless DiscardPending; then its checkpoint and results go to
+// dated names beside them.
+func (j *Job) retire(ctx context.Context, prev *store.State, date string) error {
+	c := prev.Counts()
+	switch {
+	case c.Submitted > 0 && j.cfg.DiscardPending:
+		j.log.Warn("discarding the outstanding operations of the earlier run (--discard-pending): they are paid for and will not be written",
+			"run_of", date, "operations", c.Submitted)
+	case c.Submitted > 0:
+		cfg := j.cfg
+		cfg.RetryFailed = false
+		sj := New(cfg)
+		sum, err := sj.Collect(ctx)
+		j.cfg.Credentials = sj.cfg.Credentials // found once for both
+		if err != nil {
+			return fmt.Errorf("collect the earlier run of %s (%s): %w", date, j.cfg.Checkpoint, err)
+		}
+		j.log.Info("collected the outstanding operations of the earlier run", "run_of", date,
+			"succeeded", sum.Succeeded, "failed", sum.Failed, "results", sum.Results)
+	}
+	// Reload: the collection wrote results. A cache that fails here is not a reason to stop.
+	if st, err := store.Load(j.cfg.Checkpoint); err == nil {
+		if n, err := j.backfillCache(ctx, j.cfg.Checkpoint, st); err != nil {
+			j.log.Warn("could not store the earlier run's answers in the result cache", "err", err)
+		} else if n > 0 {
+			j.log.Info("stored answers of the earlier run that the result cache lacked", "answers", n)
+		}
+	}
+	if c.InFlight > 0 {
+		j.log.Warn("rows were being submitted when the earlier run stopped: those still in the input are submitted again and may be billed twice",
+			"run_of", date, "in_doubt", c.InFlight)
+	}
+	ckpt, results := archiveNames(j.cfg.Checkpoint, prev.Header.Results, date)
+	if err := store.Archive(j.cfg.Checkpoint, ckpt, results); err != nil {
+		return err
+	}
+	j.log.Info("archived the earlier run", "run_of", date, "checkpoint", ckpt, "results", results)
+	return nil
+}
+
+// archiveNames are the dated names beside checkpoint and results that an earlier run of date
+// moves to: prompts.checkpoint.json -> prompts.2026-11-28.checkpoint.json, and -2, -3... when a
+// day has several.
+func archiveNames(checkpoint, results, date string) (string, string) {
+	for n := 1; ; n++ {
+		tag := date
+		if n > 1 {
+			tag = fmt.Sprintf("%s-%d", date, n)
+		}
+		c, r := datedName(checkpoint, tag), datedName(results, tag)
+		_, errC := os.Lstat(c)
+		_, errR := os.Lstat(r)
+		if errors.Is(errC, fs.ErrNotExist) && errors.Is(errR, fs.ErrNotExist) {
+			return c, r
+		}
+	}
+}
+
+func datedName(path, tag string) string {
+	dir, name := filepath.Split(path)
+	for _, suffix := range []string{".checkpoint.json", ".results.jsonl", ".results.csv"} {
+		if stem, ok := strings.CutSuffix(name, suffix); ok {
+			return filepath.Join(dir, stem+"."+tag+suffix)
+		}
+	}
+	ext := filepath.Ext(name)
+	return filepath.Join(dir, strings.TrimSuffix(name, ext)+"."+tag+ext)
+}
+
 // Resume reopens a checkpoint and finishes its run.
 func (j *Job) Resume(ctx context.Context) (Summary, error) {
 	start := time.Now()
@@ -314,6 +436,16 @@ func (j *Job) Resume(ctx context.Context) (Summary, error) {
 	}
 	j.scope = s.keyScope()
 	dups, err := checkInput(st.Header, s)
+	if errors.Is(err, ErrInputChanged) {
+		// The rows it refers to are gone, but its operations are paid for: collect them.
+		w.Close()
+		sum, cerr := j.Collect(ctx)
+		if cerr != nil {
+			return sum, cerr
+		}
+		return sum, fmt.Errorf("%w; its outstanding operations were collected into %s: start a new run with `batchgpt run %s`",
+			err, st.Header.Results, st.Header.Input)
+	}
 	if err != nil {
 		w.Close()
 		return Summary{}, err
@@ -322,21 +454,10 @@ func (j *Job) Resume(ctx context.Context) (Summary, error) {
 		w.Close()
 		return Summary{}, err
 	}
-	// Endpoints of an emulator run change with every start; everything else is the run's own.
-	if s.Emulator && j.cfg.Settings.Endpoint == "" {
+	if err := j.adopt(st.Header, s); err != nil {
 		w.Close()
-		return Summary{}, fmt.Errorf("checkpoint %s was made against the built-in emulator: resume it with --emulator", j.cfg.Checkpoint)
+		return Summary{}, err
 	}
-	if !s.Emulator {
-		j.cfg.Settings.Endpoint, j.cfg.Settings.OperationsEndpoint = s.Endpoint, s.OperationsEndpoint
-	}
-	j.cfg.Settings.Input = s.Input
-	j.cfg.Settings.NoDataLogging = s.NoDataLogging || j.cfg.Settings.NoDataLogging
-	j.cfg.Settings.Order = s.Order
-	j.cfg.Settings.NoDedup = s.NoDedup
-	j.cfg.Settings.NoCache = s.NoCache || j.cfg.Settings.NoCache
-	j.cfg.Settings.Refresh = s.Refresh
-	j.cfg.Input = st.Header.Input
 	if st.Doubts > 0 {
 		j.log.Warn("earlier runs of this checkpoint made submissions that may have been billed twice", "in_doubt", st.Doubts)
 	}
@@ -355,6 +476,27 @@ func (j *Job) Resume(ctx context.Context) (Summary, error) {
 		j.log.Info("submitting failed rows again", "rows", reopened)
 	}
 	return j.execute(ctx, start, w, st.Header, newPlan(st, dups), recentSubmissions(st, time.Now()))
+}
+
+// adopt takes the request settings of the checkpoint with header h: resume and collection send
+// exactly what the run would have sent.
+func (j *Job) adopt(h store.Header, s Settings) error {
+	// Endpoints of an emulator run change with every start; everything else is the run's own.
+	if s.Emulator && j.cfg.Settings.Endpoint == "" {
+		return fmt.Errorf("checkpoint %s was made against the built-in emulator: resume it with --emulator", j.cfg.Checkpoint)
+	}
+	if !s.Emulator {
+		j.cfg.Settings.Endpoint, j.cfg.Settings.OperationsEndpoint = s.Endpoint, s.OperationsEndpoint
+	}
+	j.cfg.Settings.Input = s.Input
+	j.cfg.Settings.NoDataLogging = s.NoDataLogging || j.cfg.Settings.NoDataLogging
+	j.cfg.Settings.Order = s.Order
+	j.cfg.Settings.NoDedup = s.NoDedup
+	j.cfg.Settings.NoCache = s.NoCache || j.cfg.Settings.NoCache
+	j.cfg.Settings.Refresh = s.Refresh
+	j.cfg.Settings.Emulator = s.Emulator
+	j.cfg.Input = h.Input
+	return nil
 }
 
 // connect resolves the credentials through Config.Connect when none were given.
@@ -429,8 +571,7 @@ func checkInputHash(h store.Header) error {
 // inputChanged says how the input differs from the one the run started with, if it does.
 func inputChanged(h store.Header, n int64, got string) error {
 	if n != h.InputSize || got != h.InputSHA256 {
-		return fmt.Errorf("resume: input %s changed since the run started (size %d, was %d; sha256 %.12s…, was %.12s…): "+
-			"the checkpoint refers to rows by position; restore the original file or start a new run with --force", h.Input, n, h.InputSize, got, h.InputSHA256)
+		return fmt.Errorf("%w: %s (size %d, was %d; sha256 %.12s…, was %.12s…)", ErrInputChanged, h.Input, n, h.InputSize, got, h.InputSHA256)
 	}
 	return nil
 }
@@ -458,6 +599,11 @@ func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, h s
 	j.succeeded.Store(int64(counts.Succeeded))
 	j.failed.Store(int64(counts.Failed))
 	j.submitted.Store(int64(counts.Submitted + counts.Succeeded + counts.Failed))
+	// A run is done when every row is resolved; a collection when its outstanding operations are.
+	target := int64(h.Rows)
+	if pl.collect != nil {
+		target = int64(counts.Succeeded + counts.Failed + len(pl.submitted))
+	}
 
 	var cu *cacheUse
 	if cfg.Cache != nil && !cfg.Settings.NoCache {
@@ -474,7 +620,7 @@ func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, h s
 			j.cacheProblem = problem
 			j.mu.Unlock()
 		}
-		sum = j.summary(h, start, ctx.Err() != nil && j.resolved.Load() < int64(h.Rows))
+		sum = j.summary(h, start, ctx.Err() != nil && j.resolved.Load() < target)
 		if sum.Interrupted && err == nil {
 			err = ErrInterrupted
 		}
@@ -506,7 +652,7 @@ func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, h s
 	allDone := make(chan struct{})
 	var doneOnce sync.Once
 	checkDone := func() {
-		if j.resolved.Load() >= int64(h.Rows) {
+		if j.resolved.Load() >= target {
 			doneOnce.Do(func() { close(allDone) })
 		}
 	}

@@ -179,24 +179,35 @@ func TestRunEndToEnd(t *testing.T) {
 	}
 }
 
-func TestRunRefusesExistingCheckpoint(t *testing.T) {
-	_, url := startEmulator(t, emulator.Config{})
+func TestRunAgainOnTheSameInput(t *testing.T) {
+	srv, url := startEmulator(t, emulator.Config{})
 	dir := t.TempDir()
 	in := writeJSONL(t, dir, 5)
 	if _, err := job.New(config(dir, in, url)).Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	_, err := job.New(config(dir, in, url)).Run(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "resume") {
-		t.Fatalf("second run: err %v, want a refusal that points to resume", err)
+	// The same command on the same input: the run is complete, nothing is sent.
+	sum, err := job.New(config(dir, in, url)).Run(context.Background())
+	if err != nil || !sum.NothingToDo || sum.Succeeded != 5 || srv.Stats().Submissions != 5 {
+		t.Fatalf("second run: %+v, %v (emulator: %d submissions)", sum, err, srv.Stats().Submissions)
 	}
+	// --force starts over: the earlier run is archived under its date, the rows are sent again.
 	cfg := config(dir, in, url)
 	cfg.Force = true
 	if _, err := job.New(cfg).Run(context.Background()); err != nil {
 		t.Fatalf("--force: %v", err)
 	}
-	if n := len(readResults(t, cfg.Output)); n != 5 {
-		t.Fatalf("after --force: %d results, want 5", n)
+	if n := len(readResults(t, cfg.Output)); n != 5 || srv.Stats().Submissions != 10 {
+		t.Fatalf("after --force: %d results, %d submissions", n, srv.Stats().Submissions)
+	}
+	archived, _ := filepath.Glob(filepath.Join(dir, "in.*-*-*.checkpoint.json"))
+	results, _ := filepath.Glob(filepath.Join(dir, "out.*-*-*.jsonl"))
+	if len(archived) != 1 || len(results) != 1 {
+		t.Fatalf("archives: %v %v", archived, results)
+	}
+	st, err := job.ReadStatus(archived[0], 10, 5000, time.Now())
+	if err != nil || st.Succeeded != 5 || st.Results != results[0] || len(st.Problems) > 0 {
+		t.Fatalf("status of the archived run: %+v, %v", st, err)
 	}
 }
 
@@ -247,23 +258,51 @@ func TestResumeAfterInterrupt(t *testing.T) {
 	}
 }
 
-func TestResumeRefusesChangedInput(t *testing.T) {
-	_, url := startEmulator(t, emulator.Config{})
+func TestResumeOfChangedInputCollects(t *testing.T) {
+	lat, _ := emulator.ParseLatency("uniform:300ms:900ms")
+	srv, url := startEmulator(t, emulator.Config{Latency: lat, Seed: 12})
 	dir := t.TempDir()
-	in := writeJSONL(t, dir, 3)
+	in := writeJSONL(t, dir, 200)
 	cfg := config(dir, in, url)
-	if _, err := job.New(cfg).Run(context.Background()); err != nil {
+	cfg.Tuning.SubmitRPS = 400
+	ctx, cancel := context.WithCancel(context.Background())
+	j := job.New(cfg)
+	go func() {
+		for j.Progress().Submitted < 100 {
+			time.Sleep(2 * time.Millisecond)
+		}
+		cancel()
+	}()
+	if _, err := j.Run(ctx); !errors.Is(err, job.ErrInterrupted) {
+		t.Fatalf("interrupted run: %v", err)
+	}
+	mid, err := job.ReadStatus(cfg.Checkpoint, 10, 5000, time.Now())
+	if err != nil || mid.Submitted == mid.Succeeded {
+		t.Fatalf("status after the interruption: %+v %v (no operation pending: the test tested little)", mid, err)
+	}
+	// The input is re-exported: the rows the checkpoint refers to are gone.
+	content := `{"id":"other","prompt":"another file now"}` + "\n"
+	if err := os.WriteFile(in, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.OpenFile(in, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.WriteString(`{"id":"extra","prompt":"x"}` + "\n")
-	f.Close()
-	_, err = job.New(cfg).Resume(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "changed since the run started") {
+	submissions := srv.Stats().Submissions
+	rcfg := config(dir, in, url)
+	rcfg.Input, rcfg.Output, rcfg.Settings = "", "", job.Settings{}
+	_, err = job.New(rcfg).Resume(context.Background())
+	if !errors.Is(err, job.ErrInputChanged) || !strings.Contains(err.Error(), "collected") {
 		t.Fatalf("resume over a changed input: %v", err)
+	}
+	after, err := job.ReadStatus(cfg.Checkpoint, 10, 5000, time.Now())
+	if err != nil || after.Succeeded != mid.Submitted || after.Submitted != mid.Submitted || srv.Stats().Submissions != submissions {
+		t.Fatalf("after collection: %+v (was %+v), %d new submissions", after, mid, srv.Stats().Submissions-submissions)
+	}
+	results := readResults(t, cfg.Output)
+	for id, r := range results {
+		var i int
+		fmt.Sscanf(id, "r%05d", &i)
+		if want := emulator.Answer(modelURI, []emulator.Message{{Role: "user", Text: prompt(i)}}); r.Text != want {
+			t.Fatalf("collected row %s: %+v, want %q", id, r, want)
+		}
 	}
 }
 

@@ -25,6 +25,10 @@ type plan struct {
 	// only be one that was made independent, and stays so.
 	dups    *batch.Duplicates
 	follows []uint64 // bit per row
+	// collect, when not nil, makes the execution a collection: the operations of the rows in
+	// submitted are polled and written, with the names the journal keeps (a row of a checkpoint
+	// made before names were kept has none), and nothing is read from the input or submitted.
+	collect map[int]store.Named
 }
 
 // newPlan condenses st; a new run (st.Rows == nil) has every row new.

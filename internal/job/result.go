@@ -184,43 +184,64 @@ type Tally struct {
 // tallyResults reads the results file written so far (used by status).
 func tallyResults(path, format string, limit int64) (Tally, error) {
 	t := Tally{FailedByKind: map[string]int{}}
+	err := eachResult(path, format, limit, func(r *Result) {
+		var in, out int64
+		if r.Usage != nil {
+			in, out = r.Usage.InputTokens, r.Usage.CompletionTokens
+		}
+		if r.Status == StatusSucceeded {
+			t.Succeeded++
+		} else {
+			kind := ""
+			if r.Error != nil {
+				kind = r.Error.Kind
+			}
+			t.Failed++
+			t.FailedByKind[kind]++
+		}
+		switch {
+		case r.DeduplicatedFrom != "":
+			t.Deduplicated++
+		case r.Cached:
+			t.Cached++
+		}
+		if r.Cached || r.DeduplicatedFrom != "" {
+			t.SavedTokens += in + out
+			return
+		}
+		t.InputTokens += in
+		t.OutTokens += out
+	})
+	return t, err
+}
+
+// eachResult calls fn for every complete line of a results file (JSONL or CSV) up to limit bytes
+// (all of it if limit < 0); lines that cannot be read are skipped.
+func eachResult(path, format string, limit int64, fn func(*Result)) error {
 	f, err := os.Open(path)
 	if err != nil {
-		return t, fmt.Errorf("open results: %w", err)
+		return fmt.Errorf("open results: %w", err)
 	}
 	defer f.Close()
 	var rd io.Reader = f
 	if limit >= 0 {
 		rd = io.LimitReader(f, limit)
 	}
-	add := func(status, kind string, in, out int64, cached bool, dedupFrom string) {
-		if status == StatusSucceeded {
-			t.Succeeded++
-		} else {
-			t.Failed++
-			t.FailedByKind[kind]++
-		}
-		switch {
-		case dedupFrom != "":
-			t.Deduplicated++
-		case cached:
-			t.Cached++
-		}
-		if cached || dedupFrom != "" {
-			t.SavedTokens += in + out
-			return
-		}
-		t.InputTokens += in
-		t.OutTokens += out
-	}
 	if format == FormatCSV {
 		err := gocsv.UnmarshalToCallback(rd, func(c csvResult) {
-			add(c.Status, c.ErrorKind, c.InputTokens, c.CompletionTokens, c.Cached, c.DeduplicatedFrom)
+			r := Result{ID: c.ID, Status: c.Status, Text: c.Text, AlternativeStatus: c.AlternativeStatus,
+				Usage:        &Usage{InputTokens: c.InputTokens, CompletionTokens: c.CompletionTokens, TotalTokens: c.TotalTokens},
+				ModelVersion: c.ModelVersion, OperationID: c.OperationID, Attempts: c.Attempts,
+				Cached: c.Cached, CachedAt: c.CachedAt, DeduplicatedFrom: c.DeduplicatedFrom}
+			if c.ErrorKind != "" {
+				r.Error = &ResultError{Kind: c.ErrorKind, Code: c.ErrorCode, Message: c.ErrorMessage}
+			}
+			fn(&r)
 		})
 		if err != nil && !errors.Is(err, gocsv.ErrEmptyCSVFile) {
-			return t, fmt.Errorf("read results %s: %w", path, err)
+			return fmt.Errorf("read results %s: %w", path, err)
 		}
-		return t, nil
+		return nil
 	}
 	br := bufio.NewReaderSize(rd, 1<<20)
 	for {
@@ -228,22 +249,14 @@ func tallyResults(path, format string, limit int64) (Tally, error) {
 		if len(line) > 0 && line[len(line)-1] == '\n' {
 			var r Result
 			if json.Unmarshal(line, &r) == nil {
-				kind := ""
-				if r.Error != nil {
-					kind = r.Error.Kind
-				}
-				var in, out int64
-				if r.Usage != nil {
-					in, out = r.Usage.InputTokens, r.Usage.CompletionTokens
-				}
-				add(r.Status, kind, in, out, r.Cached, r.DeduplicatedFrom)
+				fn(&r)
 			}
 		}
 		if err == io.EOF {
-			return t, nil
+			return nil
 		}
 		if err != nil {
-			return t, fmt.Errorf("read results %s: %w", path, err)
+			return fmt.Errorf("read results %s: %w", path, err)
 		}
 	}
 }

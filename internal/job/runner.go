@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,6 +71,10 @@ func (r *runner) dispatch(ctx context.Context, p *plan, allDone <-chan struct{})
 		}
 	}
 	err := func() error {
+		if p.collect != nil {
+			r.collectPending(p)
+			return nil
+		}
 		if c := p.counts; c.New+c.InFlight+c.Submitted == 0 {
 			return nil // everything resolved: nothing to read
 		}
@@ -150,6 +155,30 @@ func (r *runner) dispatch(ctx context.Context, p *plan, allDone <-chan struct{})
 	return nil
 }
 
+// collectPending hands every outstanding operation of a collection to the poller, named as the
+// journal names its row.
+func (r *runner) collectPending(p *plan) {
+	j := r.j
+	unnamed := 0
+	for i, rs := range p.submitted {
+		n, ok := p.collect[i]
+		if !ok {
+			// Journaled by a batchgpt that kept no names: the row number stands in for its id,
+			// and the answer is not cached (its request is unknown).
+			n = store.Named{ID: strconv.Itoa(i + 1)}
+			unnamed++
+		}
+		pr := &pendingRow{id: n.ID, attempt: int(rs.Attempt), key: n.Key, model: n.Model}
+		j.mu.Lock()
+		j.pending[i] = pr
+		j.mu.Unlock()
+		j.poll.Add(poller.Item{Row: i, OpID: rs.OpID, SubmittedAt: time.UnixMilli(rs.SubmittedAt)})
+	}
+	if unnamed > 0 {
+		j.log.Warn("operations of a checkpoint written by an older batchgpt: their results carry the row number as id", "rows", unnamed)
+	}
+}
+
 // lookupBatch is how many rows the dispatcher looks up in the cache at once: one query instead
 // of many, and still a negligible delay before the first submission.
 const lookupBatch = 256
@@ -221,6 +250,12 @@ func (r *runner) submit(ctx context.Context, wk work) {
 	j := r.j
 	row := wk.row
 	sub, err := r.client.Submit(ctx, row.Body, func() error {
+		if wk.fresh {
+			// What collecting its operation needs without the input; durable with the intent.
+			if err := r.w.Name(row.Index, store.Named{ID: row.ID, Key: wk.key, Model: r.model(row)}); err != nil {
+				return err
+			}
+		}
 		return r.w.Intent(row.Index, wk.attempt)
 	})
 	if err != nil && api.Classify(err) == api.Canceled {
@@ -322,10 +357,10 @@ func (r *runner) handle(o poller.Outcome) {
 	r.resolve(o.Row, pr.key, pr.model, res)
 }
 
-// again queues a row for a new submission if attempts remain.
+// again queues a row for a new submission if attempts remain (never while collecting).
 func (r *runner) again(o poller.Outcome, pr *pendingRow, why string) bool {
 	j := r.j
-	if pr.attempt >= j.cfg.Tuning.MaxAttempts {
+	if pr.attempt >= j.cfg.Tuning.MaxAttempts || r.plan.collect != nil {
 		return false
 	}
 	row, err := batch.ReadRow(j.cfg.Input, j.cfg.Settings.Input, pr.offset, o.Row, pr.line)

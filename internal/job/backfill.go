@@ -1,0 +1,70 @@
+package job
+
+import (
+	"context"
+	"time"
+
+	"github.com/batchgpt/batchgpt/batch"
+	"github.com/batchgpt/batchgpt/cache"
+	"github.com/batchgpt/batchgpt/store"
+)
+
+// backfillCache stores in the cache the answers of an earlier run that are not there yet. An
+// answer is stored shortly after its result line is durable (see cacheUse), so a crash in
+// between loses the entry, and the next night would pay again for a request it has the answer
+// to. The journal names every submitted row (its id, request key and model URI), so the results
+// file alone tells which answers belong to which request.
+func (j *Job) backfillCache(ctx context.Context, checkpoint string, st *store.State) (int, error) {
+	if j.cfg.Cache == nil || j.cfg.Settings.NoCache {
+		return 0, nil
+	}
+	names, err := store.LoadNames(checkpoint)
+	if err != nil || len(names) == 0 {
+		return 0, err
+	}
+	byID := make(map[string]store.Named, len(names))
+	for _, n := range names {
+		byID[n.ID] = n
+	}
+	var todo []cache.Entry
+	stored := 0
+	flush := func() error {
+		keys := make([]batch.Key, len(todo))
+		for i := range todo {
+			keys[i] = batch.Key(todo[i].Key)
+		}
+		u := &cacheUse{c: j.cfg.Cache, log: j.log}
+		hits := u.lookup(ctx, keys)
+		var missing []cache.Entry
+		for i := range todo {
+			if hits == nil || hits[i] == nil {
+				missing = append(missing, todo[i])
+			}
+		}
+		todo = todo[:0]
+		if len(missing) == 0 {
+			return nil
+		}
+		stored += len(missing)
+		return j.cfg.Cache.Put(context.Background(), missing)
+	}
+	var putErr error
+	err = eachResult(st.Header.Results, st.Header.ResultsFormat, st.ResultsEnd, func(r *Result) {
+		n, ok := byID[r.ID]
+		if !ok || putErr != nil || r.Status != StatusSucceeded || r.Cached || r.DeduplicatedFrom != "" || n.Model == "" {
+			return
+		}
+		e := cacheEntry(batch.Key(n.Key), n.Model, r)
+		e.CachedAt = time.Now().UTC()
+		if todo = append(todo, e); len(todo) == lookupBatch {
+			putErr = flush()
+		}
+	})
+	if err == nil && putErr == nil && len(todo) > 0 {
+		putErr = flush()
+	}
+	if err == nil {
+		err = putErr
+	}
+	return stored, err
+}
