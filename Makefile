@@ -35,10 +35,11 @@ tidy-check:
 		cp /tmp/batchgpt.go.mod.bak go.mod; cp /tmp/batchgpt.go.sum.bak go.sum; \
 		echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; fi
 
-# Runs the samples through the built-in emulator: no credentials needed. The second run is
-# answered from the result cache: nothing is submitted.
+# Runs the samples through the built-in emulator: no credentials needed. The first run is new
+# (or has nothing to do if it ran before); the second starts over (--force archives the first)
+# and is answered from the result cache: nothing is submitted.
 demo: build
-	./$(BIN) run --emulator --force samples/prompts.jsonl
+	./$(BIN) run --emulator samples/prompts.jsonl
 	./$(BIN) status samples/prompts.checkpoint.json
 	./$(BIN) run --emulator --force samples/prompts.jsonl
 

@@ -295,10 +295,10 @@ func TestRunStatusAndLocking(t *testing.T) {
 	if got := srv.Stats().Submissions; got != n {
 		t.Fatalf("resume of a finished run submitted again: %d", got)
 	}
-	// run refuses an existing checkpoint and says to resume.
+	// run on the same input finds its run complete: nothing to do, nothing sent.
 	rerun := withKey(command(url, "run", in), testKey)
-	if res := runCmd(t, rerun); res.code != 2 || !strings.Contains(res.stderr, "resume") {
-		t.Fatalf("second run: exit %d\n%s", res.code, res.stderr)
+	if res := runCmd(t, rerun); res.code != 0 || !strings.Contains(res.stderr, "nothing to do") || srv.Stats().Submissions != n {
+		t.Fatalf("second run: exit %d, %d submissions\n%s", res.code, srv.Stats().Submissions, res.stderr)
 	}
 }
 

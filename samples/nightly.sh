@@ -1,23 +1,11 @@
 #!/bin/sh
-# nightly.sh INPUT — run INPUT through batchgpt, or carry on with the run a previous night (or a
-# crash) left unfinished. Meant for cron and systemd: it never starts a run twice and never pays
-# twice for a row that already has an operation id.
+# nightly.sh INPUT — the command a cron line or a timer runs every night on a file that is
+# re-exported under the same name. `batchgpt run` does the rest: it carries on a run left
+# unfinished, does nothing for a run that is complete, and for new content first collects the
+# paid-for operations of the earlier run, archives it under its date, then starts a new run that
+# the result cache answers for every row that did not change.
 #
 # Environment: YC_SERVICE_ACCOUNT_KEY_FILE (or YC_API_KEY), YC_FOLDER_ID.
-set -u
-input=$1
-checkpoint="${input%.*}.checkpoint.json"
-if [ -e "$checkpoint" ]; then
-	batchgpt resume --no-progress "$checkpoint"
-else
-	batchgpt run --no-progress "$input"
-fi
-code=$?
-# 0 all rows succeeded; 3 finished with failed rows (see the results file);
-# 4 authentication; 5 another batchgpt holds the checkpoint; 130 interrupted (resumable).
-case $code in
-0) echo "batchgpt: $input done" ;;
-5) echo "batchgpt: $input is still being processed by another run" ;;
-*) echo "batchgpt: $input stopped with exit code $code; the next run resumes it" >&2 ;;
-esac
-exit $code
+# Exit codes: 0 done; 3 rows failed (see the results file); 4 authentication; 5 another batchgpt
+# holds the checkpoint; 130 interrupted (the next night carries on).
+exec batchgpt run --no-progress "$1"
