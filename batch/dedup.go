@@ -151,13 +151,24 @@ var fingerprint = func(k Key) uint64 { return binary.LittleEndian.Uint64(k[:8]) 
 // ValidateDedup is [Validate] that also finds the rows whose request (under scope, see
 // [RequestKey]) is the same as an earlier row's. It costs one request encoding and hash per row.
 func ValidateDedup(path string, opt Options, maxErrors int, scope string) (Summary, *Duplicates, error) {
+	return dedup(path, opt, maxErrors, true, scope)
+}
+
+// ScanDedup finds the duplicates of an input validated before, as ValidateDedup does, but without
+// its costliest check, the set of ids: for a caller that compares the Summary's SHA-256 with that
+// of the input it validated (a resumed run), so that the file is known to be the same.
+func ScanDedup(path string, opt Options, scope string) (Summary, *Duplicates, error) {
+	return dedup(path, opt, 1, false, scope)
+}
+
+func dedup(path string, opt Options, maxErrors int, checkIDs bool, scope string) (Summary, *Duplicates, error) {
 	var keys []keyRow
 	var size int64
 	if fi, err := os.Stat(path); err == nil {
 		size = fi.Size()
 	}
 	var buf bytes.Buffer
-	sum, err := validate(path, opt, maxErrors, func(c *config, pos rowPos, spec *rowSpec) error {
+	sum, err := validate(path, opt, maxErrors, checkIDs, func(c *config, pos rowPos, spec *rowSpec) error {
 		if len(keys) == sizingRows && size > pos.offset && pos.offset > 0 {
 			// Size the list for the whole file from its first rows, once: growing it by
 			// doubling would leave up to twice its size in garbage at the peak of validation.

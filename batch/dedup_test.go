@@ -152,3 +152,18 @@ func TestModelOf(t *testing.T) {
 		}
 	}
 }
+
+func TestScanDedup(t *testing.T) {
+	// The same groups as ValidateDedup, and no id check: the caller knows the file was validated.
+	path := writeInput(t, "in.jsonl", `{"id":"a","prompt":"x"}`+"\n"+`{"id":"a","prompt":"y"}`+"\n"+`{"id":"c","prompt":"x"}`+"\n")
+	if _, _, err := batch.ValidateDedup(path, defaults, 10, "s"); err == nil {
+		t.Fatal("ValidateDedup accepted a duplicate id")
+	}
+	sum, dups, err := batch.ScanDedup(path, defaults, "s")
+	if err != nil || sum.Rows != 3 || sum.SHA256 == "" {
+		t.Fatalf("ScanDedup = %+v, %v", sum, err)
+	}
+	if got := dups.Followers(0); len(got) != 1 || got[0].Index != 2 || got[0].Line != 3 {
+		t.Fatalf("followers of row 0: %+v", got)
+	}
+}

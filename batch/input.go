@@ -312,13 +312,13 @@ func section(f io.ReaderAt, off int64) *io.SectionReader {
 // problems (all of them if maxErrors <= 0) when the input is invalid, and
 // other errors for bad options or I/O failures.
 func Validate(path string, opt Options, maxErrors int) (Summary, error) {
-	return validate(path, opt, maxErrors, nil)
+	return validate(path, opt, maxErrors, true, nil)
 }
 
 // validRowFunc is called for each row without problems while an input is validated.
 type validRowFunc func(c *config, pos rowPos, spec *rowSpec) error
 
-func validate(path string, opt Options, maxErrors int, valid validRowFunc) (Summary, error) {
+func validate(path string, opt Options, maxErrors int, checkIDs bool, valid validRowFunc) (Summary, error) {
 	c, err := newConfig(path, opt)
 	if err != nil {
 		return Summary{}, err
@@ -349,7 +349,7 @@ func validate(path string, opt Options, maxErrors int, valid validRowFunc) (Summ
 	}
 	add(hdrErrs)
 	if sc != nil { // nil after header problems: the rows cannot be checked
-		if err := validateRows(c, sc, &sum, add, valid); err != nil {
+		if err := validateRows(c, sc, &sum, add, checkIDs, valid); err != nil {
 			return Summary{}, fmt.Errorf("read %s: %w", path, err)
 		}
 	}
@@ -369,7 +369,7 @@ func validate(path string, opt Options, maxErrors int, valid validRowFunc) (Summ
 	return sum, nil
 }
 
-func validateRows(c *config, sc scanner, sum *Summary, add func([]*InputError), valid validRowFunc) error {
+func validateRows(c *config, sc scanner, sum *Summary, add func([]*InputError), checkIDs bool, valid validRowFunc) error {
 	ids := newIDSet(sc)
 	for {
 		pos, spec, errs, err := sc.next()
@@ -381,7 +381,7 @@ func validateRows(c *config, sc scanner, sum *Summary, add func([]*InputError), 
 		}
 		sum.Rows++
 		add(errs)
-		if spec.id != "" {
+		if spec.id != "" && checkIDs {
 			first, err := ids.add(spec.id, pos)
 			if err != nil {
 				return err

@@ -292,8 +292,8 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 		if err := j.retire(ctx, prev, date); err != nil {
 			return Summary{}, err
 		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return Summary{}, err
+	} else if !errors.Is(err, fs.ErrNotExist) && !cfg.Force {
+		return Summary{}, fmt.Errorf("%w (--force starts over and replaces it)", err)
 	}
 	if err := j.connect(ctx); err != nil {
 		return Summary{}, err
@@ -515,21 +515,25 @@ func (j *Job) connect(ctx context.Context) error {
 // validate checks the input and, unless deduplication is off, finds the rows that send the same
 // request as an earlier row.
 func validate(path string, s Settings, maxErrors int) (batch.Summary, *batch.Duplicates, error) {
-	// Validation builds structures of a few tens of bytes per row (the id set, the request
-	// fingerprints) that live until it ends: collecting more often keeps the heap near them
-	// instead of at twice their size, at no measurable cost, and their memory goes back to the
-	// system before the run starts, or the run's own garbage would grow to that peak before
-	// the next collection.
-	old := debug.SetGCPercent(25)
-	defer func() {
-		debug.SetGCPercent(old)
-		debug.FreeOSMemory()
-	}()
+	defer validating()()
 	if s.NoDedup {
 		sum, err := batch.Validate(path, s.Input, maxErrors)
 		return sum, nil, err
 	}
 	return batch.ValidateDedup(path, s.Input, maxErrors, s.keyScope())
+}
+
+// validating prepares for a pass over the input and returns what ends it. Validation builds
+// structures of a few tens of bytes per row (the id set, the request fingerprints) that live
+// until it ends: collecting more often keeps the heap near them instead of at twice their size,
+// at no measurable cost, and their memory goes back to the system before the run starts, or the
+// run's own garbage would grow to that peak before the next collection.
+func validating() (done func()) {
+	old := debug.SetGCPercent(25)
+	return func() {
+		debug.SetGCPercent(old)
+		debug.FreeOSMemory()
+	}
 }
 
 // checkInput refuses to resume over an input that changed since run: the checkpoint refers to
@@ -538,7 +542,11 @@ func checkInput(h store.Header, s Settings) (*batch.Duplicates, error) {
 	if s.NoDedup {
 		return nil, checkInputHash(h)
 	}
-	sum, dups, err := validate(h.Input, s, 1)
+	// The run validated this input; that it is the same file is checked below, so its ids need
+	// not be checked again.
+	done := validating()
+	sum, dups, err := batch.ScanDedup(h.Input, s.Input, s.keyScope())
+	done()
 	if sum.SHA256 == "" { // the file could not be read
 		if err == nil {
 			err = errors.New("empty summary")

@@ -561,3 +561,21 @@ func TestRejectedRowFailsAndRunGoesOn(t *testing.T) {
 		t.Fatalf("the rejected row was sent %d times in all submissions (%d), want once", st.Submissions-9, st.Submissions)
 	}
 }
+
+func TestRunOverADamagedCheckpoint(t *testing.T) {
+	_, url := startEmulator(t, emulator.Config{})
+	dir := t.TempDir()
+	in := writeJSONL(t, dir, 4)
+	cfg := config(dir, in, url)
+	if err := os.WriteFile(cfg.Checkpoint, []byte("not a checkpoint\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := job.New(cfg).Run(context.Background()); err == nil || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("run over a damaged checkpoint: %v, want a refusal that names --force", err)
+	}
+	cfg.Force = true
+	if _, err := job.New(cfg).Run(context.Background()); err != nil {
+		t.Fatalf("--force over a damaged checkpoint: %v", err)
+	}
+	checkAll(t, readResults(t, cfg.Output), 4)
+}
