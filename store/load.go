@@ -52,6 +52,9 @@ type Header struct {
 	Results       string          `json:"results"`
 	ResultsFormat string          `json:"results_format"`
 	Settings      json.RawMessage `json:"settings"` // run settings, opaque to store; never secrets
+	// Duplicates counts the rows that send the same request as an earlier row, as the run found
+	// them when it validated its input: with none, a resume need not look for them again.
+	Duplicates int `json:"duplicates,omitempty"`
 }
 
 // diskHeader is the header as journaled; the results preamble travels with it

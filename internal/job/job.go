@@ -316,7 +316,7 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 		return Summary{}, err
 	}
 	h := store.Header{Version: store.Version, Created: time.Now().UTC(), Input: input, InputSHA256: sum.SHA256,
-		InputSize: sum.Size, Rows: sum.Rows, Results: results, ResultsFormat: format, Settings: settings}
+		InputSize: sum.Size, Rows: sum.Rows, Results: results, ResultsFormat: format, Settings: settings, Duplicates: dups.Count()}
 	w, err := store.Create(cfg.Checkpoint, h, pre, cfg.Force)
 	if err != nil {
 		return Summary{}, err
@@ -539,8 +539,8 @@ func validating() (done func()) {
 // checkInput refuses to resume over an input that changed since run: the checkpoint refers to
 // rows by position. With deduplication on it finds the duplicate rows again on the way.
 func checkInput(h store.Header, s Settings) (*batch.Duplicates, error) {
-	if s.NoDedup {
-		return nil, checkInputHash(h)
+	if s.NoDedup || h.Duplicates == 0 {
+		return nil, checkInputHash(h) // no row follows another: the hash is enough
 	}
 	// The run validated this input; that it is the same file is checked below, so its ids need
 	// not be checked again.
