@@ -2,8 +2,6 @@ package job
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"time"
 
 	"github.com/batchgpt/batchgpt/store"
@@ -15,19 +13,10 @@ import (
 // written as failed, never sent again. Rows never submitted stay so.
 func (j *Job) Collect(ctx context.Context) (Summary, error) {
 	start := time.Now()
-	w, st, err := store.Open(j.cfg.Checkpoint)
+	w, st, s, err := j.open()
 	if err != nil {
 		return Summary{}, err
 	}
-	for _, p := range st.Problems {
-		j.log.Warn("checkpoint repaired", "checkpoint", j.cfg.Checkpoint, "problem", p)
-	}
-	var s Settings
-	if err := json.Unmarshal(st.Header.Settings, &s); err != nil {
-		w.Close()
-		return Summary{}, fmt.Errorf("checkpoint %s: settings: %w", j.cfg.Checkpoint, err)
-	}
-	j.scope = s.keyScope()
 	if err := j.adopt(st.Header, s); err != nil {
 		w.Close()
 		return Summary{}, err

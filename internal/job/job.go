@@ -422,19 +422,10 @@ func datedName(path, tag string) string {
 // Resume reopens a checkpoint and finishes its run.
 func (j *Job) Resume(ctx context.Context) (Summary, error) {
 	start := time.Now()
-	w, st, err := store.Open(j.cfg.Checkpoint)
+	w, st, s, err := j.open()
 	if err != nil {
 		return Summary{}, err
 	}
-	for _, p := range st.Problems {
-		j.log.Warn("checkpoint repaired", "checkpoint", j.cfg.Checkpoint, "problem", p)
-	}
-	var s Settings
-	if err := json.Unmarshal(st.Header.Settings, &s); err != nil {
-		w.Close()
-		return Summary{}, fmt.Errorf("checkpoint %s: settings: %w", j.cfg.Checkpoint, err)
-	}
-	j.scope = s.keyScope()
 	dups, err := checkInput(st.Header, s)
 	if errors.Is(err, ErrInputChanged) {
 		// The rows it refers to are gone, but its operations are paid for: collect them.
@@ -476,6 +467,24 @@ func (j *Job) Resume(ctx context.Context) (Summary, error) {
 		j.log.Info("submitting failed rows again", "rows", reopened)
 	}
 	return j.execute(ctx, start, w, st.Header, newPlan(st, dups), recentSubmissions(st, time.Now()))
+}
+
+// open locks and loads the checkpoint (reporting its repairs) and reads the run's settings.
+func (j *Job) open() (*store.Writer, *store.State, Settings, error) {
+	var s Settings
+	w, st, err := store.Open(j.cfg.Checkpoint)
+	if err != nil {
+		return nil, nil, s, err
+	}
+	for _, p := range st.Problems {
+		j.log.Warn("checkpoint repaired", "checkpoint", j.cfg.Checkpoint, "problem", p)
+	}
+	if err := json.Unmarshal(st.Header.Settings, &s); err != nil {
+		w.Close()
+		return nil, nil, s, fmt.Errorf("checkpoint %s: settings: %w", j.cfg.Checkpoint, err)
+	}
+	j.scope = s.keyScope()
+	return w, st, s, nil
 }
 
 // adopt takes the request settings of the checkpoint with header h: resume and collection send
