@@ -118,6 +118,8 @@ func (e *env) runCommand() *cli.Command {
 		Usage:     "validate INPUT, then submit every row, poll and write the results",
 		ArgsUsage: "INPUT.jsonl|INPUT.csv",
 		Description: "The whole input is validated first: any problem is reported with file, line and field, and nothing is sent.\n" +
+			"The same command serves every night: with the input's run unfinished it carries on; complete, it has nothing to do;\n" +
+			"for new content it collects the earlier run's pending operations, archives that run under its date and starts anew.\n" +
 			"Examples:\n" +
 			"   batchgpt run --emulator samples/prompts.jsonl\n" +
 			"   YC_API_KEY=... batchgpt run --folder b1g... --model yandexgpt prompts.jsonl\n" +
