@@ -18,7 +18,7 @@ const (
 )
 
 // reasoningModes are the values of completionOptions.reasoningOptions.mode
-// (API.md §2).
+// (docs/api.md §2).
 var reasoningModes = map[string]bool{
 	"REASONING_MODE_UNSPECIFIED": true,
 	"DISABLED":                   true,

@@ -41,7 +41,7 @@ type Config struct {
 	Schedule    *Schedule
 	Concurrency int // polls in flight at once; the pacer inside the Getter sets the rate
 	// FreshNotFound is how many 404s a young operation may get before it is given up on
-	// (API.md §4: a new operation may not be on all replicas yet).
+	// (docs/api.md §4: a new operation may not be on all replicas yet).
 	FreshNotFound int
 	FreshWindow   time.Duration
 	Now           func() time.Time

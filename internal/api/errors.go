@@ -163,7 +163,7 @@ func TransientOperationCode(code int) bool {
 	return false
 }
 
-// parseError builds an *Error from an error answer. Both body shapes of API.md §4 are understood:
+// parseError builds an *Error from an error answer. Both body shapes of docs/api.md §4 are understood:
 // the gateway's {"error":{"grpcCode","httpCode","message"}} and the generic {"code","message"};
 // also {"error":"text","code":3,"message":..} for malformed JSON.
 func parseError(op string, resp *http.Response, body []byte) *Error {

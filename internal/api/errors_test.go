@@ -39,7 +39,7 @@ func TestParseError(t *testing.T) {
 		wantClass  Class
 	}{
 		{
-			name: "gateway 429 (API.md §4)", status: 429, body: readTestdata(t, "gateway-429.json"),
+			name: "gateway 429 (docs/api.md §4)", status: 429, body: readTestdata(t, "gateway-429.json"),
 			wantCode: 8, wantMsg: "ai.textGenerationCompletionSessionsCount.count gauge quota limit exceed: allowed 1 requests",
 			wantClass: Quota,
 		},
@@ -73,7 +73,7 @@ func TestParseError(t *testing.T) {
 			wantCode: 0, wantMsgSub: `"grpcCode":"8"`, wantClass: Quota,
 		},
 		{
-			name: "generic 401 (API.md §4)", status: 401, body: readTestdata(t, "generic-401.json"),
+			name: "generic 401 (docs/api.md §4)", status: 401, body: readTestdata(t, "generic-401.json"),
 			wantCode: 16, wantMsg: "Token is invalid or has expired.", wantClass: Auth,
 		},
 		{
@@ -97,7 +97,7 @@ func TestParseError(t *testing.T) {
 			wantCode: 13, wantMsg: `{"code":13}`, wantClass: Transient,
 		},
 		{
-			name: "unmarshal error body (API.md §4)", status: 400, body: readTestdata(t, "unmarshal-400.json"),
+			name: "unmarshal error body (docs/api.md §4)", status: 400, body: readTestdata(t, "unmarshal-400.json"),
 			wantCode: 3, wantMsg: "invalid character 'x' looking for beginning of value", wantClass: Permanent,
 		},
 		{

@@ -7,7 +7,7 @@ import (
 )
 
 // Operation is the long-running operation returned by completionAsync and GET /operations/{id}.
-// A missing "done" means false (API.md §3: a recorded run omits it while running).
+// A missing "done" means false (docs/api.md §3: a recorded run omits it while running).
 type Operation struct {
 	ID       string              `json:"id"`
 	Done     bool                `json:"done"`

@@ -68,7 +68,7 @@ func TestOperationDecode(t *testing.T) {
 		wantTotal  Int64
 	}{
 		{
-			name:     "running, done omitted (API.md §3)",
+			name:     "running, done omitted (docs/api.md §3)",
 			body:     `{"id":"d7qqr3frkl81js0udlr9","description":"Async GPT Completion","createdAt":"2023-11-30T18:31:32Z","metadata":null}`,
 			wantDone: false,
 		},

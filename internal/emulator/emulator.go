@@ -1,6 +1,6 @@
 // Package emulator is an in-process HTTP emulator of the YandexGPT async API
 // (completionAsync, operations, cancel) and of the IAM token endpoints, used
-// by every test and by the demo. It follows /work/shared/API.md; where the
+// by every test and by the demo. It follows docs/api.md; where the
 // real API's behaviour is unknown the choice is marked UNCONFIRMED.
 //
 // Operations complete after a sampled latency measured on an injectable
@@ -32,7 +32,7 @@ const (
 	pathMetadata = "/computeMetadata/v1/instance/service-accounts/default/token"
 	pathStats    = "/emulator/stats"
 
-	defaultRetention = 72 * time.Hour // async results are kept 3 days (API.md §5)
+	defaultRetention = 72 * time.Hour // async results are kept 3 days (docs/api.md §5)
 	maxBodyBytes     = 8 << 20
 
 	// Fault 429s name the concurrent-sessions quota seen in the field.
@@ -45,7 +45,7 @@ type Config struct {
 	Latency Latency
 
 	// Quotas per folder; 0 is unlimited. Exceeding one answers 429 with the
-	// gateway body and a quota message (API.md §4). Windows slide.
+	// gateway body and a quota message (docs/api.md §4). Windows slide.
 	SubmitRPS     float64
 	SubmitPerHour int
 	PollRPS       float64
@@ -620,7 +620,7 @@ func (s *Server) writeLookup(w http.ResponseWriter, reqID string, res lookupResu
 	return false
 }
 
-// handleCancel cancels a running operation (best effort, API.md §1) and
+// handleCancel cancels a running operation (best effort, docs/api.md §1) and
 // answers the operation. Cancels are not subject to quotas or faults.
 func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request, reqID, rawID string) {
 	if !s.authorize(w, r, reqID) {

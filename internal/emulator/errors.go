@@ -16,7 +16,7 @@ const (
 	codeUnauthenticated = 16
 )
 
-// gatewayErrorBody is the llm.api gateway error (API.md §4).
+// gatewayErrorBody is the llm.api gateway error (docs/api.md §4).
 type gatewayErrorBody struct {
 	Error gatewayError `json:"error"`
 }
@@ -29,7 +29,7 @@ type gatewayError struct {
 	Details    []any  `json:"details"`
 }
 
-// genericErrorBody is the generic Yandex Cloud REST error (API.md §4).
+// genericErrorBody is the generic Yandex Cloud REST error (docs/api.md §4).
 type genericErrorBody struct {
 	Code    int              `json:"code"`
 	Message string           `json:"message"`

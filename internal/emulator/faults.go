@@ -55,8 +55,8 @@ type Faults struct {
 	RateGarbage               float64 // 200 with a truncated JSON body; a submit still creates its operation
 	RateOpError               float64 // operation finishes done:true with error code 13 or 14
 	RateOpPermError           float64 // operation finishes done:true with error code 3 (permanent)
-	RateFresh404              float64 // the first poll of a new operation answers 404 (API.md §4: not on all replicas yet)
-	RateNoDone                float64 // a running operation omits "done" instead of done:false (API.md §3)
+	RateFresh404              float64 // the first poll of a new operation answers 404 (docs/api.md §4: not on all replicas yet)
+	RateNoDone                float64 // a running operation omits "done" instead of done:false (docs/api.md §3)
 	RateSubmitLost            float64 // the operation IS created and counted, but the response is a 500 or a reset
 }
 

@@ -9,7 +9,7 @@ import (
 const (
 	opShardCount = 64
 	opIDLen      = 20
-	opIDPrefix   = "d7q" // as in the ids of recorded runs (API.md §3)
+	opIDPrefix   = "d7q" // as in the ids of recorded runs (docs/api.md §3)
 	opIDAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 	opDescription = "Async GPT Completion"
@@ -89,7 +89,7 @@ type opJSON struct {
 	CreatedAt   string          `json:"createdAt"`
 	CreatedBy   string          `json:"createdBy"`
 	ModifiedAt  string          `json:"modifiedAt"`
-	Error       *opErrorJSON    `json:"error,omitempty"` // before "done": API.md §3 says it may come first
+	Error       *opErrorJSON    `json:"error,omitempty"` // before "done": docs/api.md §3 says it may come first
 	Done        *bool           `json:"done,omitempty"`
 	Metadata    json.RawMessage `json:"metadata,omitempty"`
 	Response    *completionJSON `json:"response,omitempty"`

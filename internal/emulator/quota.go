@@ -8,7 +8,7 @@ import (
 )
 
 // Quota ids in 429 messages. The real ids of the async submit and polling
-// quotas are UNCONFIRMED (API.md §4); these follow the documented naming.
+// quotas are UNCONFIRMED (docs/api.md §4); these follow the documented naming.
 const (
 	quotaSubmitPerSecond = "ai.textGenerationAsyncCompletionRequestsPerSecond.rate"
 	quotaSubmitPerHour   = "ai.textGenerationAsyncCompletionRequestsPerHour.rate"

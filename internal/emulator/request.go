@@ -9,7 +9,7 @@ import (
 	"strings"
 )
 
-// maxInputTokens is the context limit of the current models (API.md §5);
+// maxInputTokens is the context limit of the current models (docs/api.md §5);
 // the exact error text of the real API is UNCONFIRMED.
 const maxInputTokens = 32000
 
@@ -22,7 +22,7 @@ type completionRequest struct {
 
 // requestError is a rejected body. protoJSON errors (syntax, types, oneof)
 // get the grpc-gateway unmarshal body {"error","code","message","details"};
-// the others the llm.api gateway body with a session prefix (API.md §4).
+// the others the llm.api gateway body with a session prefix (docs/api.md §4).
 type requestError struct {
 	protoJSON bool
 	msg       string

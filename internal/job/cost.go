@@ -8,7 +8,7 @@ import (
 )
 
 // Prices maps a model name (as in gpt://<folder>/<model>/<version>) to the price of 1,000 tokens
-// in async mode. Async mode costs half of sync (API.md §5).
+// in async mode. Async mode costs half of sync (docs/api.md §5).
 type Prices map[string]float64
 
 // DefaultCurrency is the currency of DefaultPrices.
