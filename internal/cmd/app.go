@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 )
@@ -31,10 +32,19 @@ const exitCodesHelp = `EXIT CODES:
    5    another batchgpt process holds the checkpoint
    130  interrupted by a signal (resumable: the command to resume is printed)`
 
-// UsageError is a mistake in the command line: exit code 2.
-type UsageError struct{ Msg string }
+// UsageError is a mistake in the command line: exit code 2. It prints as one line that names the
+// problem and the help to read.
+type UsageError struct {
+	Msg  string
+	Help string // e.g. "batchgpt run --help"; filled in by the command that returned the error
+}
 
-func (e *UsageError) Error() string { return e.Msg }
+func (e *UsageError) Error() string {
+	if e.Help == "" {
+		return e.Msg
+	}
+	return e.Msg + " (see " + e.Help + ")"
+}
 
 func usagef(format string, args ...any) error { return &UsageError{Msg: fmt.Sprintf(format, args...)} }
 
@@ -73,8 +83,67 @@ func App(stdout, stderr io.Writer, kill context.Context) *cli.App {
 			e.emulatorCommand(),
 			e.completionCommand(),
 		},
+		// A word that is no command is bad usage (exit 2), not urfave/cli's "No help topic" (exit 3,
+		// which our exit codes reserve for failed rows).
+		Action: func(c *cli.Context) error {
+			if c.Args().Present() {
+				return &UsageError{Msg: fmt.Sprintf("unknown command %q", c.Args().First()), Help: "batchgpt --help"}
+			}
+			return cli.ShowAppHelp(c)
+		},
+		OnUsageError: onUsageError,
+	}
+	for _, c := range app.Commands {
+		reportUsage(c)
 	}
 	return app
+}
+
+// reportUsage makes every usage mistake of c and its subcommands a one-line UsageError that names
+// the command's help, instead of urfave/cli's full help text and exit code 1.
+func reportUsage(c *cli.Command) {
+	c.OnUsageError = onUsageError
+	if c.Action == nil && len(c.Subcommands) > 0 {
+		c.Action = func(ctx *cli.Context) error {
+			if ctx.Args().Present() {
+				return usagef("%s: unknown command %q", strings.TrimPrefix(ctx.Command.HelpName, "batchgpt "), ctx.Args().First())
+			}
+			return cli.ShowSubcommandHelp(ctx)
+		}
+	}
+	if act := c.Action; act != nil {
+		c.Action = func(ctx *cli.Context) error {
+			err := act(ctx)
+			var ue *UsageError
+			if errors.As(err, &ue) && ue.Help == "" {
+				ue.Help = ctx.Command.HelpName + " --help"
+			}
+			return err
+		}
+	}
+	for _, sub := range c.Subcommands {
+		reportUsage(sub)
+	}
+}
+
+// onUsageError turns a flag parsing error into a UsageError.
+func onUsageError(ctx *cli.Context, err error, _ bool) error {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		msg = "unknown flag --" + strings.TrimLeft(name, "-")
+	} else if before, after, ok := strings.Cut(msg, " for flag -"); ok {
+		// `invalid value "x" for flag -concurrency: parse error`
+		name, _, _ := strings.Cut(after, ":")
+		msg = before + " for --" + name
+	}
+	help := "batchgpt --help"
+	if ctx.Command != nil && ctx.Command.HelpName != "" {
+		help = ctx.Command.HelpName + " --help"
+	}
+	if prefix := strings.TrimPrefix(strings.TrimSuffix(help, " --help"), "batchgpt"); prefix != "" {
+		msg = strings.TrimSpace(prefix) + ": " + msg
+	}
+	return &UsageError{Msg: msg, Help: help}
 }
 
 // env is what every command writes to.

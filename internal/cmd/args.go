@@ -12,6 +12,11 @@ import (
 // (`batchgpt cache stats --json`) is stepped into: its own flags are the ones that move.
 // Everything after a "--" is left alone.
 func Intersperse(app *cli.App, args []string) []string {
+	// Shell completion asks with a trailing --generate-bash-completion, which urfave/cli only
+	// recognises as the last argument: it stays there, whatever moves before it.
+	if n := len(args); n > 0 && args[n-1] == completionFlag {
+		return append(Intersperse(app, args[:n-1:n-1]), completionFlag)
+	}
 	if len(args) < 3 {
 		return args
 	}
@@ -57,6 +62,8 @@ func Intersperse(app *cli.App, args []string) []string {
 	}
 	return append(out, positional...)
 }
+
+const completionFlag = "--generate-bash-completion"
 
 // findCommand returns the command of cmds called name, or nil.
 func findCommand(cmds []*cli.Command, name string) *cli.Command {

@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"io"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/urfave/cli/v2"
 )
 
 func TestIntersperse(t *testing.T) {
@@ -21,6 +24,9 @@ func TestIntersperse(t *testing.T) {
 		{[]string{"batchgpt", "cache", "stats", "--json"}, []string{"batchgpt", "cache", "stats", "--json"}},
 		{[]string{"batchgpt", "cache", "export", "extra", "-o", "f.jsonl"}, []string{"batchgpt", "cache", "export", "-o", "f.jsonl", "extra"}},
 		{[]string{"batchgpt", "unknown", "a", "-b"}, []string{"batchgpt", "unknown", "a", "-b"}},
+		// Completion after a positional argument: the completion flag stays last.
+		{[]string{"batchgpt", "run", "in.csv", "--con", "--generate-bash-completion"}, []string{"batchgpt", "run", "--con", "in.csv", "--generate-bash-completion"}},
+		{[]string{"batchgpt", "run", "in.csv", "--generate-bash-completion"}, []string{"batchgpt", "run", "in.csv", "--generate-bash-completion"}},
 	}
 	for _, tt := range tests {
 		if got := Intersperse(app, tt.in); !slices.Equal(got, tt.want) {
@@ -91,3 +97,30 @@ func TestCompletionScript(t *testing.T) {
 		t.Fatalf("completion fish: %v, want a usage error", err)
 	}
 }
+
+// Every flag's placeholder in --help is a word in capitals (urfave/cli takes the first `quoted`
+// word of the usage text as the placeholder: a quoted example there makes nonsense help).
+func TestFlagPlaceholders(t *testing.T) {
+	app := App(io.Discard, io.Discard, context.Background())
+	var walk func(path string, cmds []*cli.Command)
+	walk = func(path string, cmds []*cli.Command) {
+		for _, c := range cmds {
+			for _, f := range c.Flags {
+				df, ok := f.(cli.DocGenerationFlag)
+				if !ok {
+					continue
+				}
+				// What urfave/cli's unquoteUsage does: the text between the first two backquotes.
+				_, rest, ok := strings.Cut(df.GetUsage(), "`")
+				placeholder, _, closed := strings.Cut(rest, "`")
+				if ok && closed && !placeholderRE.MatchString(placeholder) {
+					t.Errorf("%s %s --%s: placeholder %q", path, c.Name, f.Names()[0], placeholder)
+				}
+			}
+			walk(path+" "+c.Name, c.Subcommands)
+		}
+	}
+	walk("batchgpt", app.Commands)
+}
+
+var placeholderRE = regexp.MustCompile(`^[A-Z][A-Z_]*(=[A-Z_]+)?(,\.\.\.)?$`)

@@ -24,8 +24,8 @@ func (e *env) emulatorCommand() *cli.Command {
 			"     YC_API_KEY=anything batchgpt run --folder b1gemulatorfolder000 samples/prompts.jsonl",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:8080", Usage: "listen `ADDRESS` (loopback)"},
-			&cli.StringFlag{Name: "latency", Value: "lognormal:2s:0.7:30s", Usage: "operation latency distribution"},
-			&cli.StringFlag{Name: "faults", Usage: "injected faults, kind=rate,..."},
+			&cli.StringFlag{Name: "latency", Value: "lognormal:2s:0.7:30s", Usage: "operation latency distribution `SPEC`"},
+			&cli.StringFlag{Name: "faults", Usage: "injected `FAULTS`, kind=rate,..."},
 			&cli.Float64Flag{Name: "submit-rps", Usage: "enforce a submission quota per second (0 = none)"},
 			&cli.IntFlag{Name: "submit-per-hour", Usage: "enforce a submission quota per hour (0 = none)"},
 			&cli.Float64Flag{Name: "poll-rps", Usage: "enforce a poll quota per second (0 = none)"},

@@ -39,7 +39,7 @@ func requestFlags() []cli.Flag {
 		&cli.Float64Flag{Name: "temperature", Usage: "sampling temperature 0..1 (API default 0.3)"},
 		&cli.Int64Flag{Name: "max-tokens", Usage: "maximum tokens per answer"},
 		&cli.StringFlag{Name: "reasoning-mode", Usage: "reasoningOptions.mode: DISABLED or ENABLED_HIDDEN"},
-		&cli.StringFlag{Name: "format", Usage: "input format `jsonl` or `csv` (default: by file extension)"},
+		&cli.StringFlag{Name: "format", Usage: "input `FORMAT`: jsonl or csv (default: by file extension)"},
 		&cli.StringFlag{Name: "prompt-column", Usage: "CSV: column holding the prompt (default \"prompt\")"},
 		&cli.StringFlag{Name: "id-column", Usage: "CSV: column holding the row id (default \"id\"; the row number when the file has no such column)"},
 		&cli.StringFlag{Name: "system-column", Usage: "CSV: column holding a per-row system message"},
@@ -83,8 +83,8 @@ func authFlags() []cli.Flag {
 func outputFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.BoolFlag{Name: "emulator", Usage: "start the built-in API emulator in this process and use it (no credentials needed)"},
-		&cli.StringFlag{Name: "emulator-latency", Value: "lognormal:400ms:0.6:5s", Usage: "with --emulator: operation latency (see `batchgpt emulator --help`)"},
-		&cli.StringFlag{Name: "emulator-faults", Usage: "with --emulator: injected faults, e.g. 429=0.05,500=0.02,reset=0.01"},
+		&cli.StringFlag{Name: "emulator-latency", Value: "lognormal:400ms:0.6:5s", Usage: "with --emulator: operation latency `SPEC` (see batchgpt emulator --help)"},
+		&cli.StringFlag{Name: "emulator-faults", Usage: "with --emulator: injected `FAULTS`, e.g. 429=0.05,500=0.02,reset=0.01"},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors"},
 		&cli.BoolFlag{Name: "no-progress", Usage: "no progress bars on a terminal (log lines instead)"},
 		&cli.DurationFlag{Name: "progress-interval", Value: 30 * time.Second, Usage: "when not on a terminal: log a progress line this often"},
@@ -108,7 +108,7 @@ func (e *env) runCommand() *cli.Command {
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "results `PATH`; .csv writes CSV (default: <input without extension>.results.jsonl)"},
 		&cli.BoolFlag{Name: "force", Usage: "start over even if the checkpoint's run is unfinished (its outstanding operations are collected first, then it is archived)"},
 		&cli.BoolFlag{Name: "discard-pending", Usage: "when an earlier run at the checkpoint's path is retired: drop its outstanding operations instead of collecting them"},
-		&cli.StringFlag{Name: "order", Value: "completion", Usage: "result order: `completion` (as rows resolve) or input (rewritten in input order at the end)"},
+		&cli.StringFlag{Name: "order", Value: "completion", Usage: "result `ORDER`: completion (as rows resolve) or input (rewritten in input order at the end)"},
 		&cli.BoolFlag{Name: "dry-run", Usage: "validate the input, count rows, the rows the cache answers and the duplicates; estimate tokens, cost and time under the quota; send nothing"},
 		&cli.BoolFlag{Name: "refresh", Usage: "submit every row even if the cache has its answer, and store the new answers (e.g. to sample again with temperature > 0)"},
 		&cli.BoolFlag{Name: "no-dedup", Usage: "submit every row, even one whose request an earlier row of the file sends too"},
