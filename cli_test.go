@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -73,22 +72,16 @@ func TestLogLinesWithoutTerminal(t *testing.T) {
 		t.Fatalf("exit %d\n%s", res.code, res.stderr)
 	}
 	progressLines := 0
-	var last map[string]any
-	sc := bufio.NewScanner(strings.NewReader(res.stderr))
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, "{") {
-			continue // the final summary is plain text
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(line), &m); err != nil {
-			t.Fatalf("log line is not JSON: %q", line)
+	var last, summary map[string]any
+	for _, m := range jsonLines(t, res.stderr) {
+		if m["msg"] == "summary" {
+			summary, _ = m["summary"].(map[string]any)
 		}
 		if m["msg"] == "progress" {
 			progressLines++
 			for _, k := range []string{"rows", "submitted", "resolved", "succeeded", "failed", "eta"} {
 				if _, ok := m[k]; !ok {
-					t.Fatalf("progress line lacks %q: %s", k, line)
+					t.Fatalf("progress line lacks %q: %v", k, m)
 				}
 			}
 			last = m
@@ -99,6 +92,9 @@ func TestLogLinesWithoutTerminal(t *testing.T) {
 	}
 	if strings.Contains(res.stderr, "\033[") {
 		t.Fatal("terminal escape codes written to a non-terminal")
+	}
+	if summary == nil || summary["succeeded"] != float64(200) {
+		t.Fatalf("no summary line with 200 succeeded rows:\n%s", res.stderr)
 	}
 	var s job.Summary
 	data, err := os.ReadFile(sumPath)

@@ -32,6 +32,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	kill, stopKill := context.WithCancel(context.Background())
 	defer stopSoft()
 	defer stopKill()
+	con := cmd.NewConsole(stderr)
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sigs)
@@ -40,21 +41,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 		for range sigs {
 			n++
 			if n == 1 {
-				fmt.Fprintln(stderr, "batchgpt: stopping: nothing new is started, requests in flight finish (signal again to abort them)")
+				con.Notice("stopping: nothing new is started, requests in flight finish (signal again to abort them)")
 				stopSoft()
 				continue
 			}
-			fmt.Fprintln(stderr, "batchgpt: aborting requests in flight; saving the checkpoint")
+			con.Notice("aborting requests in flight; saving the checkpoint")
 			stopKill()
 		}
 	}()
-	app := cmd.App(stdout, stderr, kill)
+	app := cmd.App(stdout, con, kill)
 	err := app.RunContext(soft, cmd.Intersperse(app, args))
-	return exitCode(err, stderr)
+	return exitCode(err, con)
 }
 
 // exitCode maps an error to the documented exit codes and prints it.
-func exitCode(err error, stderr io.Writer) int {
+func exitCode(err error, con *cmd.Console) int {
 	if err == nil {
 		return cmd.ExitOK
 	}
@@ -84,12 +85,16 @@ func exitCode(err error, stderr io.Writer) int {
 	case errors.Is(err, cmd.ErrReported):
 	case ve != nil:
 		n := len(ve.Errors) + ve.More
-		fmt.Fprintf(stderr, "batchgpt: %s: %d input problem(s); nothing was sent:\n", ve.File, n)
-		for _, line := range strings.Split(ve.Error(), "\n") {
-			fmt.Fprintf(stderr, "  %s\n", line)
+		var text strings.Builder
+		fmt.Fprintf(&text, "batchgpt: %s: %d input problem(s); nothing was sent:\n", ve.File, n)
+		problems := strings.Split(ve.Error(), "\n")
+		for _, line := range problems {
+			fmt.Fprintf(&text, "  %s\n", line)
 		}
+		con.Error(fmt.Sprintf("%s: %d input problem(s); nothing was sent", ve.File, n), text.String(),
+			"file", ve.File, "problems", problems, "exit_code", code)
 	default:
-		fmt.Fprintf(stderr, "batchgpt: %v\n", err)
+		con.Error(err.Error(), "", "exit_code", code)
 	}
 	return code
 }

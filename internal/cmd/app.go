@@ -60,8 +60,9 @@ var ErrReported = errors.New("reported")
 
 // App returns the command tree. kill is cancelled on the second signal: it aborts requests in
 // flight, while the context given to RunContext only stops new work.
-func App(stdout, stderr io.Writer, kill context.Context) *cli.App {
-	e := &env{stdout: stdout, stderr: stderr, kill: kill}
+func App(stdout io.Writer, con *Console, kill context.Context) *cli.App {
+	stderr := con.stderr
+	e := &env{stdout: stdout, stderr: stderr, console: con, kill: kill}
 	app := &cli.App{
 		Name:  "batchgpt",
 		Usage: "run thousands to millions of prompts through the YandexGPT async API, unattended and crash-safe",
@@ -149,5 +150,6 @@ func onUsageError(ctx *cli.Context, err error, _ bool) error {
 // env is what every command writes to.
 type env struct {
 	stdout, stderr io.Writer
+	console        *Console
 	kill           context.Context
 }

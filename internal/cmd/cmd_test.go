@@ -13,7 +13,7 @@ import (
 )
 
 func TestIntersperse(t *testing.T) {
-	app := App(io.Discard, io.Discard, context.Background())
+	app := App(io.Discard, NewConsole(io.Discard), context.Background())
 	tests := []struct{ in, want []string }{
 		{[]string{"batchgpt", "run", "in.csv", "-o", "out.csv", "--emulator"}, []string{"batchgpt", "run", "-o", "out.csv", "--emulator", "in.csv"}},
 		{[]string{"batchgpt", "run", "--template", "x {{.a}}", "in.csv"}, []string{"batchgpt", "run", "--template", "x {{.a}}", "in.csv"}},
@@ -79,7 +79,7 @@ func TestShellQuote(t *testing.T) {
 func TestCompletionScript(t *testing.T) {
 	for _, shell := range []string{"bash", "zsh"} {
 		var out strings.Builder
-		app := App(&out, io.Discard, context.Background())
+		app := App(&out, NewConsole(io.Discard), context.Background())
 		if err := app.Run([]string{"batchgpt", "completion", shell}); err != nil {
 			t.Fatalf("%s: %v", shell, err)
 		}
@@ -91,7 +91,7 @@ func TestCompletionScript(t *testing.T) {
 			t.Fatalf("zsh script lacks bashcompinit:\n%s", out.String())
 		}
 	}
-	app := App(io.Discard, io.Discard, context.Background())
+	app := App(io.Discard, NewConsole(io.Discard), context.Background())
 	var ue *UsageError
 	if err := app.Run([]string{"batchgpt", "completion", "fish"}); !errors.As(err, &ue) {
 		t.Fatalf("completion fish: %v, want a usage error", err)
@@ -101,7 +101,7 @@ func TestCompletionScript(t *testing.T) {
 // Every flag's placeholder in --help is a word in capitals (urfave/cli takes the first `quoted`
 // word of the usage text as the placeholder: a quoted example there makes nonsense help).
 func TestFlagPlaceholders(t *testing.T) {
-	app := App(io.Discard, io.Discard, context.Background())
+	app := App(io.Discard, NewConsole(io.Discard), context.Background())
 	var walk func(path string, cmds []*cli.Command)
 	walk = func(path string, cmds []*cli.Command) {
 		for _, c := range cmds {

@@ -131,6 +131,9 @@ func (p *progress) start(c *cli.Context, j *job.Job, logger *slog.Logger) {
 	if p.bars != nil {
 		interval = 250 * time.Millisecond
 	}
+	if interval <= 0 {
+		return // --progress-interval 0: no progress lines
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

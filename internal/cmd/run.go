@@ -87,7 +87,7 @@ func outputFlags() []cli.Flag {
 		&cli.StringFlag{Name: "emulator-faults", Usage: "with --emulator: injected `FAULTS`, e.g. 429=0.05,500=0.02,reset=0.01"},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors"},
 		&cli.BoolFlag{Name: "no-progress", Usage: "no progress bars on a terminal (log lines instead)"},
-		&cli.DurationFlag{Name: "progress-interval", Value: 30 * time.Second, Usage: "when not on a terminal: log a progress line this often"},
+		&cli.DurationFlag{Name: "progress-interval", Value: 30 * time.Second, Usage: "when not on a terminal: log a progress line this often (0: none)"},
 		&cli.StringFlag{Name: "price", Usage: "async price per 1,000 tokens by model, for cost estimates: `MODEL=PRICE,...` (defaults: " + job.DefaultPrices().String() + " " + job.DefaultCurrency + ")"},
 		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log format: text or json"},
 		&cli.BoolFlag{Name: "verbose", Usage: "log every retry"},
@@ -244,6 +244,9 @@ func (e *env) execute(c *cli.Context, fill func(*job.Config), resume bool) error
 	if c.Int("concurrency") <= 0 || c.Int("max-attempts") <= 0 {
 		return usagef("--concurrency and --max-attempts must be positive")
 	}
+	if c.Duration("progress-interval") < 0 {
+		return usagef("--progress-interval must not be negative (0 turns the progress lines off)")
+	}
 	if c.Float64("submit-rps") < 0 || c.Float64("poll-rps") < 0 || c.Int("submit-per-hour") < 0 {
 		return usagef("--submit-rps, --submit-per-hour and --poll-rps must not be negative")
 	}
@@ -333,8 +336,10 @@ func (e *env) execute(c *cli.Context, fill func(*job.Config), resume bool) error
 		case errors.Is(err, store.ErrExists):
 			return &UsageError{Msg: err.Error()}
 		case sum.Rows > 0 && (errors.Is(err, job.ErrInterrupted) || errors.Is(err, job.ErrAuth) || sum.Pending > 0):
-			fmt.Fprintf(e.stderr, "batchgpt: %v\nbatchgpt: every operation id is saved; to continue run:\n    batchgpt resume %s\n",
-				auth.Redact(err.Error()), shellQuote(cfg.Checkpoint))
+			msg, resumeCmd := auth.Redact(err.Error()), "batchgpt resume "+shellQuote(cfg.Checkpoint)
+			e.console.Error(msg+"; every operation id is saved",
+				fmt.Sprintf("batchgpt: %s\nbatchgpt: every operation id is saved; to continue run:\n    %s\n", msg, resumeCmd),
+				"resume", resumeCmd)
 			return errors.Join(err, ErrReported)
 		}
 		return err
@@ -386,6 +391,7 @@ func (e *env) logger(c *cli.Context, out io.Writer) (*slog.Logger, error) {
 	case "text", "":
 		return slog.New(slog.NewTextHandler(out, opts)), nil
 	case "json":
+		e.console.useJSON(out)
 		return slog.New(slog.NewJSONHandler(out, opts)), nil
 	}
 	return nil, usagef("--log-format %q: want text or json", c.String("log-format"))
@@ -405,6 +411,10 @@ func redactAttr(_ []string, a slog.Attr) slog.Attr {
 }
 
 func (e *env) printSummary(s job.Summary) {
+	if l := e.console.jsonLogger(); l != nil {
+		l.Info("summary", "summary", s)
+		return
+	}
 	w := e.stderr
 	if s.NothingToDo {
 		fmt.Fprintf(w, "nothing to do: the run of this input is complete (rows: %d  succeeded: %d  failed: %d)\nresults: %s\ncheckpoint: %s\n",
