@@ -71,25 +71,14 @@ func (lr *lineReader) next() (data []byte, start int64, line int, err error) {
 	}
 }
 
-// jsonlScanner reads JSONL rows. Blank lines are errors, except one blank
-// last line (editors like to add one).
+// jsonlScanner reads JSONL rows. Blank and whitespace-only lines are skipped, as jq and pandas
+// do: a row's index counts data rows, its line number stays the line in the file.
 type jsonlScanner struct {
-	c  *config
-	lr *lineReader
-	f  io.ReaderAt
-	// blank holds blank lines not yet known to be the last line.
-	blank []rowPos
-	// queue holds rows ready to return: blank-line errors, then the row that
-	// followed them.
-	queue []jsonlRow
+	c     *config
+	lr    *lineReader
+	f     io.ReaderAt
+	index int    // of the next data row
 	obj   object // scratch space for parseJSONL
-	eof   bool
-}
-
-type jsonlRow struct {
-	pos  rowPos
-	spec *rowSpec
-	errs []*InputError
 }
 
 func newJSONLScanner(c *config, r io.Reader, f io.ReaderAt) *jsonlScanner {
@@ -97,40 +86,19 @@ func newJSONLScanner(c *config, r io.Reader, f io.ReaderAt) *jsonlScanner {
 }
 
 func (s *jsonlScanner) next() (rowPos, *rowSpec, []*InputError, error) {
-	for len(s.queue) == 0 {
-		if s.eof {
-			return rowPos{}, nil, nil, io.EOF
-		}
+	for {
 		data, start, line, err := s.lr.next()
-		if err == io.EOF {
-			s.eof = true
-			if len(s.blank) > 0 {
-				s.flushBlank(s.blank[:len(s.blank)-1])
-			}
-			continue
-		}
 		if err != nil {
-			return rowPos{}, nil, nil, err
+			return rowPos{}, nil, nil, err // io.EOF at the end
 		}
-		pos := rowPos{index: line - 1, line: line, offset: start}
 		if isBlank(data) {
-			s.blank = append(s.blank, pos)
 			continue
 		}
-		s.flushBlank(s.blank)
+		pos := rowPos{index: s.index, line: line, offset: start}
+		s.index++
 		spec, errs := s.c.parseJSONL(data, pos, &s.obj)
-		s.queue = append(s.queue, jsonlRow{pos, spec, errs})
+		return pos, spec, errs, nil
 	}
-	r := s.queue[0]
-	s.queue = s.queue[1:]
-	return r.pos, r.spec, r.errs, nil
-}
-
-func (s *jsonlScanner) flushBlank(blank []rowPos) {
-	for _, pos := range blank {
-		s.queue = append(s.queue, jsonlRow{pos, &rowSpec{}, []*InputError{s.c.errAt(pos.line, "", "empty line")}})
-	}
-	s.blank = s.blank[:0]
 }
 
 func (s *jsonlScanner) reread(pos rowPos) (*rowSpec, []*InputError, error) {

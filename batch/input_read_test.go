@@ -198,6 +198,30 @@ func TestJSONLLineEndings(t *testing.T) {
 		{"BOM", "\xef\xbb\xbf{\"prompt\": \"a\"}\n{\"prompt\": \"b\"}\n"},
 		{"trailing blank line", "{\"prompt\": \"a\"}\n{\"prompt\": \"b\"}\n\n"},
 	}
+	// Blank and whitespace-only lines are skipped (as jq and pandas do): a row's index and default
+	// id count data rows, its line number stays the line in the file.
+	t.Run("blank lines", func(t *testing.T) {
+		content := "\n{\"prompt\": \"a\"}\n \t\r\n\n{\"prompt\": \"b\"}\n  \n"
+		path := writeInput(t, "in.jsonl", content)
+		if _, err := batch.Validate(path, defaults, 0); err != nil {
+			t.Fatal(err)
+		}
+		rows := readAll(t, path, defaults)
+		if len(rows) != 2 {
+			t.Fatalf("got %d rows, want 2", len(rows))
+		}
+		for i, wantLine := range []int{2, 5} {
+			r := rows[i]
+			wantOff := int64(strings.Index(content, "{\"prompt\": \""+string(rune('a'+i))))
+			if r.Index != i || r.Line != wantLine || r.Offset != wantOff || r.ID != fmt.Sprint(i+1) {
+				t.Errorf("row %d = index %d line %d offset %d id %q, want line %d offset %d", i, r.Index, r.Line, r.Offset, r.ID, wantLine, wantOff)
+			}
+			again, err := batch.ReadRow(path, defaults, r.Offset, r.Index, r.Line)
+			if err != nil || !reflect.DeepEqual(again, r) {
+				t.Errorf("ReadRow(%d) = %+v, %v; want %+v", r.Offset, again, err, r)
+			}
+		}
+	})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path := writeInput(t, "in.jsonl", tt.content)

@@ -69,12 +69,9 @@ func TestValidateJSONLErrors(t *testing.T) {
 		opt     *batch.Options // nil = defaults
 		want    []string
 	}{
-		{"blank line", "{\"prompt\":\"a\"}\n\n{\"prompt\":\"b\"}\n",
-			nil, []string{`in.jsonl:2: empty line`}},
-		{"whitespace line", "{\"prompt\":\"a\"}\n \t\r\n{\"prompt\":\"b\"}\n",
-			nil, []string{`in.jsonl:2: empty line`}},
-		{"only the last blank line is skipped", "{\"prompt\":\"a\"}\n\n\n",
-			nil, []string{`in.jsonl:2: empty line`}},
+		{"a bad row after blank lines keeps its line number", "{\"prompt\":\"a\"}\n\n \t\r\n{\"prompt\":\"\"}\n",
+			nil, []string{`in.jsonl:4: field "prompt": empty prompt`}},
+		{"only blank lines", "\n \n\t\r\n", nil, []string{`in.jsonl: no data rows`}},
 		{"syntax", `{"prompt": }`,
 			nil, []string{`in.jsonl:1: invalid JSON at column 12: invalid character '}' looking for beginning of value`}},
 		{"truncated", `{"prompt": "a"`,
