@@ -12,7 +12,7 @@ import (
 
 // Pacer enforces one quota for the whole process: a per-second rate that adapts to 429 answers
 // (multiplicative decrease, gradual increase back to the cap) and, optionally, an exact sliding
-// window of at most N requests per hour. Every worker waits on the same Pacer, so a 429 slows
+// window of at most N requests per hour (in O(3,600) memory whatever N). Every worker waits on the same Pacer, so a 429 slows
 // them all at once instead of each backing off on its own.
 //
 // Requests are spaced evenly (a token bucket of one): a server that counts a sliding one-second
@@ -30,11 +30,14 @@ type Pacer struct {
 	okStreak int
 	quota429 int64
 
-	// Sliding hour window: times of the last perHour requests, a ring buffer.
+	// Sliding hour window. Requests that start within a second of each other share a bucket, so
+	// the window holds at most ~3,600 buckets whatever the quota (one time per request would cost
+	// gigabytes at --submit-per-hour 100000000). A bucket leaves the window an hour after its last
+	// request: exact when a bucket holds one request, at most a second late otherwise, never early.
 	perHour int
-	ring    []time.Time
-	next    int
-	filled  int
+	buckets []hourBucket // oldest first, from head
+	head    int
+	inHour  int // requests in buckets[head:]
 
 	now   func() time.Time
 	sleep func(ctx context.Context, d time.Duration) error
@@ -49,10 +52,13 @@ func NewPacer(perSecond float64, perHour int) *Pacer {
 		p.floor = math.Min(math.Max(perSecond/50, 0.2), perSecond)
 		p.limiter = rate.NewLimiter(rate.Limit(perSecond), 1)
 	}
-	if perHour > 0 {
-		p.ring = make([]time.Time, perHour)
-	}
 	return p
+}
+
+// hourBucket counts the requests that started in [first, first+1s); last is the latest of them.
+type hourBucket struct {
+	first, last time.Time
+	n           int
 }
 
 // Seed records requests already made in the last hour (for example by the run this one resumes),
@@ -63,27 +69,52 @@ func (p *Pacer) Seed(times []time.Time) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	// The ring must hold the most recent requests in time order (Wait takes the slot it
-	// overwrites as the oldest), and callers pass times in row order: merge and sort.
+	// Buckets must be in time order, and callers pass times in row order: merge and sort.
+	type mark struct {
+		t time.Time
+		n int
+	}
 	cut := p.now().Add(-time.Hour)
-	all := slices.Clone(p.ring[:p.filled])
+	var all []mark
+	for _, b := range p.buckets[p.head:] {
+		all = append(all, mark{b.last, b.n})
+	}
 	for _, t := range times {
 		if t.After(cut) {
-			all = append(all, t)
+			all = append(all, mark{t, 1})
 		}
 	}
-	slices.SortFunc(all, time.Time.Compare)
-	p.next, p.filled = 0, 0
-	for _, t := range all {
-		p.record(t)
+	slices.SortFunc(all, func(a, b mark) int { return a.t.Compare(b.t) })
+	p.buckets, p.head, p.inHour = nil, 0, 0
+	for _, m := range all {
+		p.record(m.t, m.n)
 	}
 }
 
-func (p *Pacer) record(t time.Time) {
-	p.ring[p.next] = t
-	p.next = (p.next + 1) % len(p.ring)
-	if p.filled < len(p.ring) {
-		p.filled++
+// record adds n requests started at t, the latest so far.
+func (p *Pacer) record(t time.Time, n int) {
+	p.inHour += n
+	if last := len(p.buckets) - 1; last >= p.head && t.Sub(p.buckets[last].first) < time.Second {
+		b := &p.buckets[last]
+		b.n += n
+		if t.After(b.last) {
+			b.last = t
+		}
+		return
+	}
+	p.buckets = append(p.buckets, hourBucket{first: t, last: t, n: n})
+}
+
+// expire drops the buckets whose last request is an hour old or more.
+func (p *Pacer) expire(now time.Time) {
+	for p.head < len(p.buckets) && !now.Before(p.buckets[p.head].last.Add(time.Hour)) {
+		p.inHour -= p.buckets[p.head].n
+		p.head++
+	}
+	// Reuse the slice's space once most of it is dead, so it stays O(buckets in an hour).
+	if p.head > 0 && p.head >= len(p.buckets)/2 {
+		p.buckets = append(p.buckets[:0], p.buckets[p.head:]...)
+		p.head = 0
 	}
 }
 
@@ -93,16 +124,18 @@ func (p *Pacer) Wait(ctx context.Context) error {
 		p.mu.Lock()
 		now := p.now()
 		wait := p.pausedTo.Sub(now)
-		if p.perHour > 0 && p.filled == len(p.ring) {
-			// The oldest of the last perHour requests must be more than an hour old.
-			oldest := p.ring[p.next]
-			if w := oldest.Add(time.Hour).Sub(now); w > wait {
-				wait = w
+		if p.perHour > 0 {
+			p.expire(now)
+			if p.inHour >= p.perHour {
+				// Wait for the oldest bucket to leave the hour.
+				if w := p.buckets[p.head].last.Add(time.Hour).Sub(now); w > wait {
+					wait = w
+				}
 			}
 		}
 		if wait <= 0 {
 			if p.perHour > 0 {
-				p.record(now)
+				p.record(now, 1)
 			}
 			p.mu.Unlock()
 			break
@@ -193,14 +226,11 @@ func (p *Pacer) Throttles() int64 {
 func (p *Pacer) InWindow() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	cut := p.now().Add(-time.Hour)
-	n := 0
-	for i := 0; i < p.filled; i++ {
-		if p.ring[i].After(cut) {
-			n++
-		}
+	if p.perHour == 0 {
+		return 0
 	}
-	return n
+	p.expire(p.now())
+	return p.inHour
 }
 
 // Limits returns the configured per-second and per-hour caps.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -349,4 +350,34 @@ func TestPacerConcurrentHourWindow(t *testing.T) {
 	if err := p.Wait(ctx); !errors.Is(err, context.Canceled) {
 		t.Errorf("request %d: Wait = %v, want it held back", perHour+1, err)
 	}
+}
+
+// The hour window costs O(3,600) whatever the quota: a quota of 100,000,000 an hour once
+// allocated one time per allowed request (gigabytes) before sending anything.
+func TestPacerHourWindowMemory(t *testing.T) {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	p, c := fakePacer(0, 100_000_000)
+	// Two hours of requests 20 ms apart (360,000 of them), then a seed of as many.
+	var seed []time.Time
+	for range 360_000 {
+		c.advance(20 * time.Millisecond)
+		if err := p.Wait(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		seed = append(seed, c.now())
+	}
+	p.Seed(seed[len(seed)/2:])
+	seed = nil
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 4<<20 {
+		t.Errorf("the hour window holds %d MiB", grew>>20)
+	}
+	if got, want := p.InWindow(), 180_000+180_000; got < want-100 || got > want+100 {
+		// An hour of live requests plus the seeded copies of the same hour.
+		t.Errorf("InWindow = %d, want about %d", got, want)
+	}
+	runtime.KeepAlive(p)
 }
