@@ -17,6 +17,9 @@
 //	R <row> <0|1 failed> <resultsEnd>  its result line is durable; the results
 //	                                   file now ends at byte resultsEnd
 //	U <row>                            row reopened: back to new, attempts kept
+//	U <row> 0                          row reopened with its attempts reset
+//	                                   (resume --retry-failed); older readers
+//	                                   of version 2 skip it as corrupt
 //	D <row>                            a submission of this row may have created
 //	                                   an operation we never saw (possible
 //	                                   billed duplicate); counted, never reset

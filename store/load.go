@@ -423,6 +423,9 @@ func (s *State) apply(r *record) {
 		s.cursor = r.end
 	case kindReopen:
 		*row = Row{Attempt: row.Attempt, Doubts: row.Doubts}
+		if r.reset {
+			row.Attempt = 0
+		}
 		s.ends[r.row], s.lens[r.row] = 0, 0
 	case kindDoubt:
 		s.Doubts++

@@ -95,6 +95,15 @@ func appendReopen(dst []byte, row int) []byte {
 	return appendSum(dst, start)
 }
 
+// appendRetry appends "U <row> 0": reopened with its attempts reset.
+func appendRetry(dst []byte, row int) []byte {
+	start := len(dst)
+	dst = append(dst, kindReopen, ' ')
+	dst = strconv.AppendInt(dst, int64(row), 10)
+	dst = append(dst, " 0"...)
+	return appendSum(dst, start)
+}
+
 func appendDoubt(dst []byte, row int) []byte {
 	start := len(dst)
 	dst = append(dst, kindDoubt, ' ')
@@ -243,6 +252,7 @@ type record struct {
 	end     int64 // R: results end; P: offset; F: size of the new results
 	sum     uint32
 	inOrder bool // F: rows in input order
+	reset   bool // U: attempts reset
 	key     [32]byte
 	model   []byte // N: aliases the input line
 	id      string // N
@@ -358,7 +368,15 @@ func parseRecord(p []byte, rows int) (record, error) {
 		r.end = int64(end)
 	case kindNamed:
 		return r, r.parseNamed(rest)
-	case kindReopen, kindDoubt:
+	case kindReopen:
+		// An optional "0": the row's attempts start over (resume --retry-failed).
+		if f, more, ok := field(rest); ok {
+			if len(f) != 1 || f[0] != '0' {
+				return r, errSyntax
+			}
+			r.reset, rest = true, more
+		}
+	case kindDoubt:
 	case kindHeader:
 		return r, errHeaderAgain
 	default:

@@ -497,3 +497,28 @@ func TestCloseWhileBusy(t *testing.T) {
 	}
 	t.Logf("%d of %d accepted before Close", n, workers*perWorker)
 }
+
+// Reopen keeps a row's attempts; Retry (resume --retry-failed) resets them, and the reset
+// survives a reload before the row is sent again.
+func TestRetryResetsAttempts(t *testing.T) {
+	w, ckpt, _ := newRun(t, 3, "id,text\n")
+	for row := range 2 {
+		must(t, w.Intent(row, 4))
+		must(t, w.Result(row, true, []byte(fmt.Sprintf("r%d,failed\n", row))))
+	}
+	must(t, w.Reopen(0))
+	must(t, w.Retry(1))
+	must(t, w.Flush())
+	st := load(t, ckpt)
+	if r := st.Rows[0]; r.Phase != store.PhaseNew || r.Attempt != 4 {
+		t.Errorf("reopened row: %+v, want new with its 4 attempts", r)
+	}
+	if r := st.Rows[1]; r.Phase != store.PhaseNew || r.Attempt != 0 {
+		t.Errorf("retried row: %+v, want new with 0 attempts", r)
+	}
+	data, err := os.ReadFile(ckpt)
+	must(t, err)
+	if !bytes.Contains(data, []byte("\nU 1 0 ")) {
+		t.Errorf("no U record with a reset in:\n%s", data)
+	}
+}

@@ -66,6 +66,7 @@ type request struct {
 	attempt int
 	at      int64
 	opID    string
+	reset   bool       // Reopen: the row's attempts start over
 	line    []byte     // Result: the result line; Name: the whole N record
 	done    chan error // nil for queued-only requests
 	durable func()     // Result: called once its R record is durable
@@ -516,6 +517,15 @@ func (w *Writer) Reopen(row int) error {
 	return w.enqueue(request{kind: kindReopen, row: row})
 }
 
+// Retry queues a record that sends row back to PhaseNew with its attempts reset, so that it gets
+// the full --max-attempts again (resume --retry-failed).
+func (w *Writer) Retry(row int) error {
+	if err := w.checkRow(row); err != nil {
+		return err
+	}
+	return w.enqueue(request{kind: kindReopen, row: row, reset: true})
+}
+
 // Doubt queues a record that a submission of row may have created an
 // operation we never saw (a possible billed duplicate). It returns the sticky
 // error, if any; Flush waits until the record is durable.
@@ -728,7 +738,11 @@ func (w *Writer) commit(batch []request) error {
 			w.unresolve(r.row)
 			w.resolved[r.row/64] |= 1 << (r.row % 64)
 		case kindReopen:
-			w.jbuf = appendReopen(w.jbuf, r.row)
+			if r.reset {
+				w.jbuf = appendRetry(w.jbuf, r.row)
+			} else {
+				w.jbuf = appendReopen(w.jbuf, r.row)
+			}
 			w.unresolve(r.row)
 		case kindDoubt:
 			w.jbuf = appendDoubt(w.jbuf, r.row)

@@ -456,11 +456,12 @@ func (j *Job) Resume(ctx context.Context) (Summary, error) {
 		reopened := 0
 		for i := range st.Rows {
 			if r := &st.Rows[i]; r.Phase == store.PhaseResolved && r.Failed {
-				if err := w.Reopen(i); err != nil {
+				if err := w.Retry(i); err != nil {
 					w.Close()
 					return Summary{}, fmt.Errorf("reopen failed rows: %w", err)
 				}
-				r.Phase, r.Failed = store.PhaseNew, false
+				// A full set of tries: a row that used them all would otherwise get one.
+				r.Phase, r.Failed, r.Attempt = store.PhaseNew, false, 0
 				reopened++
 			}
 		}

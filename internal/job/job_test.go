@@ -436,6 +436,36 @@ func TestRetryFailedLeavesOneLinePerRow(t *testing.T) {
 	checkAll(t, readResults(t, cfg.Output), n) // fails on a row written twice
 }
 
+// A row that used all its attempts gets all of them again with resume --retry-failed (it once got
+// a single try: its count carried over).
+func TestRetryFailedResetsAttempts(t *testing.T) {
+	always, _ := emulator.ParseFaults("op_error=1") // a transient operation error, every time
+	_, url := startEmulator(t, emulator.Config{Faults: always, Seed: 3})
+	dir := t.TempDir()
+	const n, attempts = 20, 3
+	in := writeJSONL(t, dir, n)
+	cfg := config(dir, in, url)
+	cfg.Tuning.MaxAttempts = attempts
+	sum, err := job.New(cfg).Run(context.Background())
+	if err != nil || sum.Failed != n || sum.Submissions != n*attempts {
+		t.Fatalf("run: %v %+v; want %d rows failed after %d submissions each", err, sum, n, attempts)
+	}
+	rcfg := cfg
+	rcfg.RetryFailed = true
+	sum2, err := job.New(rcfg).Resume(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum2.Failed != n || sum2.Submissions != n*attempts {
+		t.Fatalf("retry: %d submissions for %d failed rows, want %d (%d each)", sum2.Submissions, sum2.Failed, n*attempts, attempts)
+	}
+	for id, r := range readResults(t, cfg.Output) {
+		if r.Attempts != attempts {
+			t.Fatalf("row %s: %d attempts after the retry, want %d", id, r.Attempts, attempts)
+		}
+	}
+}
+
 func TestOrderInput(t *testing.T) {
 	lat, _ := emulator.ParseLatency("uniform:0s:200ms")
 	_, url := startEmulator(t, emulator.Config{Latency: lat, Seed: 9})
