@@ -14,7 +14,7 @@ func (e *env) emulatorCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "emulator",
 		Usage: "serve an emulation of the YandexGPT async API (and IAM) on loopback, for trying and testing batchgpt",
-		Description: "Serves POST /foundationModels/v1/completionAsync, GET /operations/{id}, POST /operations/{id}:cancel,\n" +
+		Description: "Serves POST /foundationModels/v1/completionAsync, GET /operations/{id}, GET /operations/{id}:cancel,\n" +
 			"POST /iam/v1/tokens, the VM metadata token path and GET /emulator/stats, with the API's bodies and errors.\n" +
 			"Latency: 0, 2s, uniform:100ms:2s, lognormal:1s:0.8[:max]. Faults: kind=rate pairs, kinds\n" +
 			"429, 500, 503, reset, slow, garbage, op_error, op_perm_error, fresh404, no_done, submit_lost; slow_delay=DURATION.\n" +

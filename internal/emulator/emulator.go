@@ -262,7 +262,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	case strings.HasPrefix(p, pathOps):
 		if id, ok := strings.CutSuffix(p[len(pathOps):], ":cancel"); ok {
-			if allowMethod(w, r, http.MethodPost, reqID) {
+			// Cancel is a GET in the API's HTTP rule (docs/api.md §1). What the real API answers
+			// to a POST there is unknown; a 405 is our guess.
+			if allowMethod(w, r, http.MethodGet, reqID) {
 				s.handleCancel(w, r, reqID, id)
 			}
 			return

@@ -844,7 +844,7 @@ func TestCancel(t *testing.T) {
 			s, base := emuStart(t, emulator.Config{Latency: emulator.Latency{Median: tc.latency}})
 			id := submitOK(t, base, userMsg("cancel me"))
 			for _, r := range []emuResp{
-				mustDo(t, http.MethodPost, base+"/operations/"+id+":cancel", "", nil),
+				mustDo(t, http.MethodGet, base+"/operations/"+id+":cancel", "", nil),
 				mustDo(t, http.MethodGet, base+"/operations/"+id, "", nil),
 			} {
 				op := decodeOp(t, r)
@@ -858,7 +858,7 @@ func TestCancel(t *testing.T) {
 			if st := s.Stats(); st.OpsDone+st.OpsFailed != 1 || (tc.wantCode != 0) != (st.OpsFailed == 1) {
 				t.Errorf("OpsDone %d OpsFailed %d", st.OpsDone, st.OpsFailed)
 			}
-			checkGenericError(t, mustDo(t, http.MethodPost, base+"/operations/d7qqr3frkl81js0udlr9:cancel", "", nil), http.StatusNotFound, 5, "Operation not found")
+			checkGenericError(t, mustDo(t, http.MethodGet, base+"/operations/d7qqr3frkl81js0udlr9:cancel", "", nil), http.StatusNotFound, 5, "Operation not found")
 		})
 	}
 }
@@ -913,7 +913,7 @@ func TestRoutes(t *testing.T) {
 	}{
 		{http.MethodGet, "/foundationModels/v1/completionAsync", http.StatusMethodNotAllowed},
 		{http.MethodPost, "/operations/d7qqr3frkl81js0udlr9", http.StatusMethodNotAllowed},
-		{http.MethodGet, "/operations/d7qqr3frkl81js0udlr9:cancel", http.StatusMethodNotAllowed},
+		{http.MethodPost, "/operations/d7qqr3frkl81js0udlr9:cancel", http.StatusMethodNotAllowed}, // cancel is a GET
 		{http.MethodGet, "/nowhere", http.StatusNotFound},
 		{http.MethodPost, "/iam/v1/tokens", http.StatusBadRequest}, // served by the IAM: no JWT
 		{http.MethodGet, "/computeMetadata/v1/instance/service-accounts/default/token", http.StatusForbidden},
