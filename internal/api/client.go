@@ -3,7 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
+	crand "crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -368,12 +368,13 @@ func (c *Client) retryAfter(err error, def time.Duration) time.Duration {
 	return min(d, c.cfg.BackoffMax)
 }
 
-// newRequestID makes the x-client-request-id of a request: a random UUID-shaped id for support
-// tracing. It is no secret, so math/rand serves (crypto/rand would cost a system call per request).
+// newRequestID makes the x-client-request-id of a request: a random UUID version 4 (RFC 9562),
+// the form the API documents for support tracing (docs/api.md §2), from crypto/rand.
 func newRequestID() string {
 	var b [16]byte
-	binary.LittleEndian.PutUint64(b[:8], mrand.Uint64())
-	binary.LittleEndian.PutUint64(b[8:], mrand.Uint64())
+	_, _ = crand.Read(b[:]) // never fails (crypto/rand.Read documentation)
+	b[6] = b[6]&0x0f | 0x40 // version 4
+	b[8] = b[8]&0x3f | 0x80 // variant 10xx
 	h := hex.EncodeToString(b[:])
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
