@@ -233,9 +233,18 @@ func TestCamelCaseKeyFileSigns(t *testing.T) {
 
 func TestNewServiceAccountEndpoint(t *testing.T) {
 	_, k2048, _ := generatedKeys(t)
-	for _, ep := range []string{"ftp://x", "://", "http://"} {
+	for _, ep := range []string{"ftp://x", "://", "http://", "http://iam.example.com", "http://10.0.0.1:8080/"} {
 		if _, err := auth.NewServiceAccount(k2048, ep, nil); err == nil || !strings.Contains(err.Error(), "iam endpoint") {
 			t.Errorf("endpoint %q: err = %v, want invalid endpoint", ep, err)
+		}
+	}
+	// The JWT must not cross the network in clear text; loopback (the emulator) may use http.
+	if _, err := auth.NewServiceAccount(k2048, "http://iam.example.com", nil); err == nil || !strings.Contains(err.Error(), "plain http is only allowed on loopback") {
+		t.Errorf("plain http off loopback: err = %v, want it refused", err)
+	}
+	for _, ep := range []string{"https://iam.example.com", "http://127.0.0.1:1", "http://localhost:1", "http://[::1]:1"} {
+		if _, err := auth.NewServiceAccount(k2048, ep, nil); err != nil {
+			t.Errorf("endpoint %q: %v", ep, err)
 		}
 	}
 }

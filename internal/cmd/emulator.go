@@ -2,7 +2,9 @@ package cmd
 
 import (
 	"fmt"
+	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -23,7 +25,7 @@ func (e *env) emulatorCommand() *cli.Command {
 			"   BATCHGPT_ENDPOINT=http://127.0.0.1:8080 BATCHGPT_OPERATIONS_ENDPOINT=http://127.0.0.1:8080 \\\n" +
 			"     YC_API_KEY=anything batchgpt run --folder b1gemulatorfolder000 samples/prompts.jsonl",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:8080", Usage: "listen `ADDRESS` (loopback)"},
+			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:8080", Usage: "listen `ADDRESS` (loopback; another address is served with a warning)"},
 			&cli.StringFlag{Name: "latency", Value: "lognormal:2s:0.7:30s", Usage: "operation latency distribution"},
 			&cli.StringFlag{Name: "faults", Usage: "injected faults, kind=rate,..."},
 			&cli.Float64Flag{Name: "submit-rps", Usage: "enforce a submission quota per second (0 = none)"},
@@ -61,8 +63,13 @@ func (e *env) emulatorCommand() *cli.Command {
 				}
 				fmt.Fprintf(e.stderr, "wrote a service-account key for this emulator to %s\n", p)
 			}
+			addr := c.String("addr")
+			if !loopbackAddr(addr) {
+				fmt.Fprintf(e.stderr, "batchgpt: warning: --addr %s is not a loopback address: the emulator serves plain http "+
+					"and its IAM endpoint takes signed JWTs; anyone who can reach it can use it\n", addr)
+			}
 			srv := emulator.New(cfg)
-			url, err := srv.Start(c.String("addr"))
+			url, err := srv.Start(addr)
 			if err != nil {
 				return fmt.Errorf("emulator: %w", err)
 			}
@@ -73,4 +80,18 @@ func (e *env) emulatorCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// loopbackAddr reports whether a listen address binds loopback only ("" or ":8080" bind every
+// interface).
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

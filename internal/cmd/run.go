@@ -247,6 +247,12 @@ func (e *env) execute(c *cli.Context, fill func(*job.Config), resume bool) error
 	if c.Float64("submit-rps") < 0 || c.Float64("poll-rps") < 0 || c.Int("submit-per-hour") < 0 {
 		return usagef("--submit-rps, --submit-per-hour and --poll-rps must not be negative")
 	}
+	if !c.Bool("emulator") {
+		// A signed JWT crosses to the IAM endpoint: the check of the API endpoints applies.
+		if _, err := api.CheckEndpoint("--iam-endpoint", c.String("iam-endpoint")); err != nil {
+			return &UsageError{Msg: err.Error()}
+		}
+	}
 	cfg := job.Config{
 		Tuning: job.Tuning{
 			Concurrency: c.Int("concurrency"), SubmitRPS: c.Float64("submit-rps"), SubmitPerHour: c.Int("submit-per-hour"),
