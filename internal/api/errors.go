@@ -63,6 +63,8 @@ type Error struct {
 	Message    string
 	RequestID  string // x-request-id of the answer, for support
 	RetryAfter string // raw Retry-After header, if any
+	// credentials is set when the credentials source failed and nothing was sent.
+	credentials bool
 }
 
 func (e *Error) Error() string {

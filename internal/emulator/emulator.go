@@ -54,8 +54,13 @@ type Config struct {
 
 	APIKeys   []string // accepted "Api-Key <k>" values; empty: any non-empty key is accepted
 	IAMTokens []string // static "Bearer <t>" tokens accepted besides those the IAM issues
-	NoAuth    bool     // accept requests without Authorization (a present header is still checked)
-	Retention time.Duration
+	// UserTokens are static "Bearer <t>" tokens of a person's account, as `yc iam create-token`
+	// makes them: completionAsync answers 401 code 16 to them without x-folder-id (docs/api.md
+	// §6). The real API knows whose token it is; the emulator, which cannot, is told: tokens its
+	// IAM issues (JWT exchange, metadata) and IAMTokens are service accounts'.
+	UserTokens []string
+	NoAuth     bool // accept requests without Authorization (a present header is still checked)
+	Retention  time.Duration
 
 	Seed int64
 	Now  func() time.Time // nil: time.Now; must be safe for concurrent use
@@ -79,12 +84,13 @@ type Stats struct {
 
 // Server is the emulator. It is an http.Handler and safe for concurrent use.
 type Server struct {
-	cfg       Config
-	now       func() time.Time
-	iam       *IAM
-	apiKeys   map[string]bool
-	iamTokens map[string]bool
-	retention int64 // nanoseconds
+	cfg        Config
+	now        func() time.Time
+	iam        *IAM
+	apiKeys    map[string]bool
+	iamTokens  map[string]bool
+	userTokens map[string]bool
+	retention  int64 // nanoseconds
 
 	faults atomic.Pointer[Faults]
 
@@ -110,14 +116,15 @@ type Server struct {
 // New returns a Server for cfg.
 func New(cfg Config) *Server {
 	s := &Server{
-		cfg:       cfg,
-		now:       cfg.Now,
-		iam:       cfg.IAM,
-		apiKeys:   make(map[string]bool, len(cfg.APIKeys)),
-		iamTokens: make(map[string]bool, len(cfg.IAMTokens)),
-		retention: int64(cfg.Retention),
-		rng:       rand.New(rand.NewPCG(uint64(cfg.Seed), uint64(cfg.Seed)^0x9e3779b97f4a7c15)),
-		folders:   make(map[string]*folderState),
+		cfg:        cfg,
+		now:        cfg.Now,
+		iam:        cfg.IAM,
+		apiKeys:    make(map[string]bool, len(cfg.APIKeys)),
+		iamTokens:  make(map[string]bool, len(cfg.IAMTokens)),
+		userTokens: make(map[string]bool, len(cfg.UserTokens)),
+		retention:  int64(cfg.Retention),
+		rng:        rand.New(rand.NewPCG(uint64(cfg.Seed), uint64(cfg.Seed)^0x9e3779b97f4a7c15)),
+		folders:    make(map[string]*folderState),
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -133,6 +140,9 @@ func New(cfg Config) *Server {
 	}
 	for _, t := range cfg.IAMTokens {
 		s.iamTokens[t] = true
+	}
+	for _, t := range cfg.UserTokens {
+		s.userTokens[t] = true
 	}
 	for i := range s.shards {
 		s.shards[i].ops = make(map[opID]*operation)
@@ -310,7 +320,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, reqID string)
 		}
 		msg = "Unknown api key"
 	case strings.EqualFold(scheme, "Bearer"):
-		if cred != "" && (s.iamTokens[cred] || s.iam.CheckToken(cred) == nil) {
+		if cred != "" && (s.iamTokens[cred] || s.userTokens[cred] || s.iam.CheckToken(cred) == nil) {
 			return true
 		}
 		msg = "Token is invalid or has expired."
@@ -320,6 +330,12 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, reqID string)
 	s.st.unauthorized.Add(1)
 	writeGenericErr(w, http.StatusUnauthorized, codeUnauthenticated, msg, reqID)
 	return false
+}
+
+// userAccount reports whether the request carries a token of a person's account (UserTokens).
+func (s *Server) userAccount(r *http.Request) bool {
+	scheme, cred, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	return strings.EqualFold(scheme, "Bearer") && s.userTokens[strings.TrimSpace(cred)]
 }
 
 // folder returns the interned state of folder id.
@@ -422,6 +438,13 @@ func garble(b []byte) []byte {
 
 func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request, reqID string) {
 	if !s.authorize(w, r, reqID) {
+		return
+	}
+	if r.Header.Get("x-folder-id") == "" && s.userAccount(r) {
+		// A person's token names no folder of its own (docs/api.md §6). Polls and cancels are
+		// served without the header, as the documented poll example sends none (UNCONFIRMED).
+		s.st.unauthorized.Add(1)
+		writeGenericErr(w, http.StatusUnauthorized, codeUnauthenticated, "You have to specify folder ID for user account", reqID)
 		return
 	}
 	s.st.submissions.Add(1)
