@@ -135,6 +135,14 @@ func Classify(err error) Class {
 	return Transient
 }
 
+// PermissionDenied reports whether err is the API refusing what the request asks for (403,
+// PERMISSION_DENIED): a model that needs access on request, a folder the credentials cannot use
+// (docs/api.md §4). It is an Auth error; whether it concerns the run or one row is the caller's call.
+func PermissionDenied(err error) bool {
+	var ae *Error
+	return errors.As(err, &ae) && (ae.HTTPStatus == http.StatusForbidden || ae.Code == 7)
+}
+
 // reachedServer reports whether a failed submission may have created an operation on the server.
 // Only a failure to connect at all proves it did not; everything else (a 5xx, a reset after the
 // request was written, a timeout, a garbage answer) may hide a created, billed operation.

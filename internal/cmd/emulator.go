@@ -32,6 +32,7 @@ func (e *env) emulatorCommand() *cli.Command {
 			&cli.IntFlag{Name: "submit-per-hour", Usage: "enforce a submission quota per hour (0 = none)"},
 			&cli.Float64Flag{Name: "poll-rps", Usage: "enforce a poll quota per second (0 = none)"},
 			&cli.StringSliceFlag{Name: "api-key", Usage: "accepted API key (repeatable; default: any key)"},
+			&cli.StringSliceFlag{Name: "deny-model", Usage: "answer 403 PERMISSION_DENIED to completionAsync for model `URI` (repeatable)"},
 			&cli.StringSliceFlag{Name: "user-token", Usage: "accept `TOKEN` as the IAM token of a person's account: completionAsync then needs x-folder-id, as the real API does (repeatable)"},
 			&cli.DurationFlag{Name: "token-lifetime", Value: 12 * time.Hour, Usage: "lifetime of issued IAM tokens"},
 			&cli.DurationFlag{Name: "retention", Value: 72 * time.Hour, Usage: "how long finished operations are kept"},
@@ -50,8 +51,8 @@ func (e *env) emulatorCommand() *cli.Command {
 			iam := emulator.NewIAM(c.Duration("token-lifetime"), nil)
 			cfg := emulator.Config{Latency: lat, Faults: faults, SubmitRPS: c.Float64("submit-rps"),
 				SubmitPerHour: c.Int("submit-per-hour"), PollRPS: c.Float64("poll-rps"), APIKeys: c.StringSlice("api-key"),
-				UserTokens: c.StringSlice("user-token"),
-				Retention:  c.Duration("retention"), IAM: iam, Seed: time.Now().UnixNano()}
+				UserTokens: c.StringSlice("user-token"), DeniedModels: c.StringSlice("deny-model"),
+				Retention: c.Duration("retention"), IAM: iam, Seed: time.Now().UnixNano()}
 			if c.Bool("log") {
 				cfg.Logf = func(format string, args ...any) { fmt.Fprintf(e.stderr, format+"\n", args...) }
 			}

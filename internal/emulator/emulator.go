@@ -59,8 +59,13 @@ type Config struct {
 	// §6). The real API knows whose token it is; the emulator, which cannot, is told: tokens its
 	// IAM issues (JWT exchange, metadata) and IAMTokens are service accounts'.
 	UserTokens []string
-	NoAuth     bool // accept requests without Authorization (a present header is still checked)
-	Retention  time.Duration
+	// DeniedModels are model URIs that completionAsync refuses with 403 code 7, as the API does
+	// for a model that needs access on request or a folder the credentials cannot use
+	// (docs/api.md §4); "gpt://f/m" and "gpt://f/m/latest" are the same model. SetDeniedModels
+	// changes them while serving.
+	DeniedModels []string
+	NoAuth       bool // accept requests without Authorization (a present header is still checked)
+	Retention    time.Duration
 
 	Seed int64
 	Now  func() time.Time // nil: time.Now; must be safe for concurrent use
@@ -80,6 +85,7 @@ type Stats struct {
 	OpsFailed            int64            `json:"opsFailed"` // observed finished with an error, cancellations included
 	Faults               map[string]int64 `json:"faults"`    // injected faults by kind (Fault* constants)
 	Unauthorized         int64            `json:"unauthorized"`
+	PermissionDenied     int64            `json:"permissionDenied"` // 403s for DeniedModels
 }
 
 // Server is the emulator. It is an http.Handler and safe for concurrent use.
@@ -93,6 +99,7 @@ type Server struct {
 	retention  int64 // nanoseconds
 
 	faults atomic.Pointer[Faults]
+	denied atomic.Pointer[map[string]bool] // normalized model URIs answered 403
 
 	rngMu sync.Mutex
 	rng   *rand.Rand // seeded: latencies, faults, operation ids
@@ -105,6 +112,7 @@ type Server struct {
 	st struct {
 		submissions, duplicates, polls, notFound, rejected429 atomic.Int64
 		opsCreated, opsDone, opsFailed, unauthorized          atomic.Int64
+		permissionDenied                                      atomic.Int64
 		faults                                                [numFaults]atomic.Int64
 	}
 
@@ -149,7 +157,26 @@ func New(cfg Config) *Server {
 		s.shards[i].subs = make(map[[16]byte]int32)
 	}
 	s.SetFaults(cfg.Faults)
+	s.SetDeniedModels(cfg.DeniedModels)
 	return s
+}
+
+// SetDeniedModels replaces the model URIs refused with 403 from now on (see Config.DeniedModels).
+func (s *Server) SetDeniedModels(uris []string) {
+	m := make(map[string]bool, len(uris))
+	for _, u := range uris {
+		m[normalModelURI(u)] = true
+	}
+	s.denied.Store(&m)
+}
+
+// normalModelURI spells out the default version of a gpt:// URI: gpt://f/m is gpt://f/m/latest
+// (docs/api.md §2).
+func normalModelURI(uri string) string {
+	if rest, ok := strings.CutPrefix(uri, "gpt://"); ok && strings.Count(rest, "/") == 1 {
+		return uri + "/latest"
+	}
+	return uri
 }
 
 // SetFaults replaces the fault rates for requests and operations from now on.
@@ -216,6 +243,7 @@ func (s *Server) Stats() Stats {
 		OpsDone:              s.st.opsDone.Load(),
 		OpsFailed:            s.st.opsFailed.Load(),
 		Unauthorized:         s.st.unauthorized.Load(),
+		PermissionDenied:     s.st.permissionDenied.Load(),
 		Faults:               make(map[string]int64, numFaults),
 	}
 	for i, k := range faultKinds {
@@ -463,7 +491,13 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request, reqID stri
 		folderID = req.folder
 	}
 	now := s.now()
-	// Order as the API: authentication, quota, then the body.
+	// Order as the API: authentication, permission, quota, then the body. That permission comes
+	// before the quota is UNCONFIRMED; the message is the one reported for a denied model.
+	if req.modelURI != "" && (*s.denied.Load())[normalModelURI(req.modelURI)] {
+		s.st.permissionDenied.Add(1)
+		writeGatewayErr(w, http.StatusForbidden, codePermissionDenied, "Access to model "+req.modelURI+" denied")
+		return
+	}
 	f := s.folder(folderID)
 	if msg := f.allowSubmit(now.UnixNano()); msg != "" {
 		s.st.rejected429.Add(1)

@@ -44,3 +44,37 @@ func TestUserAccountToken(t *testing.T) {
 		t.Errorf("poll with a user token and no folder: status %d: %s", r.status, r.body)
 	}
 }
+
+// TestDeniedModels: a denied model answers 403 code 7 with the gateway body and the model in the
+// message, whatever its version spelling; other models of the folder are served; the list can
+// change while serving.
+func TestDeniedModels(t *testing.T) {
+	const rc = "gpt://" + testFolder + "/yandexgpt/rc"
+	s, base := emuStart(t, emulator.Config{DeniedModels: []string{rc, "gpt://" + testFolder + "/llama"}})
+	submit := base + "/foundationModels/v1/completionAsync"
+	tests := []struct {
+		model  string
+		denied bool
+	}{
+		{rc, true},
+		{"gpt://" + testFolder + "/llama/latest", true}, // the default version of a denied URI
+		{"gpt://" + testFolder + "/llama", true},
+		{testModel, false},
+		{"gpt://" + testFolder + "/yandexgpt-lite", false},
+	}
+	for _, tc := range tests {
+		r := mustDo(t, http.MethodPost, submit, requestBody(tc.model, userMsg("may I")...), nil)
+		if tc.denied {
+			checkGatewayError(t, r, http.StatusForbidden, 7, "Access to model "+tc.model+" denied")
+		} else if r.status != http.StatusOK {
+			t.Errorf("%s: status %d: %s", tc.model, r.status, r.body)
+		}
+	}
+	if st := s.Stats(); st.PermissionDenied != 3 || st.OpsCreated != 2 {
+		t.Errorf("permission denied %d, operations %d; want 3 and 2", st.PermissionDenied, st.OpsCreated)
+	}
+	s.SetDeniedModels(nil)
+	if r := mustDo(t, http.MethodPost, submit, requestBody(rc, userMsg("may I now")...), nil); r.status != http.StatusOK {
+		t.Errorf("after SetDeniedModels(nil): status %d: %s", r.status, r.body)
+	}
+}
