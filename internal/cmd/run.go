@@ -98,7 +98,8 @@ func outputFlags() []cli.Flag {
 const credentialsHelp = `CREDENTIALS (first that is set wins):
    1. --sa-key-file / YC_SERVICE_ACCOUNT_KEY_FILE  service account authorized key (IAM tokens refreshed automatically)
    2. YC_API_KEY                                   API key (Authorization: Api-Key)
-   3. YC_IAM_TOKEN                                 IAM token (lives at most 12 h; not refreshed)
+   3. YC_IAM_TOKEN                                 IAM token, e.g. yc iam create-token (lives at most 12 h; not refreshed;
+                                                   sent with x-folder-id: the folder of each request's model)
    4. --metadata, or auto-detected                 the VM's service account through the metadata service
    Secrets are read from the environment or a file only, never from flags, and never written anywhere.`
 

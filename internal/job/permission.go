@@ -7,6 +7,10 @@ import (
 	"github.com/batchgpt/batchgpt/internal/api"
 )
 
+// KindPermissionDenied is the error kind of a row whose own model the API refused (403); it sits
+// beside the other kinds of result.go.
+const KindPermissionDenied = "permission-denied"
+
 // deniedOwnModel reports whether err is the API refusing a model that this row asks for on its
 // own (403, docs/api.md §4): a model that needs access on request, or a folder the credentials
 // cannot use. That fails the row; a 403 for the run's own model concerns every row and stops the

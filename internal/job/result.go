@@ -58,14 +58,12 @@ const (
 
 // Error kinds of a failed row.
 const (
-	KindInvalid  = "invalid-request"
-	KindOpFailed = "operation-failed"
-	KindNotFound = "not-found"
-	KindGaveUp   = "gave-up"
-	KindAuth     = "auth"
-	// KindPermissionDenied: a 403 for a model only this row asks for (see deniedOwnModel).
-	KindPermissionDenied = "permission-denied"
-	KindMalformed        = "malformed-response"
+	KindInvalid   = "invalid-request"
+	KindOpFailed  = "operation-failed"
+	KindNotFound  = "not-found"
+	KindGaveUp    = "gave-up"
+	KindAuth      = "auth"
+	KindMalformed = "malformed-response"
 )
 
 // csvResult is Result flattened for CSV output, written with gocsv.
