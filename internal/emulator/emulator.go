@@ -161,6 +161,9 @@ func New(cfg Config) *Server {
 	return s
 }
 
+// codePermissionDenied is google.rpc.Code PERMISSION_DENIED, the code of a denied model's 403.
+const codePermissionDenied = 7
+
 // SetDeniedModels replaces the model URIs refused with 403 from now on (see Config.DeniedModels).
 func (s *Server) SetDeniedModels(uris []string) {
 	m := make(map[string]bool, len(uris))

@@ -7,14 +7,13 @@ import (
 
 // gRPC codes (google.rpc.Code) used by the emulator.
 const (
-	codeCancelled        = 1
-	codeInvalidArgument  = 3
-	codeNotFound         = 5
-	codePermissionDenied = 7
-	codeResourceExhaust  = 8
-	codeInternal         = 13
-	codeUnavailable      = 14
-	codeUnauthenticated  = 16
+	codeCancelled       = 1
+	codeInvalidArgument = 3
+	codeNotFound        = 5
+	codeResourceExhaust = 8
+	codeInternal        = 13
+	codeUnavailable     = 14
+	codeUnauthenticated = 16
 )
 
 // gatewayErrorBody is the llm.api gateway error (docs/api.md §4).
