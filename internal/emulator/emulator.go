@@ -54,6 +54,9 @@ type Config struct {
 
 	APIKeys   []string // accepted "Api-Key <k>" values; empty: any non-empty key is accepted
 	IAMTokens []string // static "Bearer <t>" tokens accepted besides those the IAM issues
+	NoAuth    bool     // accept requests without Authorization (a present header is still checked)
+	Retention time.Duration
+
 	// UserTokens are static "Bearer <t>" tokens of a person's account, as `yc iam create-token`
 	// makes them: completionAsync answers 401 code 16 to them without x-folder-id (docs/api.md
 	// §6). The real API knows whose token it is; the emulator, which cannot, is told: tokens its
@@ -64,8 +67,6 @@ type Config struct {
 	// (docs/api.md §4); "gpt://f/m" and "gpt://f/m/latest" are the same model. SetDeniedModels
 	// changes them while serving.
 	DeniedModels []string
-	NoAuth       bool // accept requests without Authorization (a present header is still checked)
-	Retention    time.Duration
 
 	Seed int64
 	Now  func() time.Time // nil: time.Now; must be safe for concurrent use
@@ -90,13 +91,14 @@ type Stats struct {
 
 // Server is the emulator. It is an http.Handler and safe for concurrent use.
 type Server struct {
-	cfg        Config
-	now        func() time.Time
-	iam        *IAM
-	apiKeys    map[string]bool
-	iamTokens  map[string]bool
+	cfg       Config
+	now       func() time.Time
+	iam       *IAM
+	apiKeys   map[string]bool
+	iamTokens map[string]bool
+	retention int64 // nanoseconds
+
 	userTokens map[string]bool
-	retention  int64 // nanoseconds
 
 	faults atomic.Pointer[Faults]
 	denied atomic.Pointer[map[string]bool] // normalized model URIs answered 403
@@ -124,15 +126,14 @@ type Server struct {
 // New returns a Server for cfg.
 func New(cfg Config) *Server {
 	s := &Server{
-		cfg:        cfg,
-		now:        cfg.Now,
-		iam:        cfg.IAM,
-		apiKeys:    make(map[string]bool, len(cfg.APIKeys)),
-		iamTokens:  make(map[string]bool, len(cfg.IAMTokens)),
-		userTokens: make(map[string]bool, len(cfg.UserTokens)),
-		retention:  int64(cfg.Retention),
-		rng:        rand.New(rand.NewPCG(uint64(cfg.Seed), uint64(cfg.Seed)^0x9e3779b97f4a7c15)),
-		folders:    make(map[string]*folderState),
+		cfg:       cfg,
+		now:       cfg.Now,
+		iam:       cfg.IAM,
+		apiKeys:   make(map[string]bool, len(cfg.APIKeys)),
+		iamTokens: make(map[string]bool, len(cfg.IAMTokens)),
+		retention: int64(cfg.Retention),
+		rng:       rand.New(rand.NewPCG(uint64(cfg.Seed), uint64(cfg.Seed)^0x9e3779b97f4a7c15)),
+		folders:   make(map[string]*folderState),
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -149,6 +150,7 @@ func New(cfg Config) *Server {
 	for _, t := range cfg.IAMTokens {
 		s.iamTokens[t] = true
 	}
+	s.userTokens = make(map[string]bool, len(cfg.UserTokens))
 	for _, t := range cfg.UserTokens {
 		s.userTokens[t] = true
 	}
