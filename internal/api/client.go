@@ -41,13 +41,11 @@ type Config struct {
 	Endpoint           string // e.g. https://llm.api.cloud.yandex.net
 	OperationsEndpoint string // e.g. https://operation.api.cloud.yandex.net
 	Credentials        Credentials
-	// Folder, when set, is sent as x-folder-id on every completionAsync request. Left empty, the
-	// header is sent only with FolderScoped credentials, naming the folder of the request's model.
-	Folder        string
-	NoDataLogging bool // send x-data-logging-enabled: false
-	HTTPClient    *http.Client
-	SubmitPacer   *Pacer
-	PollPacer     *Pacer
+	Folder             string // x-folder-id of every submission; unset: the model's folder, for FolderScoped credentials only
+	NoDataLogging      bool   // send x-data-logging-enabled: false
+	HTTPClient         *http.Client
+	SubmitPacer        *Pacer
+	PollPacer          *Pacer
 	// MaxAttempts bounds the tries of one call on transient errors (5xx, resets, garbage).
 	// 429 answers do not count: they are waited out through the pacer.
 	MaxAttempts    int
@@ -64,9 +62,10 @@ type Config struct {
 
 // Client talks to the API. It is safe for concurrent use.
 type Client struct {
-	cfg         Config
-	submitURL   string
-	opsURL      string
+	cfg       Config
+	submitURL string
+	opsURL    string
+
 	needsFolder bool // the credentials are FolderScoped
 	// refused is the API's latest 401, until a request succeeds: the reason for credentials
 	// that then fail in any worker.
@@ -136,12 +135,13 @@ func New(cfg Config) (*Client, error) {
 		cfg.UserAgent = "batchgpt"
 	}
 	fs, ok := cfg.Credentials.(FolderScoped)
-	return &Client{
-		cfg:         cfg,
-		submitURL:   strings.TrimRight(ep.String(), "/") + "/foundationModels/v1/completionAsync",
-		opsURL:      strings.TrimRight(ops.String(), "/") + "/operations/",
-		needsFolder: ok && fs.NeedsFolderID(),
-	}, nil
+	c := &Client{
+		cfg:       cfg,
+		submitURL: strings.TrimRight(ep.String(), "/") + "/foundationModels/v1/completionAsync",
+		opsURL:    strings.TrimRight(ops.String(), "/") + "/operations/",
+	}
+	c.needsFolder = ok && fs.NeedsFolderID()
+	return c, nil
 }
 
 // NewTransport is the HTTP transport for API calls: TLS verification always on, and enough idle
