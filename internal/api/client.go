@@ -3,7 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
+	crand "crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,12 +29,19 @@ type Credentials interface {
 	Invalidate(header string)
 }
 
+// FolderScoped is implemented by credentials whose completionAsync requests must name their
+// folder: the API refuses an IAM token of a person's account without x-folder-id, while service
+// accounts are told not to send it (docs/api.md §6).
+type FolderScoped interface {
+	NeedsFolderID() bool
+}
+
 // Config configures a Client.
 type Config struct {
 	Endpoint           string // e.g. https://llm.api.cloud.yandex.net
 	OperationsEndpoint string // e.g. https://operation.api.cloud.yandex.net
 	Credentials        Credentials
-	Folder             string // sent as x-folder-id when set
+	Folder             string // x-folder-id of every submission; unset: the model's folder, for FolderScoped credentials only
 	NoDataLogging      bool   // send x-data-logging-enabled: false
 	HTTPClient         *http.Client
 	SubmitPacer        *Pacer
@@ -57,6 +65,11 @@ type Client struct {
 	cfg       Config
 	submitURL string
 	opsURL    string
+
+	needsFolder bool // the credentials are FolderScoped
+	// refused is the API's latest 401, until a request succeeds: the reason for credentials
+	// that then fail in any worker.
+	refused atomic.Pointer[Error]
 }
 
 // CheckEndpoint refuses anything but https, except plain http on a loopback address (the emulator).
@@ -121,11 +134,14 @@ func New(cfg Config) (*Client, error) {
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = "batchgpt"
 	}
-	return &Client{
+	fs, ok := cfg.Credentials.(FolderScoped)
+	c := &Client{
 		cfg:       cfg,
 		submitURL: strings.TrimRight(ep.String(), "/") + "/foundationModels/v1/completionAsync",
 		opsURL:    strings.TrimRight(ops.String(), "/") + "/operations/",
-	}, nil
+	}
+	c.needsFolder = ok && fs.NeedsFolderID()
+	return c, nil
 }
 
 // NewTransport is the HTTP transport for API calls: TLS verification always on, and enough idle
@@ -154,6 +170,10 @@ type Submission struct {
 func (c *Client) Submit(ctx context.Context, body []byte, beforeSend func() error) (Submission, error) {
 	var sub Submission
 	var op Operation
+	folder := c.cfg.Folder
+	if folder == "" && c.needsFolder {
+		folder = modelFolder(body)
+	}
 	err := c.do(ctx, "submit", c.cfg.SubmitPacer, func() (*http.Request, error) {
 		if beforeSend != nil {
 			if err := beforeSend(); err != nil {
@@ -166,8 +186,8 @@ func (c *Client) Submit(ctx context.Context, body []byte, beforeSend func() erro
 			return nil, err
 		}
 		req.Header.Set("Content-Type", "application/json")
-		if c.cfg.Folder != "" {
-			req.Header.Set("x-folder-id", c.cfg.Folder)
+		if folder != "" {
+			req.Header.Set("x-folder-id", folder)
 		}
 		if c.cfg.NoDataLogging {
 			req.Header.Set("x-data-logging-enabled", "false")
@@ -189,6 +209,26 @@ func (c *Client) Submit(ctx context.Context, body []byte, beforeSend func() erro
 	}
 	sub.OpID = op.ID
 	return sub, nil
+}
+
+// modelFolder returns the folder of the request's modelUri (gpt://<folder>/<model>... or
+// ds://<folder>/<id>, docs/api.md §2), or "" when it names none.
+func modelFolder(body []byte) string {
+	var r struct {
+		ModelURI string `json:"modelUri"`
+	}
+	if json.Unmarshal(body, &r) != nil {
+		return ""
+	}
+	_, rest, ok := strings.Cut(r.ModelURI, "://")
+	if !ok {
+		return ""
+	}
+	folder, _, ok := strings.Cut(rest, "/")
+	if !ok {
+		return ""
+	}
+	return folder
 }
 
 // Operation reads one operation. A 404 is returned as an *Error classified NotFound for the caller
@@ -246,6 +286,9 @@ func (c *Client) do(ctx context.Context, op string, pacer *Pacer, build func() (
 		}
 		if err == nil {
 			pacer.Succeeded()
+			if c.refused.Load() != nil {
+				c.refused.Store(nil) // the credentials work again
+			}
 			return nil
 		}
 		if err := c.ended(ctx); err != nil {
@@ -265,11 +308,23 @@ func (c *Client) do(ctx context.Context, op string, pacer *Pacer, build func() (
 			delay = c.backoff(throttled)
 		case Auth:
 			var ae *Error
-			if !authRetried && errors.As(err, &ae) && ae.HTTPStatus == http.StatusUnauthorized {
-				// One refresh, shared by all workers through the credentials source.
-				authRetried = true
-				c.cfg.Credentials.Invalidate(req.Header.Get("Authorization"))
-				continue
+			if errors.As(err, &ae) && ae.HTTPStatus == http.StatusUnauthorized {
+				if ae.credentials {
+					// No header to send. If the API refused one (a static token cannot be
+					// replaced, a refresh failed), its own message says why, whatever the
+					// credentials add: it may be another worker's answer.
+					if r := c.refused.Load(); r != nil {
+						return fmt.Errorf("%w; %s", r, ae.Message)
+					}
+					return err
+				}
+				c.refused.Store(ae)
+				if !authRetried {
+					// One refresh, shared by all workers through the credentials source.
+					authRetried = true
+					c.cfg.Credentials.Invalidate(req.Header.Get("Authorization"))
+					continue
+				}
 			}
 			return err
 		case Transient:
@@ -304,7 +359,7 @@ func (c *Client) ended(ctx context.Context) error {
 func (c *Client) once(ctx context.Context, op string, req *http.Request, out any) error {
 	auth, err := c.cfg.Credentials.Authorization(ctx)
 	if err != nil {
-		return &Error{Op: op, HTTPStatus: http.StatusUnauthorized, Code: 16, Message: "credentials: " + err.Error()}
+		return &Error{Op: op, HTTPStatus: http.StatusUnauthorized, Code: 16, Message: "credentials: " + err.Error(), credentials: true}
 	}
 	base := ctx
 	if c.cfg.InFlight != nil {
@@ -368,12 +423,13 @@ func (c *Client) retryAfter(err error, def time.Duration) time.Duration {
 	return min(d, c.cfg.BackoffMax)
 }
 
-// newRequestID makes the x-client-request-id of a request: a random UUID-shaped id for support
-// tracing. It is no secret, so math/rand serves (crypto/rand would cost a system call per request).
+// newRequestID makes the x-client-request-id of a request: a random UUID version 4 (RFC 9562),
+// the form the API documents for support tracing (docs/api.md §2), from crypto/rand.
 func newRequestID() string {
 	var b [16]byte
-	binary.LittleEndian.PutUint64(b[:8], mrand.Uint64())
-	binary.LittleEndian.PutUint64(b[8:], mrand.Uint64())
+	_, _ = crand.Read(b[:]) // never fails (crypto/rand.Read documentation)
+	b[6] = b[6]&0x0f | 0x40 // version 4
+	b[8] = b[8]&0x3f | 0x80 // variant 10xx
 	h := hex.EncodeToString(b[:])
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }

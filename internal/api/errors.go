@@ -63,6 +63,8 @@ type Error struct {
 	Message    string
 	RequestID  string // x-request-id of the answer, for support
 	RetryAfter string // raw Retry-After header, if any
+	// credentials is set when the credentials source failed and nothing was sent.
+	credentials bool
 }
 
 func (e *Error) Error() string {
@@ -131,6 +133,14 @@ func Classify(err error) Class {
 	}
 	// Connection resets, unexpected EOFs and other transport failures.
 	return Transient
+}
+
+// PermissionDenied reports whether err is the API refusing what the request asks for (403,
+// PERMISSION_DENIED): a model that needs access on request, a folder the credentials cannot use
+// (docs/api.md §4). It is an Auth error; whether it concerns the run or one row is the caller's call.
+func PermissionDenied(err error) bool {
+	var ae *Error
+	return errors.As(err, &ae) && (ae.HTTPStatus == http.StatusForbidden || ae.Code == 7)
 }
 
 // reachedServer reports whether a failed submission may have created an operation on the server.

@@ -27,8 +27,9 @@ const (
 var (
 	// ErrNoCredentials means no credential was configured.
 	ErrNoCredentials = errors.New("no credentials configured")
-	// ErrExpired means a static IAM token was rejected and cannot be refreshed.
-	ErrExpired = errors.New("iam token expired or rejected")
+	// ErrExpired means the API refused a static IAM token, which cannot be refreshed. Why it
+	// refused (expiry, a missing folder, ...) is in the API's answer, not here.
+	ErrExpired = errors.New("static iam token refused")
 )
 
 // Source supplies the Authorization header value for API calls. Safe for concurrent use.
@@ -86,11 +87,16 @@ func (s *staticToken) Authorization(context.Context) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.rejected {
-		return "", fmt.Errorf("%w: the API rejected the static IAM token (it lives at most 12 h); "+
-			"create a new one or use a service account key, which is refreshed automatically", ErrExpired)
+		return "", fmt.Errorf("%w: it cannot be refreshed; if it expired (it lives at most 12 h), "+
+			"create a new one, or use a service account key, which is refreshed automatically", ErrExpired)
 	}
 	return s.header, nil
 }
+
+// NeedsFolderID is true: a token of a person's account (`yc iam create-token`, the usual static
+// token) is refused without x-folder-id (docs/api.md §6). batchgpt cannot tell it from a service
+// account's token; the header names the folder of the request's own model.
+func (s *staticToken) NeedsFolderID() bool { return true }
 
 func (s *staticToken) Invalidate(header string) {
 	if header == "" || header != s.header {

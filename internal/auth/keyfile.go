@@ -18,7 +18,9 @@ type saKey struct {
 	private          *rsa.PrivateKey
 }
 
-// keyFile mirrors the JSON written by `yc iam key create`.
+// keyFile mirrors an authorized-key file. `yc iam key create` writes snake_case names; the REST
+// API and proto JSON write camelCase ones, and the official Go SDK reads both (docs/api.md §6), so
+// both are accepted. "id" is the same in both.
 type keyFile struct {
 	ID               string `json:"id"`
 	ServiceAccountID string `json:"service_account_id"`
@@ -26,6 +28,50 @@ type keyFile struct {
 	KeyAlgorithm     string `json:"key_algorithm"`
 	PublicKey        string `json:"public_key"`
 	PrivateKey       string `json:"private_key"`
+
+	ServiceAccountIDCamel string `json:"serviceAccountId"`
+	CreatedAtCamel        string `json:"createdAt"`
+	KeyAlgorithmCamel     string `json:"keyAlgorithm"`
+	PublicKeyCamel        string `json:"publicKey"`
+	PrivateKeyCamel       string `json:"privateKey"`
+}
+
+// keyField is one field of the file under both its names.
+type keyField struct {
+	snake, camel string
+	snakeV, camV *string
+}
+
+// merge folds the camelCase fields into the snake_case ones and returns the names to use in
+// errors: those of the file's own spelling. A field given under both names is refused rather
+// than guessed at.
+func (kf *keyFile) merge() (names map[string]string, err error) {
+	fields := []keyField{
+		{"service_account_id", "serviceAccountId", &kf.ServiceAccountID, &kf.ServiceAccountIDCamel},
+		{"created_at", "createdAt", &kf.CreatedAt, &kf.CreatedAtCamel},
+		{"key_algorithm", "keyAlgorithm", &kf.KeyAlgorithm, &kf.KeyAlgorithmCamel},
+		{"public_key", "publicKey", &kf.PublicKey, &kf.PublicKeyCamel},
+		{"private_key", "privateKey", &kf.PrivateKey, &kf.PrivateKeyCamel},
+	}
+	snake, camel := false, false
+	for _, f := range fields {
+		if *f.snakeV != "" && *f.camV != "" {
+			return nil, fmt.Errorf("field %q is also given as %q: keep one", f.snake, f.camel)
+		}
+		snake = snake || *f.snakeV != ""
+		camel = camel || *f.camV != ""
+	}
+	names = map[string]string{}
+	for _, f := range fields {
+		names[f.snake] = f.snake
+		if camel && !snake {
+			names[f.snake] = f.camel
+		}
+		if *f.camV != "" {
+			*f.snakeV = *f.camV
+		}
+	}
+	return names, nil
 }
 
 // parseKeyFile parses and validates an authorized-key file. Errors name the
@@ -45,10 +91,14 @@ func parseKeyFile(data []byte) (*saKey, error) {
 			return nil, errors.New("not a JSON object")
 		}
 	}
+	name, err := kf.merge()
+	if err != nil {
+		return nil, err
+	}
 	if err := checkID("id", kf.ID); err != nil {
 		return nil, err
 	}
-	if err := checkID("service_account_id", kf.ServiceAccountID); err != nil {
+	if err := checkID(name["service_account_id"], kf.ServiceAccountID); err != nil {
 		return nil, err
 	}
 	wantBits := 0
@@ -60,24 +110,24 @@ func parseKeyFile(data []byte) (*saKey, error) {
 	case "":
 		// Older files may omit the algorithm; the key size is checked below.
 	default:
-		return nil, fmt.Errorf("unsupported key_algorithm %q (want RSA_2048 or RSA_4096)", truncate(kf.KeyAlgorithm, 32))
+		return nil, fmt.Errorf("unsupported %s %q (want RSA_2048 or RSA_4096)", name["key_algorithm"], truncate(kf.KeyAlgorithm, 32))
 	}
 	if strings.TrimSpace(kf.PrivateKey) == "" {
-		return nil, errors.New(`missing field "private_key"`)
+		return nil, fmt.Errorf("missing field %q", name["private_key"])
 	}
 	priv, err := parsePrivateKey(kf.PrivateKey)
 	if err != nil {
-		return nil, fmt.Errorf("private_key: %w", err)
+		return nil, fmt.Errorf("%s: %w", name["private_key"], err)
 	}
 	bits := priv.N.BitLen()
 	if bits != 2048 && bits != 4096 {
-		return nil, fmt.Errorf("private_key: unsupported RSA key size %d bits (want 2048 or 4096)", bits)
+		return nil, fmt.Errorf("%s: unsupported RSA key size %d bits (want 2048 or 4096)", name["private_key"], bits)
 	}
 	if wantBits != 0 && bits != wantBits {
-		return nil, fmt.Errorf("private_key: %d-bit key does not match key_algorithm %s", bits, kf.KeyAlgorithm)
+		return nil, fmt.Errorf("%s: %d-bit key does not match %s %s", name["private_key"], bits, name["key_algorithm"], kf.KeyAlgorithm)
 	}
 	if pub := parsePublicKey(kf.PublicKey); pub != nil && !pub.Equal(&priv.PublicKey) {
-		return nil, errors.New("public_key does not match private_key")
+		return nil, fmt.Errorf("%s does not match %s", name["public_key"], name["private_key"])
 	}
 	return &saKey{id: kf.ID, serviceAccountID: kf.ServiceAccountID, private: priv}, nil
 }

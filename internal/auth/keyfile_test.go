@@ -115,6 +115,13 @@ func TestNewServiceAccountKeyFiles(t *testing.T) {
 		{"RSA 1024", variant(func(k *keyFileJSON) { k.KeyAlgorithm = ""; k.PrivateKey = genSmall }), "unsupported RSA key size 1024"},
 		{"ECDSA key", variant(func(k *keyFileJSON) { k.KeyAlgorithm = ""; k.PrivateKey = genECDSA }), "not an RSA key"},
 		{"id with spaces", variant(func(k *keyFileJSON) { k.ID = "a b" }), `"id" contains invalid characters`},
+		{"camelCase", file("camel-case.json"), ""},
+		{"camelCase generated", toCamel(t, k2048), ""},
+		{"camelCase missing serviceAccountId", file("camel-missing-sa.json"), `missing field "serviceAccountId"`},
+		{"camelCase missing privateKey", file("camel-missing-private-key.json"), `missing field "privateKey"`},
+		{"camelCase public key of another key", toCamel(t, variant(func(k *keyFileJSON) { k.PublicKey = other.PublicKey })), "publicKey does not match privateKey"},
+		{"camelCase unsupported algorithm", toCamel(t, variant(func(k *keyFileJSON) { k.KeyAlgorithm = "EC" })), "unsupported keyAlgorithm"},
+		{"a field under both names", file("both-spellings.json"), `field "service_account_id" is also given as "serviceAccountId"`},
 	}
 	secrets := append(append(append(pemBody(base.PrivateKey), pemBody(pkcs1)...), pemBody(genSmall)...), pemBody(genECDSA)...)
 	for _, tc := range tests {
@@ -162,11 +169,82 @@ func TestNewServiceAccountKeyFiles(t *testing.T) {
 	}
 }
 
+// toCamel rewrites a snake_case key file with the camelCase names of proto JSON.
+func toCamel(t *testing.T, data []byte) []byte {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(data, &m); err != nil {
+		t.Fatal(err)
+	}
+	for snake, camel := range map[string]string{"service_account_id": "serviceAccountId", "created_at": "createdAt",
+		"key_algorithm": "keyAlgorithm", "public_key": "publicKey", "private_key": "privateKey"} {
+		if v, ok := m[snake]; ok {
+			delete(m, snake)
+			m[camel] = v
+		}
+	}
+	out, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestCamelCaseKeyFileSigns exchanges the JWT signed with the camelCase testdata key at the
+// emulated IAM, which knows its public key.
+func TestCamelCaseKeyFileSigns(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("testdata", "keyfiles", "camel-case.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kf struct {
+		ID               string `json:"id"`
+		ServiceAccountID string `json:"serviceAccountId"`
+		PublicKey        string `json:"publicKey"`
+	}
+	if err := json.Unmarshal(data, &kf); err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode([]byte(kf.PublicKey))
+	if block == nil {
+		t.Fatal("no public key PEM in the testdata file")
+	}
+	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := newIAMServer(t, time.Hour, nil)
+	srv.AddKey(kf.ID, kf.ServiceAccountID, pub.(*rsa.PublicKey))
+	sa, err := auth.NewServiceAccount(data, srv.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sa.KeyID() != kf.ID || sa.ServiceAccountID() != kf.ServiceAccountID {
+		t.Errorf("ids %q %q, want %q %q", sa.KeyID(), sa.ServiceAccountID(), kf.ID, kf.ServiceAccountID)
+	}
+	h, err := sa.Authorization(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.CheckToken(strings.TrimPrefix(h, "Bearer ")); err != nil {
+		t.Errorf("token rejected: %v", err)
+	}
+}
+
 func TestNewServiceAccountEndpoint(t *testing.T) {
 	_, k2048, _ := generatedKeys(t)
-	for _, ep := range []string{"ftp://x", "://", "http://"} {
+	for _, ep := range []string{"ftp://x", "://", "http://", "http://iam.example.com", "http://10.0.0.1:8080/"} {
 		if _, err := auth.NewServiceAccount(k2048, ep, nil); err == nil || !strings.Contains(err.Error(), "iam endpoint") {
 			t.Errorf("endpoint %q: err = %v, want invalid endpoint", ep, err)
+		}
+	}
+	// The JWT must not cross the network in clear text; loopback (the emulator) may use http.
+	if _, err := auth.NewServiceAccount(k2048, "http://iam.example.com", nil); err == nil || !strings.Contains(err.Error(), "plain http is only allowed on loopback") {
+		t.Errorf("plain http off loopback: err = %v, want it refused", err)
+	}
+	for _, ep := range []string{"https://iam.example.com", "http://127.0.0.1:1", "http://localhost:1", "http://[::1]:1"} {
+		if _, err := auth.NewServiceAccount(k2048, ep, nil); err != nil {
+			t.Errorf("endpoint %q: %v", ep, err)
 		}
 	}
 }
@@ -182,7 +260,7 @@ func FuzzNewServiceAccount(f *testing.F) {
 	f.Add([]byte(`{"id":1}`))
 	f.Add([]byte(`null`))
 	f.Add([]byte("\xff\xfe"))
-	for _, name := range []string{"missing-id.json", "bad-der.json", "no-pem.json"} {
+	for _, name := range []string{"missing-id.json", "bad-der.json", "no-pem.json", "camel-case.json", "both-spellings.json"} {
 		if data, err := os.ReadFile(filepath.Join("testdata", "keyfiles", name)); err == nil {
 			f.Add(data)
 		}
@@ -196,10 +274,11 @@ func FuzzNewServiceAccount(f *testing.F) {
 			return
 		}
 		var kf struct {
-			PrivateKey string `json:"private_key"`
+			PrivateKey      string `json:"private_key"`
+			PrivateKeyCamel string `json:"privateKey"`
 		}
 		if json.Unmarshal(data, &kf) == nil {
-			for _, line := range pemBody(kf.PrivateKey) {
+			for _, line := range append(pemBody(kf.PrivateKey), pemBody(kf.PrivateKeyCamel)...) {
 				if len(line) >= 16 && strings.Contains(err.Error(), line) {
 					t.Fatalf("error %q quotes the private key", err)
 				}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/batchgpt/batchgpt/internal/api"
 )
 
 // iamAudience is the audience IAM requires in service account JWTs.
@@ -43,6 +45,10 @@ func NewServiceAccount(keyJSON []byte, iamEndpoint string, hc *http.Client) (*Se
 	base, err := normalizeBase(iamEndpoint, DefaultIAMEndpoint)
 	if err != nil {
 		return nil, fmt.Errorf("iam endpoint: %w", err)
+	}
+	// The signed JWT is a credential: like the API endpoints, plain http only on loopback.
+	if _, err := api.CheckEndpoint("iam endpoint", base); err != nil {
+		return nil, err
 	}
 	s := &ServiceAccount{key: key, audience: iamAudience, tokenURL: base + "/iam/v1/tokens", hc: defaultClient(hc)}
 	s.cache = newTokenCache(s.fetch)

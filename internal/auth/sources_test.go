@@ -236,3 +236,28 @@ func TestFromConfig(t *testing.T) {
 		})
 	}
 }
+
+// TestNeedsFolderID: only a static IAM token, usually a person's, asks for x-folder-id; service
+// accounts (key file, metadata) and API keys must not send it (docs/api.md §6).
+func TestNeedsFolderID(t *testing.T) {
+	_, k2048, _ := generatedKeys(t)
+	sa, err := auth.NewServiceAccount(k2048, "http://127.0.0.1:1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type folderScoped interface{ NeedsFolderID() bool }
+	for name, tc := range map[string]struct {
+		src  auth.Source
+		want bool
+	}{
+		"static IAM token": {auth.StaticToken("t1.x"), true},
+		"API key":          {auth.APIKey("AQVNx"), false},
+		"service account":  {sa, false},
+		"metadata":         {auth.NewMetadata("http://127.0.0.1:1", nil), false},
+	} {
+		fs, ok := tc.src.(folderScoped)
+		if got := ok && fs.NeedsFolderID(); got != tc.want {
+			t.Errorf("%s: NeedsFolderID %v, want %v", name, got, tc.want)
+		}
+	}
+}

@@ -2,7 +2,9 @@ package cmd
 
 import (
 	"fmt"
+	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -23,13 +25,15 @@ func (e *env) emulatorCommand() *cli.Command {
 			"   BATCHGPT_ENDPOINT=http://127.0.0.1:8080 BATCHGPT_OPERATIONS_ENDPOINT=http://127.0.0.1:8080 \\\n" +
 			"     YC_API_KEY=anything batchgpt run --folder b1gemulatorfolder000 samples/prompts.jsonl",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:8080", Usage: "listen `ADDRESS` (loopback)"},
+			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:8080", Usage: "listen `ADDRESS` (loopback; another address is served with a warning)"},
 			&cli.StringFlag{Name: "latency", Value: "lognormal:2s:0.7:30s", Usage: "operation latency distribution `SPEC`"},
 			&cli.StringFlag{Name: "faults", Usage: "injected `FAULTS`, kind=rate,..."},
 			&cli.Float64Flag{Name: "submit-rps", Usage: "enforce a submission quota per second (0 = none)"},
 			&cli.IntFlag{Name: "submit-per-hour", Usage: "enforce a submission quota per hour (0 = none)"},
 			&cli.Float64Flag{Name: "poll-rps", Usage: "enforce a poll quota per second (0 = none)"},
 			&cli.StringSliceFlag{Name: "api-key", Usage: "accepted API key (repeatable; default: any key)"},
+			&cli.StringSliceFlag{Name: "deny-model", Usage: "answer 403 PERMISSION_DENIED to completionAsync for model `URI` (repeatable)"},
+			&cli.StringSliceFlag{Name: "user-token", Usage: "accept `TOKEN` as the IAM token of a person's account: completionAsync then needs x-folder-id, as the real API does (repeatable)"},
 			&cli.DurationFlag{Name: "token-lifetime", Value: 12 * time.Hour, Usage: "lifetime of issued IAM tokens"},
 			&cli.DurationFlag{Name: "retention", Value: 72 * time.Hour, Usage: "how long finished operations are kept"},
 			&cli.StringFlag{Name: "write-key", Usage: "write a fresh service-account authorized-key file to `PATH` that this emulator accepts"},
@@ -47,6 +51,7 @@ func (e *env) emulatorCommand() *cli.Command {
 			iam := emulator.NewIAM(c.Duration("token-lifetime"), nil)
 			cfg := emulator.Config{Latency: lat, Faults: faults, SubmitRPS: c.Float64("submit-rps"),
 				SubmitPerHour: c.Int("submit-per-hour"), PollRPS: c.Float64("poll-rps"), APIKeys: c.StringSlice("api-key"),
+				UserTokens: c.StringSlice("user-token"), DeniedModels: c.StringSlice("deny-model"),
 				Retention: c.Duration("retention"), IAM: iam, Seed: time.Now().UnixNano()}
 			if c.Bool("log") {
 				cfg.Logf = func(format string, args ...any) { fmt.Fprintf(e.stderr, format+"\n", args...) }
@@ -61,8 +66,13 @@ func (e *env) emulatorCommand() *cli.Command {
 				}
 				fmt.Fprintf(e.stderr, "wrote a service-account key for this emulator to %s\n", p)
 			}
+			addr := c.String("addr")
+			if !loopbackAddr(addr) {
+				fmt.Fprintf(e.stderr, "batchgpt: warning: --addr %s is not a loopback address: the emulator serves plain http "+
+					"and its IAM endpoint takes signed JWTs; anyone who can reach it can use it\n", addr)
+			}
 			srv := emulator.New(cfg)
-			url, err := srv.Start(c.String("addr"))
+			url, err := srv.Start(addr)
 			if err != nil {
 				return fmt.Errorf("emulator: %w", err)
 			}
@@ -73,4 +83,18 @@ func (e *env) emulatorCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// loopbackAddr reports whether a listen address binds loopback only ("" or ":8080" bind every
+// interface).
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

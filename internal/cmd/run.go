@@ -98,7 +98,8 @@ func outputFlags() []cli.Flag {
 const credentialsHelp = `CREDENTIALS (first that is set wins):
    1. --sa-key-file / YC_SERVICE_ACCOUNT_KEY_FILE  service account authorized key (IAM tokens refreshed automatically)
    2. YC_API_KEY                                   API key (Authorization: Api-Key)
-   3. YC_IAM_TOKEN                                 IAM token (lives at most 12 h; not refreshed)
+   3. YC_IAM_TOKEN                                 IAM token, e.g. yc iam create-token (lives at most 12 h; not refreshed;
+                                                   sent with x-folder-id: the folder of each request's model)
    4. --metadata, or auto-detected                 the VM's service account through the metadata service
    Secrets are read from the environment or a file only, never from flags, and never written anywhere.`
 
@@ -249,6 +250,12 @@ func (e *env) execute(c *cli.Context, fill func(*job.Config), resume bool) error
 	}
 	if c.Float64("submit-rps") < 0 || c.Float64("poll-rps") < 0 || c.Int("submit-per-hour") < 0 {
 		return usagef("--submit-rps, --submit-per-hour and --poll-rps must not be negative")
+	}
+	if !c.Bool("emulator") {
+		// A signed JWT crosses to the IAM endpoint: the check of the API endpoints applies.
+		if _, err := api.CheckEndpoint("--iam-endpoint", c.String("iam-endpoint")); err != nil {
+			return &UsageError{Msg: err.Error()}
+		}
 	}
 	cfg := job.Config{
 		Tuning: job.Tuning{

@@ -57,6 +57,17 @@ type Config struct {
 	NoAuth    bool     // accept requests without Authorization (a present header is still checked)
 	Retention time.Duration
 
+	// UserTokens are static "Bearer <t>" tokens of a person's account, as `yc iam create-token`
+	// makes them: completionAsync answers 401 code 16 to them without x-folder-id (docs/api.md
+	// §6). The real API knows whose token it is; the emulator, which cannot, is told: tokens its
+	// IAM issues (JWT exchange, metadata) and IAMTokens are service accounts'.
+	UserTokens []string
+	// DeniedModels are model URIs that completionAsync refuses with 403 code 7, as the API does
+	// for a model that needs access on request or a folder the credentials cannot use
+	// (docs/api.md §4); "gpt://f/m" and "gpt://f/m/latest" are the same model. SetDeniedModels
+	// changes them while serving.
+	DeniedModels []string
+
 	Seed int64
 	Now  func() time.Time // nil: time.Now; must be safe for concurrent use
 	IAM  *IAM             // nil: NewIAM(time.Hour, Now)
@@ -75,6 +86,7 @@ type Stats struct {
 	OpsFailed            int64            `json:"opsFailed"` // observed finished with an error, cancellations included
 	Faults               map[string]int64 `json:"faults"`    // injected faults by kind (Fault* constants)
 	Unauthorized         int64            `json:"unauthorized"`
+	PermissionDenied     int64            `json:"permissionDenied"` // 403s for DeniedModels
 }
 
 // Server is the emulator. It is an http.Handler and safe for concurrent use.
@@ -86,7 +98,10 @@ type Server struct {
 	iamTokens map[string]bool
 	retention int64 // nanoseconds
 
+	userTokens map[string]bool
+
 	faults atomic.Pointer[Faults]
+	denied atomic.Pointer[map[string]bool] // normalized model URIs answered 403
 
 	rngMu sync.Mutex
 	rng   *rand.Rand // seeded: latencies, faults, operation ids
@@ -99,6 +114,7 @@ type Server struct {
 	st struct {
 		submissions, duplicates, polls, notFound, rejected429 atomic.Int64
 		opsCreated, opsDone, opsFailed, unauthorized          atomic.Int64
+		permissionDenied                                      atomic.Int64
 		faults                                                [numFaults]atomic.Int64
 	}
 
@@ -134,12 +150,38 @@ func New(cfg Config) *Server {
 	for _, t := range cfg.IAMTokens {
 		s.iamTokens[t] = true
 	}
+	s.userTokens = make(map[string]bool, len(cfg.UserTokens))
+	for _, t := range cfg.UserTokens {
+		s.userTokens[t] = true
+	}
 	for i := range s.shards {
 		s.shards[i].ops = make(map[opID]*operation)
 		s.shards[i].subs = make(map[[16]byte]int32)
 	}
 	s.SetFaults(cfg.Faults)
+	s.SetDeniedModels(cfg.DeniedModels)
 	return s
+}
+
+// codePermissionDenied is google.rpc.Code PERMISSION_DENIED, the code of a denied model's 403.
+const codePermissionDenied = 7
+
+// SetDeniedModels replaces the model URIs refused with 403 from now on (see Config.DeniedModels).
+func (s *Server) SetDeniedModels(uris []string) {
+	m := make(map[string]bool, len(uris))
+	for _, u := range uris {
+		m[normalModelURI(u)] = true
+	}
+	s.denied.Store(&m)
+}
+
+// normalModelURI spells out the default version of a gpt:// URI: gpt://f/m is gpt://f/m/latest
+// (docs/api.md §2).
+func normalModelURI(uri string) string {
+	if rest, ok := strings.CutPrefix(uri, "gpt://"); ok && strings.Count(rest, "/") == 1 {
+		return uri + "/latest"
+	}
+	return uri
 }
 
 // SetFaults replaces the fault rates for requests and operations from now on.
@@ -206,6 +248,7 @@ func (s *Server) Stats() Stats {
 		OpsDone:              s.st.opsDone.Load(),
 		OpsFailed:            s.st.opsFailed.Load(),
 		Unauthorized:         s.st.unauthorized.Load(),
+		PermissionDenied:     s.st.permissionDenied.Load(),
 		Faults:               make(map[string]int64, numFaults),
 	}
 	for i, k := range faultKinds {
@@ -312,7 +355,7 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, reqID string)
 		}
 		msg = "Unknown api key"
 	case strings.EqualFold(scheme, "Bearer"):
-		if cred != "" && (s.iamTokens[cred] || s.iam.CheckToken(cred) == nil) {
+		if cred != "" && (s.iamTokens[cred] || s.userTokens[cred] || s.iam.CheckToken(cred) == nil) {
 			return true
 		}
 		msg = "Token is invalid or has expired."
@@ -322,6 +365,12 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, reqID string)
 	s.st.unauthorized.Add(1)
 	writeGenericErr(w, http.StatusUnauthorized, codeUnauthenticated, msg, reqID)
 	return false
+}
+
+// userAccount reports whether the request carries a token of a person's account (UserTokens).
+func (s *Server) userAccount(r *http.Request) bool {
+	scheme, cred, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	return strings.EqualFold(scheme, "Bearer") && s.userTokens[strings.TrimSpace(cred)]
 }
 
 // folder returns the interned state of folder id.
@@ -426,6 +475,13 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request, reqID stri
 	if !s.authorize(w, r, reqID) {
 		return
 	}
+	if r.Header.Get("x-folder-id") == "" && s.userAccount(r) {
+		// A person's token names no folder of its own (docs/api.md §6). Polls and cancels are
+		// served without the header, as the documented poll example sends none (UNCONFIRMED).
+		s.st.unauthorized.Add(1)
+		writeGenericErr(w, http.StatusUnauthorized, codeUnauthenticated, "You have to specify folder ID for user account", reqID)
+		return
+	}
 	s.st.submissions.Add(1)
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 	if err != nil {
@@ -442,7 +498,13 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request, reqID stri
 		folderID = req.folder
 	}
 	now := s.now()
-	// Order as the API: authentication, quota, then the body.
+	// Order as the API: authentication, permission, quota, then the body. That permission comes
+	// before the quota is UNCONFIRMED; the message is the one reported for a denied model.
+	if req.modelURI != "" && (*s.denied.Load())[normalModelURI(req.modelURI)] {
+		s.st.permissionDenied.Add(1)
+		writeGatewayErr(w, http.StatusForbidden, codePermissionDenied, "Access to model "+req.modelURI+" denied")
+		return
+	}
 	f := s.folder(folderID)
 	if msg := f.allowSubmit(now.UnixNano()); msg != "" {
 		s.st.rejected429.Add(1)

@@ -276,6 +276,10 @@ func (r *runner) submit(ctx context.Context, wk work) {
 			r.setFatal(fmt.Errorf("checkpoint: %w", err))
 			return
 		case api.Auth:
+			if r.deniedOwnModel(row, err) {
+				r.resolve(row.Index, wk.key, "", failure(row.ID, "", wk.attempt, KindPermissionDenied, err))
+				return
+			}
 			r.unsent(row.Index, sub)
 			r.setFatal(fmt.Errorf("%w: %w", ErrAuth, err))
 			return
