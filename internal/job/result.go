@@ -154,7 +154,7 @@ func fromOperation(id string, op *api.Operation, attempts int) *Result {
 	u := op.Response.Usage
 	r.Status = StatusSucceeded
 	r.Text = alt.Message.Text
-	r.AlternativeStatus = alt.Status
+	r.AlternativeStatus = string(alt.Status)
 	r.Usage = &Usage{InputTokens: int64(u.InputTextTokens), CompletionTokens: int64(u.CompletionTokens), TotalTokens: int64(u.TotalTokens)}
 	r.ModelVersion = op.Response.ModelVersion
 	return r
