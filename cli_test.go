@@ -26,6 +26,7 @@ func withKey(cmd *exec.Cmd, key string) *exec.Cmd {
 
 func TestExitCodes(t *testing.T) {
 	allFail, _ := emulator.ParseFaults("op_perm_error=1")
+	allFiltered, _ := emulator.ParseFaults("content_filter=1")
 	for _, tc := range []struct {
 		name   string
 		cfg    emulator.Config
@@ -40,6 +41,9 @@ func TestExitCodes(t *testing.T) {
 		{"failures tolerated as a share", emulator.Config{Faults: allFail}, testKey, []string{"--max-failed", "100%"}, 0, "failed: 20"},
 		{"share exceeded", emulator.Config{Faults: allFail}, testKey, []string{"--max-failed", "50%"}, 3, "20 of 20 rows failed"},
 		{"bad max-failed", emulator.Config{}, testKey, []string{"--max-failed", "lots"}, 2, `--max-failed "lots"`},
+		{"content filtered rows failed", emulator.Config{Faults: allFiltered}, testKey, nil, 3, "content-filter=20"},
+		{"content filtered within max-failed", emulator.Config{Faults: allFiltered}, testKey, []string{"--max-failed", "20"}, 0, "answers: 20 stopped by the content filter"},
+		{"content filtered accepted", emulator.Config{Faults: allFiltered}, testKey, []string{"--accept-filtered"}, 0, "succeeded: 20  failed: 0"},
 		{"bad api key", emulator.Config{}, "AQVNwrong-key-0000", nil, 4, "Unknown api key"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"slices"
 	"time"
 )
 
@@ -180,6 +181,20 @@ func (s *State) SupersededBytes() int64 {
 		}
 	}
 	return max(n, 0)
+}
+
+// LineEnds returns, in increasing order, where the result line of every resolved row ends in
+// the results file. A line that ends anywhere else belongs to no row any more: it was superseded
+// by a later line of its row (or its row was reopened), and Finalize drops it.
+func (s *State) LineEnds() []int64 {
+	var out []int64
+	for i := range s.Rows {
+		if s.Rows[i].Phase == PhaseResolved && i < len(s.ends) && s.ends[i] > 0 {
+			out = append(out, s.ends[i])
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func (s *State) addProblem(format string, args ...any) {

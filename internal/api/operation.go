@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strconv"
 )
 
@@ -37,7 +38,50 @@ type Alternative struct {
 		Role string `json:"role"`
 		Text string `json:"text"`
 	} `json:"message"`
-	Status string `json:"status"`
+	Status AlternativeStatus `json:"status"`
+}
+
+// AlternativeStatus is the generation status of an alternative (docs/api.md §3), by its proto
+// enum name.
+type AlternativeStatus string
+
+// The values of yandex.cloud.ai.foundation_models.v1.Alternative.AlternativeStatus, in enum order.
+const (
+	AltUnspecified    AlternativeStatus = "ALTERNATIVE_STATUS_UNSPECIFIED"
+	AltPartial        AlternativeStatus = "ALTERNATIVE_STATUS_PARTIAL"
+	AltTruncatedFinal AlternativeStatus = "ALTERNATIVE_STATUS_TRUNCATED_FINAL" // the answer hit maxTokens
+	AltFinal          AlternativeStatus = "ALTERNATIVE_STATUS_FINAL"
+	AltContentFilter  AlternativeStatus = "ALTERNATIVE_STATUS_CONTENT_FILTER" // stopped for sensitive content
+	AltToolCalls      AlternativeStatus = "ALTERNATIVE_STATUS_TOOL_CALLS"
+)
+
+var altByNumber = [...]AlternativeStatus{AltUnspecified, AltPartial, AltTruncatedFinal, AltFinal, AltContentFilter, AltToolCalls}
+
+// UnmarshalJSON accepts the enum name, as the API writes it, and its number, which proto-JSON
+// parsers accept too; an unknown number is kept as its digits rather than failing the row.
+func (s *AlternativeStatus) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		var name string
+		if err := json.Unmarshal(b, &name); err != nil {
+			return err
+		}
+		*s = AlternativeStatus(name)
+		return nil
+	}
+	if string(b) == "null" {
+		*s = ""
+		return nil
+	}
+	n, err := strconv.Atoi(string(b))
+	if err != nil {
+		return fmt.Errorf("alternative status %s: not an enum name or number", b)
+	}
+	if n >= 0 && n < len(altByNumber) {
+		*s = altByNumber[n]
+	} else {
+		*s = AlternativeStatus(strconv.Itoa(n))
+	}
+	return nil
 }
 
 // Usage counts tokens; the API sends int64 as strings, some clients numbers: both are accepted.

@@ -141,3 +141,41 @@ func FuzzInt64(f *testing.F) {
 		}
 	})
 }
+
+// TestAlternativeStatusDecode checks every status of the proto enum (docs/api.md §3), by name and
+// by number.
+func TestAlternativeStatusDecode(t *testing.T) {
+	tests := []struct {
+		json string
+		want AlternativeStatus
+	}{
+		{`"ALTERNATIVE_STATUS_FINAL"`, AltFinal},
+		{`"ALTERNATIVE_STATUS_TRUNCATED_FINAL"`, AltTruncatedFinal},
+		{`"ALTERNATIVE_STATUS_CONTENT_FILTER"`, AltContentFilter},
+		{`0`, AltUnspecified},
+		{`1`, AltPartial},
+		{`2`, AltTruncatedFinal},
+		{`3`, AltFinal},
+		{`4`, AltContentFilter},
+		{`5`, AltToolCalls},
+		{`9`, "9"},
+		{`null`, ""},
+		{`"SOMETHING_NEW"`, "SOMETHING_NEW"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.json, func(t *testing.T) {
+			var a Alternative
+			body := `{"message":{"role":"assistant","text":"x"},"status":` + tt.json + `}`
+			if err := json.Unmarshal([]byte(body), &a); err != nil {
+				t.Fatal(err)
+			}
+			if a.Status != tt.want {
+				t.Fatalf("status %q, want %q", a.Status, tt.want)
+			}
+		})
+	}
+	var a Alternative
+	if err := json.Unmarshal([]byte(`{"status":true}`), &a); err == nil {
+		t.Fatal("a boolean status was accepted")
+	}
+}

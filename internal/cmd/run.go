@@ -113,6 +113,7 @@ func (e *env) runCommand() *cli.Command {
 		&cli.BoolFlag{Name: "dry-run", Usage: "validate the input, count rows, the rows the cache answers and the duplicates; estimate tokens, cost and time under the quota; send nothing"},
 		&cli.BoolFlag{Name: "refresh", Usage: "submit every row even if the cache has its answer, and store the new answers (e.g. to sample again with temperature > 0)"},
 		&cli.BoolFlag{Name: "no-dedup", Usage: "submit every row, even one whose request an earlier row of the file sends too"},
+		&cli.BoolFlag{Name: "accept-filtered", Usage: "keep answers stopped by the API's content filter as succeeded rows (by default they fail with error kind content-filter; kept by resume)"},
 	}, requestFlags()...), append(tuningFlags(), cacheFlags()...)...), authFlags()...), outputFlags()...)
 	return &cli.Command{
 		Name:      "run",
@@ -209,7 +210,7 @@ func settingsFrom(c *cli.Context) (job.Settings, error) {
 	}
 	s := job.Settings{Input: opts, Endpoint: c.String("endpoint"), OperationsEndpoint: c.String("operations-endpoint"),
 		NoDataLogging: c.Bool("no-data-logging"), Emulator: c.Bool("emulator"),
-		NoDedup: c.Bool("no-dedup"), NoCache: c.Bool("no-cache"), Refresh: c.Bool("refresh")}
+		NoDedup: c.Bool("no-dedup"), NoCache: c.Bool("no-cache"), Refresh: c.Bool("refresh"), AcceptFiltered: c.Bool("accept-filtered")}
 	switch c.String("order") {
 	case "completion":
 	case job.OrderInput:
@@ -435,6 +436,9 @@ func (e *env) printSummary(s job.Summary) {
 			parts = append(parts, k+"="+strconv.Itoa(v))
 		}
 		fmt.Fprintf(w, "failed by kind: %s\n", strings.Join(parts, " "))
+	}
+	if s.ContentFiltered > 0 || s.Truncated > 0 {
+		fmt.Fprintf(w, "answers: %d stopped by the content filter, %d truncated at max tokens\n", s.ContentFiltered, s.Truncated)
 	}
 	fmt.Fprintf(w, "answered from cache: %d (no submission", s.CacheHits)
 	if s.Currency != "" && s.SavedTokens > 0 {

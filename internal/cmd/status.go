@@ -47,6 +47,9 @@ func (e *env) statusCommand() *cli.Command {
 				fmt.Fprintf(w, "possibly billed twice: %d submissions (sent again after a crash, or a failed request that may have reached the API)\n", st.PossibleDuplicates)
 			}
 			fmt.Fprintf(w, "cached:     %d, deduplicated: %d (answered without a submission)\n", st.Cached, st.Deduplicated)
+			if st.ContentFiltered > 0 || st.Truncated > 0 {
+				fmt.Fprintf(w, "answers:    %d stopped by the content filter, %d truncated at max tokens\n", st.ContentFiltered, st.Truncated)
+			}
 			fmt.Fprintf(w, "tokens:     %d in, %d out (billed; %d more answered without a submission)\n", st.InputTokens, st.OutputTokens, st.SavedTokens)
 			if st.NotSubmitted > 0 {
 				fmt.Fprintf(w, "eta:        %s to submit the remaining %d rows at %g/s and %d/hour, plus the operations' own time\n",

@@ -4,7 +4,7 @@
 // real API's behaviour is unknown the choice is marked UNCONFIRMED.
 //
 // Operations complete after a sampled latency measured on an injectable
-// clock, answers are deterministic (see Answer), per-folder quotas answer 429
+// clock, answers are deterministic (see Answer and Completion), per-folder quotas answer 429
 // like the real gateway, and faults can be injected at configurable rates.
 package emulator
 
@@ -87,6 +87,10 @@ type Stats struct {
 	Faults               map[string]int64 `json:"faults"`    // injected faults by kind (Fault* constants)
 	Unauthorized         int64            `json:"unauthorized"`
 	PermissionDenied     int64            `json:"permissionDenied"` // 403s for DeniedModels
+	// Operations created to succeed with ALTERNATIVE_STATUS_TRUNCATED_FINAL (the answer was longer
+	// than maxTokens) or ALTERNATIVE_STATUS_CONTENT_FILTER (the trigger or the content_filter fault).
+	Truncated       int64 `json:"truncated"`
+	ContentFiltered int64 `json:"contentFiltered"`
 }
 
 // Server is the emulator. It is an http.Handler and safe for concurrent use.
@@ -115,6 +119,7 @@ type Server struct {
 		submissions, duplicates, polls, notFound, rejected429 atomic.Int64
 		opsCreated, opsDone, opsFailed, unauthorized          atomic.Int64
 		permissionDenied                                      atomic.Int64
+		truncated, contentFiltered                            atomic.Int64
 		faults                                                [numFaults]atomic.Int64
 	}
 
@@ -249,6 +254,8 @@ func (s *Server) Stats() Stats {
 		OpsFailed:            s.st.opsFailed.Load(),
 		Unauthorized:         s.st.unauthorized.Load(),
 		PermissionDenied:     s.st.permissionDenied.Load(),
+		Truncated:            s.st.truncated.Load(),
+		ContentFiltered:      s.st.contentFiltered.Load(),
 		Faults:               make(map[string]int64, numFaults),
 	}
 	for i, k := range faultKinds {
@@ -549,7 +556,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request, reqID stri
 // createOp stores a new operation for req and returns its first view.
 func (s *Server) createOp(req *completionRequest, f *folderState, now int64) opView {
 	faults := s.faults.Load()
-	answer := Answer(req.modelURI, req.messages)
+	answer, status, out := Completion(req.modelURI, req.messages, req.maxTokens)
 	var in int64
 	for _, m := range req.messages {
 		in += CountTokens(m.Text)
@@ -559,7 +566,13 @@ func (s *Server) createOp(req *completionRequest, f *folderState, now int64) opV
 		folder:    f,
 		answer:    answer,
 		inTokens:  uint32(in),
-		outTokens: uint32(CountTokens(answer)),
+		outTokens: uint32(out),
+	}
+	switch status {
+	case StatusTruncatedFinal:
+		op.status = altTruncated
+	case StatusContentFilter:
+		op.status = altFiltered
 	}
 
 	s.rngMu.Lock()
@@ -577,6 +590,11 @@ func (s *Server) createOp(req *completionRequest, f *folderState, now int64) opV
 	}
 	op.fresh404 = faults.RateFresh404 > 0 && s.rng.Float64() < faults.RateFresh404
 	op.noDone = faults.RateNoDone > 0 && s.rng.Float64() < faults.RateNoDone
+	filterFault := op.outcome == outcomeOK && op.status != altFiltered &&
+		faults.RateContentFilter > 0 && s.rng.Float64() < faults.RateContentFilter
+	if filterFault {
+		op.status, op.answer, op.outTokens = altFiltered, FilteredAnswer, 0
+	}
 	snapshot := *op // op is shared once inserted
 	var id opID
 	for {
@@ -610,6 +628,17 @@ func (s *Server) createOp(req *completionRequest, f *folderState, now int64) opV
 	}
 	if snapshot.noDone {
 		s.st.faults[faultNoDone].Add(1)
+	}
+	if filterFault {
+		s.st.faults[faultContentFilter].Add(1)
+	}
+	if snapshot.outcome == outcomeOK {
+		switch snapshot.status {
+		case altTruncated:
+			s.st.truncated.Add(1)
+		case altFiltered:
+			s.st.contentFiltered.Add(1)
+		}
 	}
 	s.st.opsCreated.Add(1)
 	key := subKey(contentKey(req.modelURI, req.messages))

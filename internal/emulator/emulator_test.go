@@ -1090,6 +1090,7 @@ func TestParseFaults(t *testing.T) {
 		{in: "500=0.01,503=0.02,garbage=0.03,op_error=0.04,op_perm_error=0.05,fresh404=0.06,no_done=0.07,submit_lost=0.08",
 			want: emulator.Faults{Rate500: 0.01, Rate503: 0.02, RateGarbage: 0.03, RateOpError: 0.04, RateOpPermError: 0.05,
 				RateFresh404: 0.06, RateNoDone: 0.07, RateSubmitLost: 0.08}},
+		{in: "content_filter=0.09", want: emulator.Faults{RateContentFilter: 0.09}},
 		{in: "teapot=0.1", wantErr: `unknown kind "teapot"`},
 		{in: "429", wantErr: "is not kind=value"},
 		{in: "429=2", wantErr: "not a probability"},
@@ -1202,5 +1203,124 @@ func TestLifecycle(t *testing.T) {
 	}
 	if _, err := emuDo(t.Context(), http.MethodGet, base+"/emulator/stats", "", nil); err == nil {
 		t.Error("the server still answers after Close")
+	}
+}
+
+// TestAlternativeStatuses checks how an operation's alternative status is chosen (docs/api.md
+// §3): TRUNCATED_FINAL when the answer is longer than maxTokens (cut to it, with maxTokens
+// completion tokens), CONTENT_FILTER for the trigger in any message or the content_filter fault,
+// FINAL otherwise.
+func TestAlternativeStatuses(t *testing.T) {
+	const question = "How long is the Ob river?"
+	full := emulator.Answer(testModel, userMsg(question))
+	words := emulator.CountTokens(full)
+	tests := []struct {
+		name       string
+		msgs       []emulator.Message
+		maxTokens  int64 // 0: not sent
+		asNumber   bool  // maxTokens as a JSON number, not the string proto-JSON writes
+		faults     emulator.Faults
+		wantStatus string
+		wantText   string
+		wantOut    int64 // completion tokens
+		wantIn     bool  // input tokens are counted
+	}{
+		{name: "no limit", msgs: userMsg(question), wantStatus: emulator.StatusFinal, wantText: full, wantOut: words, wantIn: true},
+		{name: "limit above the answer", msgs: userMsg(question), maxTokens: words + 1,
+			wantStatus: emulator.StatusFinal, wantText: full, wantOut: words, wantIn: true},
+		{name: "limit equal to the answer", msgs: userMsg(question), maxTokens: words, asNumber: true,
+			wantStatus: emulator.StatusFinal, wantText: full, wantOut: words, wantIn: true},
+		{name: "limit below the answer", msgs: userMsg(question), maxTokens: 3,
+			wantStatus: emulator.StatusTruncatedFinal, wantText: strings.Join(strings.Fields(full)[:3], " "), wantOut: 3, wantIn: true},
+		{name: "trigger in the user message", msgs: userMsg("tell me " + emulator.ContentFilterTrigger),
+			wantStatus: emulator.StatusContentFilter, wantText: emulator.FilteredAnswer},
+		{name: "trigger in the system message", msgs: []emulator.Message{{Role: "system", Text: emulator.ContentFilterTrigger}, {Role: "user", Text: "hi"}},
+			maxTokens: 1, wantStatus: emulator.StatusContentFilter, wantText: emulator.FilteredAnswer},
+		{name: "content_filter fault", msgs: userMsg(question), faults: emulator.Faults{RateContentFilter: 1},
+			wantStatus: emulator.StatusContentFilter, wantText: emulator.FilteredAnswer},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, base := emuStart(t, emulator.Config{Faults: tc.faults, Seed: 9})
+			opts := map[string]any{}
+			switch {
+			case tc.asNumber:
+				opts["maxTokens"] = tc.maxTokens
+			case tc.maxTokens > 0:
+				opts["maxTokens"] = fmt.Sprint(tc.maxTokens)
+			}
+			body, _ := json.Marshal(map[string]any{"modelUri": testModel, "completionOptions": opts, "messages": tc.msgs})
+			r := mustDo(t, http.MethodPost, base+"/foundationModels/v1/completionAsync", string(body), nil)
+			if r.status != http.StatusOK {
+				t.Fatalf("submit: %d %s", r.status, r.body)
+			}
+			var sub struct{ ID string }
+			if err := json.Unmarshal(r.body, &sub); err != nil {
+				t.Fatal(err)
+			}
+			op := decodeOp(t, mustDo(t, http.MethodGet, base+"/operations/"+sub.ID, "", nil))
+			if op.Response == nil || len(op.Response.Alternatives) != 1 {
+				t.Fatalf("no response: %+v", op)
+			}
+			alt, u := op.Response.Alternatives[0], op.Response.Usage
+			if alt.Status != tc.wantStatus || alt.Message.Text != tc.wantText {
+				t.Fatalf("alternative %+v; want %s %q", alt, tc.wantStatus, tc.wantText)
+			}
+			var in int64
+			if tc.wantIn {
+				for _, m := range tc.msgs {
+					in += emulator.CountTokens(m.Text)
+				}
+			}
+			if u.InputTextTokens != fmt.Sprint(in) || u.CompletionTokens != fmt.Sprint(tc.wantOut) || u.TotalTokens != fmt.Sprint(in+tc.wantOut) {
+				t.Errorf("usage %+v; want %d in, %d out", u, in, tc.wantOut)
+			}
+			if tc.faults == (emulator.Faults{}) {
+				text, status, out := emulator.Completion(testModel, tc.msgs, tc.maxTokens)
+				if text != tc.wantText || status != tc.wantStatus || out != tc.wantOut {
+					t.Errorf("Completion = %q %s %d; the emulator answered %q %s %d", text, status, out, tc.wantText, tc.wantStatus, tc.wantOut)
+				}
+			}
+			st := s.Stats()
+			wantTrunc, wantFiltered, wantFault := 0, 0, 0
+			switch tc.wantStatus {
+			case emulator.StatusTruncatedFinal:
+				wantTrunc = 1
+			case emulator.StatusContentFilter:
+				wantFiltered = 1
+				if tc.faults.RateContentFilter > 0 {
+					wantFault = 1
+				}
+			}
+			if st.Truncated != int64(wantTrunc) || st.ContentFiltered != int64(wantFiltered) || st.Faults[emulator.FaultContentFilter] != int64(wantFault) {
+				t.Errorf("stats: truncated %d, content filtered %d, fault %d", st.Truncated, st.ContentFiltered, st.Faults[emulator.FaultContentFilter])
+			}
+		})
+	}
+}
+
+func TestTruncate(t *testing.T) {
+	tests := []struct {
+		in   string
+		max  int64
+		want string
+		cut  bool
+	}{
+		{"one two three", 0, "one two three", false},
+		{"one two three", 3, "one two three", false},
+		{"one two three", 2, "one two", true},
+		{"one  two\n three ", 1, "one", true},
+		{"  lead two", 1, "  lead", true},
+		{"привет, мир", 1, "привет,", true},
+		{"", 1, "", false},
+	}
+	for _, tc := range tests {
+		got, cut := emulator.Truncate(tc.in, tc.max)
+		if got != tc.want || cut != tc.cut {
+			t.Errorf("Truncate(%q, %d) = %q, %v; want %q, %v", tc.in, tc.max, got, cut, tc.want, tc.cut)
+		}
+		if cut && emulator.CountTokens(got) != tc.max {
+			t.Errorf("Truncate(%q, %d) kept %d tokens", tc.in, tc.max, emulator.CountTokens(got))
+		}
 	}
 }

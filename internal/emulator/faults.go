@@ -21,12 +21,15 @@ const (
 	FaultFresh404    = "fresh404"
 	FaultNoDone      = "no_done"
 	FaultSubmitLost  = "submit_lost"
+	// FaultContentFilter finishes an operation with ALTERNATIVE_STATUS_CONTENT_FILTER, as the
+	// filter of the generated answer would (see ContentFilterTrigger for the prompt's).
+	FaultContentFilter = "content_filter"
 )
 
 // faultKinds lists the kinds in the order of the counters in Server.
 var faultKinds = [...]string{
 	Fault429, Fault500, Fault503, FaultReset, FaultSlow, FaultGarbage,
-	FaultOpError, FaultOpPermError, FaultFresh404, FaultNoDone, FaultSubmitLost,
+	FaultOpError, FaultOpPermError, FaultFresh404, FaultNoDone, FaultSubmitLost, FaultContentFilter,
 }
 
 const (
@@ -41,6 +44,7 @@ const (
 	faultFresh404
 	faultNoDone
 	faultSubmitLost
+	faultContentFilter
 	numFaults
 )
 
@@ -58,6 +62,7 @@ type Faults struct {
 	RateFresh404              float64 // the first poll of a new operation answers 404 (docs/api.md §4: not on all replicas yet)
 	RateNoDone                float64 // a running operation omits "done" instead of done:false (docs/api.md §3)
 	RateSubmitLost            float64 // the operation IS created and counted, but the response is a 500 or a reset
+	RateContentFilter         float64 // a successful operation finishes with ALTERNATIVE_STATUS_CONTENT_FILTER (docs/api.md §3)
 }
 
 // rates returns pointers to the rate fields keyed by fault kind.
@@ -67,6 +72,7 @@ func (f *Faults) rates() map[string]*float64 {
 		FaultReset: &f.RateReset, FaultSlow: &f.RateSlow, FaultGarbage: &f.RateGarbage,
 		FaultOpError: &f.RateOpError, FaultOpPermError: &f.RateOpPermError,
 		FaultFresh404: &f.RateFresh404, FaultNoDone: &f.RateNoDone, FaultSubmitLost: &f.RateSubmitLost,
+		FaultContentFilter: &f.RateContentFilter,
 	}
 }
 

@@ -26,6 +26,15 @@ const (
 	outcomeCancelled
 )
 
+// Alternative statuses of a successful operation (docs/api.md §3).
+const (
+	altFinal uint8 = iota
+	altTruncated
+	altFiltered
+)
+
+var altStatusNames = [...]string{altFinal: StatusFinal, altTruncated: StatusTruncatedFinal, altFiltered: StatusContentFilter}
+
 type opID [opIDLen]byte
 
 func parseOpID(s string) (id opID, ok bool) {
@@ -52,9 +61,10 @@ type operation struct {
 	inTokens  uint32
 	outTokens uint32
 	outcome   uint8
-	fresh404  bool // the next poll answers 404 once
-	noDone    bool // omit "done" while running
-	finished  bool // completion observed and counted in Stats
+	status    uint8 // alternative status of a successful outcome: altFinal, altTruncated, altFiltered
+	fresh404  bool  // the next poll answers 404 once
+	noDone    bool  // omit "done" while running
+	finished  bool  // completion observed and counted in Stats
 }
 
 // opShard is one lock's worth of operations and submission counts.
@@ -148,7 +158,7 @@ func (v *opView) render() []byte {
 			Type: responseType,
 			Alternatives: []alternativeJSON{{
 				Message: Message{Role: "assistant", Text: v.answer},
-				Status:  "ALTERNATIVE_STATUS_FINAL",
+				Status:  altStatusNames[v.status],
 			}},
 			Usage: usageJSON{
 				InputTextTokens:  int64(v.inTokens),
@@ -156,6 +166,11 @@ func (v *opView) render() []byte {
 				TotalTokens:      int64(v.inTokens) + int64(v.outTokens),
 			},
 			ModelVersion: modelVersion,
+		}
+		if v.status == altFiltered {
+			// As in the field report (docs/api.md §3): no usage, no model version.
+			out.Response.Usage = usageJSON{}
+			out.Response.ModelVersion = ""
 		}
 	case outcomeInternal:
 		out.Error = &opErrorJSON{Code: codeInternal, Message: "Internal error (emulated)", Details: []any{}}

@@ -18,6 +18,9 @@ type completionRequest struct {
 	modelURI string
 	folder   string // from modelURI; "" when it does not parse
 	messages []Message
+	// maxTokens is completionOptions.maxTokens; 0 when unset. The proto says it must be greater
+	// than zero; how the real API treats an explicit 0 is UNCONFIRMED: here it means no limit.
+	maxTokens int64
 }
 
 // requestError is a rejected body. protoJSON errors (syntax, types, oneof)
@@ -101,6 +104,7 @@ func parseCompletionRequest(body []byte) (completionRequest, *requestError) {
 			if n < 0 {
 				return req, semanticErr("maxTokens must be non-negative, got %d", n)
 			}
+			req.maxTokens = n
 		}
 		if raw, ok := opts["reasoningOptions"]; ok && !isNull(raw) {
 			ro, rerr := protoObject(raw, "reasoningOptions")

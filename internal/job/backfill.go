@@ -33,7 +33,8 @@ func (j *Job) backfillCache(ctx context.Context, checkpoint string, st *store.St
 		for i := range todo {
 			keys[i] = batch.Key(todo[i].Key)
 		}
-		u := &cacheUse{c: j.cfg.Cache, log: j.log}
+		// Any entry counts as present here, a content-filtered one too.
+		u := &cacheUse{c: j.cfg.Cache, log: j.log, acceptFiltered: true}
 		hits := u.lookup(ctx, keys)
 		var missing []cache.Entry
 		for i := range todo {
@@ -49,7 +50,7 @@ func (j *Job) backfillCache(ctx context.Context, checkpoint string, st *store.St
 		return j.cfg.Cache.Put(context.Background(), missing)
 	}
 	var putErr error
-	err = eachResult(st.Header.Results, st.Header.ResultsFormat, st.ResultsEnd, func(r *Result) {
+	err = eachResult(st.Header.Results, st.Header.ResultsFormat, st.ResultsEnd, func(r *Result, _ int64) {
 		n, ok := byID[r.ID]
 		if !ok || putErr != nil || r.Status != StatusSucceeded || r.Cached || r.DeduplicatedFrom != "" || n.Model == "" {
 			return

@@ -10,6 +10,7 @@ import (
 
 	"github.com/batchgpt/batchgpt/batch"
 	"github.com/batchgpt/batchgpt/cache"
+	"github.com/batchgpt/batchgpt/internal/api"
 )
 
 // ResultCache is what a run needs of a result cache: the SQLite file of package cache, or a
@@ -26,6 +27,9 @@ type cacheUse struct {
 	log     *slog.Logger
 	refresh bool          // never read; store what is answered
 	ttl     time.Duration // 0: entries of any age
+	// acceptFiltered (--accept-filtered) lets a content-filtered answer answer a row; without it
+	// such an entry is a miss, as the answer would fail the row (see Result.judge).
+	acceptFiltered bool
 
 	off  atomic.Bool
 	mu   sync.Mutex
@@ -37,8 +41,8 @@ type cacheUse struct {
 	done chan struct{}
 }
 
-func newCacheUse(c ResultCache, log *slog.Logger, refresh bool, ttl time.Duration) *cacheUse {
-	u := &cacheUse{c: c, log: log, refresh: refresh, ttl: ttl,
+func newCacheUse(c ResultCache, log *slog.Logger, refresh bool, ttl time.Duration, acceptFiltered bool) *cacheUse {
+	u := &cacheUse{c: c, log: log, refresh: refresh, ttl: ttl, acceptFiltered: acceptFiltered,
 		wake: make(chan struct{}, 1), full: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	go u.run()
 	return u
@@ -80,7 +84,7 @@ func (u *cacheUse) lookup(ctx context.Context, keys []batch.Key) []*cache.Entry 
 	}
 	out := make([]*cache.Entry, len(keys))
 	for i := range ok {
-		if ok[i] {
+		if ok[i] && (u.acceptFiltered || entries[i].AlternativeStatus != string(api.AltContentFilter)) {
 			out[i] = &entries[i]
 		}
 	}
@@ -165,12 +169,15 @@ func (u *cacheUse) close() string {
 	return u.why
 }
 
-// fromCache is the result of a row answered by a cache entry.
-func fromCache(id string, e *cache.Entry) *Result {
-	return &Result{ID: id, Status: StatusSucceeded, Text: e.Text, AlternativeStatus: e.AlternativeStatus,
+// fromCache is the result of a row answered by a cache entry, judged like a fresh answer: a
+// truncated one is marked so (the same request has the same maxTokens).
+func fromCache(id string, e *cache.Entry, acceptFiltered bool) *Result {
+	r := &Result{ID: id, Status: StatusSucceeded, Text: e.Text, AlternativeStatus: e.AlternativeStatus,
 		Usage:        &Usage{InputTokens: e.InputTokens, CompletionTokens: e.CompletionTokens, TotalTokens: e.TotalTokens},
 		ModelVersion: e.ModelVersion, OperationID: e.OperationID, Cached: true,
 		CachedAt: e.CachedAt.UTC().Format(time.RFC3339)}
+	r.judge(acceptFiltered)
+	return r
 }
 
 // cacheEntry is what the cache keeps of a succeeded result.

@@ -38,7 +38,7 @@ func DryRun(ctx context.Context, path string, s Settings, c ResultCache, ttl tim
 	})
 	var cu *cacheUse
 	if c != nil && !s.NoCache && !s.Refresh {
-		cu = &cacheUse{c: c, log: slog.New(slog.DiscardHandler), ttl: ttl}
+		cu = &cacheUse{c: c, log: slog.New(slog.DiscardHandler), ttl: ttl, acceptFiltered: s.AcceptFiltered}
 	}
 	rd, err := batch.Open(path, s.Input)
 	if err != nil {

@@ -49,6 +49,10 @@ type Settings struct {
 	// submitted) but stores the new answers. Both change what is sent, so resume keeps them.
 	NoCache bool `json:"no_cache,omitempty"`
 	Refresh bool `json:"refresh,omitempty"`
+	// AcceptFiltered keeps a content-filtered answer (ALTERNATIVE_STATUS_CONTENT_FILTER) as a
+	// success, and lets the cache answer with one; without it such a row fails. It decides what
+	// the results say, so resume keeps it.
+	AcceptFiltered bool `json:"accept_filtered,omitempty"`
 }
 
 // keyScope is where the run's requests go, part of every request key: an answer of the
@@ -151,6 +155,11 @@ type Summary struct {
 	// EstimatedCost prices the tokens of this process at the async price table, in Currency.
 	EstimatedCost float64 `json:"estimated_cost,omitempty"`
 	Currency      string  `json:"currency,omitempty"`
+	// ContentFiltered answers were stopped by the API's content filter (failed rows unless
+	// --accept-filtered); Truncated answers were cut at maxTokens (succeeded). Both count the
+	// result lines this process wrote, as FailedByKind does.
+	ContentFiltered int64 `json:"content_filtered"`
+	Truncated       int64 `json:"truncated"`
 }
 
 // ModelURI is the run's default model URI ("" when the rows carry their own).
@@ -185,6 +194,10 @@ type Job struct {
 	deduped     atomic.Int64
 	savedTokens atomic.Int64
 	scope       string // see Settings.keyScope
+
+	truncated       atomic.Int64 // answers cut at maxTokens
+	contentFiltered atomic.Int64 // content-filtered answers, failed or accepted
+	csvCols         []string     // columns of a CSV results file's header, in which its lines are written
 
 	mu           sync.Mutex
 	cacheProblem string
@@ -504,6 +517,7 @@ func (j *Job) adopt(h store.Header, s Settings) error {
 	j.cfg.Settings.NoDedup = s.NoDedup
 	j.cfg.Settings.NoCache = s.NoCache || j.cfg.Settings.NoCache
 	j.cfg.Settings.Refresh = s.Refresh
+	j.cfg.Settings.AcceptFiltered = s.AcceptFiltered
 	j.cfg.Settings.Emulator = s.Emulator
 	j.cfg.Input = h.Input
 	return nil
@@ -625,7 +639,7 @@ func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, h s
 
 	var cu *cacheUse
 	if cfg.Cache != nil && !cfg.Settings.NoCache {
-		cu = newCacheUse(cfg.Cache, j.log, cfg.Settings.Refresh, cfg.CacheTTL)
+		cu = newCacheUse(cfg.Cache, j.log, cfg.Settings.Refresh, cfg.CacheTTL, cfg.Settings.AcceptFiltered)
 	}
 	defer func() {
 		if cerr := w.Close(); cerr != nil && err == nil {
@@ -644,6 +658,12 @@ func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, h s
 		}
 	}()
 
+	if h.ResultsFormat == FormatCSV {
+		// Lines go in the columns of the file's header, which an older batchgpt may have written.
+		if j.csvCols, err = csvHeader(h.Results); err != nil {
+			return sum, err
+		}
+	}
 	t := cfg.Tuning
 	submitPacer := api.NewPacer(t.SubmitRPS, t.SubmitPerHour)
 	submitPacer.Seed(recent)
@@ -742,7 +762,8 @@ func (j *Job) summary(h store.Header, start time.Time, interrupted bool) Summary
 		Succeeded: int(j.succeeded.Load()), Failed: int(j.failed.Load()),
 		Submissions: j.submissions.Load(), Resubmitted: j.resubmitted.Load(), InDoubt: j.inDoubt.Load(),
 		InputTokens: j.tokensIn.Load(), OutputTokens: j.tokensOut.Load(), Elapsed: time.Since(start), Interrupted: interrupted,
-		CacheHits: j.cacheHits.Load(), Deduplicated: j.deduped.Load(), SavedTokens: j.savedTokens.Load()}
+		CacheHits: j.cacheHits.Load(), Deduplicated: j.deduped.Load(), SavedTokens: j.savedTokens.Load(),
+		ContentFiltered: j.contentFiltered.Load(), Truncated: j.truncated.Load()}
 	s.Pending = s.Rows - s.Succeeded - s.Failed
 	j.mu.Lock()
 	s.CacheProblem = j.cacheProblem

@@ -539,7 +539,7 @@ func TestCSVResults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantHeader := "id,status,text,alternative_status,input_tokens,completion_tokens,total_tokens,model_version,operation_id,attempts,error_kind,error_code,error_message,cached,cached_at,deduplicated_from"
+	wantHeader := "id,status,text,alternative_status,input_tokens,completion_tokens,total_tokens,model_version,operation_id,attempts,error_kind,error_code,error_message,cached,cached_at,deduplicated_from,error_request_id,truncated"
 	if len(records) != n+1 || strings.Join(records[0], ",") != wantHeader {
 		t.Fatalf("%d records, header %q", len(records), records[0])
 	}

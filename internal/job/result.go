@@ -3,29 +3,31 @@ package job
 import (
 	"bufio"
 	"bytes"
+	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
-
-	"github.com/gocarina/gocsv"
 
 	"github.com/batchgpt/batchgpt/internal/api"
 )
 
 // Result is one line of the results file. The format is documented in the README.
 type Result struct {
-	ID                string       `json:"id"`
-	Status            string       `json:"status"` // "succeeded" or "failed"
-	Text              string       `json:"text"`
-	AlternativeStatus string       `json:"alternative_status,omitempty"`
-	Usage             *Usage       `json:"usage,omitempty"`
-	ModelVersion      string       `json:"model_version,omitempty"`
-	OperationID       string       `json:"operation_id,omitempty"`
-	Attempts          int          `json:"attempts"`
-	Error             *ResultError `json:"error,omitempty"`
+	ID                string `json:"id"`
+	Status            string `json:"status"` // "succeeded" or "failed"
+	Text              string `json:"text"`
+	AlternativeStatus string `json:"alternative_status,omitempty"`
+	// Truncated marks an answer cut at maxTokens (ALTERNATIVE_STATUS_TRUNCATED_FINAL): a success.
+	Truncated    bool         `json:"truncated,omitempty"`
+	Usage        *Usage       `json:"usage,omitempty"`
+	ModelVersion string       `json:"model_version,omitempty"`
+	OperationID  string       `json:"operation_id,omitempty"`
+	Attempts     int          `json:"attempts"`
+	Error        *ResultError `json:"error,omitempty"`
 	// Cached marks an answer taken from the result cache: nothing was submitted for the row;
 	// OperationID, Usage and ModelVersion are those of the run that paid for it, at CachedAt.
 	Cached   bool   `json:"cached,omitempty"`
@@ -44,7 +46,7 @@ type Usage struct {
 
 // ResultError says why a row failed.
 type ResultError struct {
-	Kind      string `json:"kind"` // invalid-request, operation-failed, not-found, gave-up
+	Kind      string `json:"kind"` // invalid-request, operation-failed, not-found, gave-up, content-filter, ...
 	Code      int    `json:"code"`
 	Message   string `json:"message"`
 	RequestID string `json:"request_id,omitempty"` // x-request-id of the API's answer, for support
@@ -64,26 +66,122 @@ const (
 	KindGaveUp    = "gave-up"
 	KindAuth      = "auth"
 	KindMalformed = "malformed-response"
+	// KindContentFilter: the API's content filter stopped the answer (unless --accept-filtered).
+	KindContentFilter = "content-filter"
 )
 
-// csvResult is Result flattened for CSV output, written with gocsv.
-type csvResult struct {
-	ID                string `csv:"id"`
-	Status            string `csv:"status"`
-	Text              string `csv:"text"`
-	AlternativeStatus string `csv:"alternative_status"`
-	InputTokens       int64  `csv:"input_tokens"`
-	CompletionTokens  int64  `csv:"completion_tokens"`
-	TotalTokens       int64  `csv:"total_tokens"`
-	ModelVersion      string `csv:"model_version"`
-	OperationID       string `csv:"operation_id"`
-	Attempts          int    `csv:"attempts"`
-	ErrorKind         string `csv:"error_kind"`
-	ErrorCode         int    `csv:"error_code"`
-	ErrorMessage      string `csv:"error_message"`
-	Cached            bool   `csv:"cached"`
-	CachedAt          string `csv:"cached_at"`
-	DeduplicatedFrom  string `csv:"deduplicated_from"`
+// csvColumns are the columns of a CSV results file: Result flattened (usage and error). New
+// columns only ever go at the end, and lines are written in the columns of the file's own header
+// (see csvHeader): a run resumed by a newer batchgpt appends to a file an older one began.
+var csvColumns = []string{"id", "status", "text", "alternative_status", "input_tokens", "completion_tokens", "total_tokens",
+	"model_version", "operation_id", "attempts", "error_kind", "error_code", "error_message", "cached", "cached_at",
+	"deduplicated_from", "error_request_id", "truncated"}
+
+// csvField is the value of column col for r ("" for a column this batchgpt does not know).
+func (r *Result) csvField(col string) string {
+	var u Usage
+	if r.Usage != nil {
+		u = *r.Usage
+	}
+	var e ResultError
+	if r.Error != nil {
+		e = *r.Error
+	}
+	switch col {
+	case "id":
+		return r.ID
+	case "status":
+		return r.Status
+	case "text":
+		return r.Text
+	case "alternative_status":
+		return r.AlternativeStatus
+	case "input_tokens":
+		return strconv.FormatInt(u.InputTokens, 10)
+	case "completion_tokens":
+		return strconv.FormatInt(u.CompletionTokens, 10)
+	case "total_tokens":
+		return strconv.FormatInt(u.TotalTokens, 10)
+	case "model_version":
+		return r.ModelVersion
+	case "operation_id":
+		return r.OperationID
+	case "attempts":
+		return strconv.Itoa(r.Attempts)
+	case "error_kind":
+		return e.Kind
+	case "error_code":
+		return strconv.Itoa(e.Code)
+	case "error_message":
+		return e.Message
+	case "cached":
+		return strconv.FormatBool(r.Cached)
+	case "cached_at":
+		return r.CachedAt
+	case "deduplicated_from":
+		return r.DeduplicatedFrom
+	case "error_request_id":
+		return e.RequestID
+	case "truncated":
+		return strconv.FormatBool(r.Truncated)
+	}
+	return ""
+}
+
+// fromCSV reads a record of a CSV results file whose header maps column names to positions.
+// Missing columns (a file of an older batchgpt) are empty; a number that does not parse makes
+// the record unreadable.
+func fromCSV(rec []string, header map[string]int) (*Result, error) {
+	get := func(col string) string {
+		if i, ok := header[col]; ok && i < len(rec) {
+			return rec[i]
+		}
+		return ""
+	}
+	var bad error
+	num := func(col string) int64 {
+		v := get(col)
+		if v == "" {
+			return 0
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil && bad == nil {
+			bad = fmt.Errorf("column %s: %w", col, err)
+		}
+		return n
+	}
+	flag := func(col string) bool {
+		b, _ := strconv.ParseBool(get(col))
+		return b
+	}
+	r := &Result{ID: get("id"), Status: get("status"), Text: get("text"), AlternativeStatus: get("alternative_status"),
+		Usage:        &Usage{InputTokens: num("input_tokens"), CompletionTokens: num("completion_tokens"), TotalTokens: num("total_tokens")},
+		ModelVersion: get("model_version"), OperationID: get("operation_id"), Attempts: int(num("attempts")),
+		Cached: flag("cached"), CachedAt: get("cached_at"), DeduplicatedFrom: get("deduplicated_from"), Truncated: flag("truncated")}
+	if kind := get("error_kind"); kind != "" {
+		r.Error = &ResultError{Kind: kind, Code: int(num("error_code")), Message: get("error_message"), RequestID: get("error_request_id")}
+	}
+	return r, bad
+}
+
+// csvHeader returns the columns of the CSV results file at path: those of its header, which an
+// older batchgpt may have written with fewer columns; csvColumns when it has none yet.
+func csvHeader(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open results: %w", err)
+	}
+	defer f.Close()
+	cr := csv.NewReader(f)
+	cr.FieldsPerRecord = -1
+	cols, err := cr.Read()
+	if err == io.EOF {
+		return csvColumns, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the header of %s: %w", path, err)
+	}
+	return cols, nil
 }
 
 // Formats of the results file.
@@ -105,30 +203,33 @@ func preamble(format string) ([]byte, error) {
 	if format != FormatCSV {
 		return nil, nil
 	}
-	s, err := gocsv.MarshalString([]csvResult{})
-	if err != nil {
-		return nil, fmt.Errorf("csv header: %w", err)
-	}
-	return []byte(s), nil
+	return csvLine(csvColumns)
 }
 
-// encode renders one result as a complete line (or CSV record) ending in a newline.
-func (r *Result) encode(format string) ([]byte, error) {
+// csvLine renders one CSV record, quoted as needed, ending in a newline.
+func csvLine(fields []string) ([]byte, error) {
+	var b bytes.Buffer
+	w := csv.NewWriter(&b)
+	if err := w.Write(fields); err != nil {
+		return nil, err
+	}
+	w.Flush()
+	return b.Bytes(), w.Error()
+}
+
+// encode renders one result as a complete line ending in a newline: JSON, or a CSV record in the
+// columns cols of the file's header.
+func (r *Result) encode(format string, cols []string) ([]byte, error) {
 	if format == FormatCSV {
-		c := csvResult{ID: r.ID, Status: r.Status, Text: r.Text, AlternativeStatus: r.AlternativeStatus,
-			ModelVersion: r.ModelVersion, OperationID: r.OperationID, Attempts: r.Attempts,
-			Cached: r.Cached, CachedAt: r.CachedAt, DeduplicatedFrom: r.DeduplicatedFrom}
-		if r.Usage != nil {
-			c.InputTokens, c.CompletionTokens, c.TotalTokens = r.Usage.InputTokens, r.Usage.CompletionTokens, r.Usage.TotalTokens
+		fields := make([]string, len(cols))
+		for i, c := range cols {
+			fields[i] = r.csvField(c)
 		}
-		if r.Error != nil {
-			c.ErrorKind, c.ErrorCode, c.ErrorMessage = r.Error.Kind, r.Error.Code, r.Error.Message
-		}
-		var b bytes.Buffer
-		if err := gocsv.MarshalWithoutHeaders([]csvResult{c}, &b); err != nil {
+		b, err := csvLine(fields)
+		if err != nil {
 			return nil, fmt.Errorf("encode result %q: %w", r.ID, err)
 		}
-		return b.Bytes(), nil
+		return b, nil
 	}
 	b, err := json.Marshal(r)
 	if err != nil {
@@ -137,8 +238,9 @@ func (r *Result) encode(format string) ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
-// fromOperation builds the result of a finished operation.
-func fromOperation(id string, op *api.Operation, attempts int) *Result {
+// fromOperation builds the result of a finished operation. acceptFiltered is the run's
+// --accept-filtered (see judge).
+func fromOperation(id string, op *api.Operation, attempts int, acceptFiltered bool) *Result {
 	r := &Result{ID: id, OperationID: op.ID, Attempts: attempts}
 	if op.Failed() {
 		r.Status = StatusFailed
@@ -154,10 +256,47 @@ func fromOperation(id string, op *api.Operation, attempts int) *Result {
 	u := op.Response.Usage
 	r.Status = StatusSucceeded
 	r.Text = alt.Message.Text
-	r.AlternativeStatus = alt.Status
+	r.AlternativeStatus = string(alt.Status)
 	r.Usage = &Usage{InputTokens: int64(u.InputTextTokens), CompletionTokens: int64(u.CompletionTokens), TotalTokens: int64(u.TotalTokens)}
 	r.ModelVersion = op.Response.ModelVersion
+	r.judge(acceptFiltered)
 	return r
+}
+
+// contentFilterMessage explains a row failed by the content filter.
+const contentFilterMessage = "the API's content filter stopped the answer (ALTERNATIVE_STATUS_CONTENT_FILTER): " +
+	"change the prompt, or keep such answers as successes with --accept-filtered"
+
+// judge decides what the alternative status of an answer means for its row (docs/api.md §3),
+// the same for an answer just received and one from the cache. A content-filtered answer is not
+// the answer asked for: the row fails (its text kept) unless the run accepts such answers. An
+// answer cut at maxTokens is a success, marked truncated.
+func (r *Result) judge(acceptFiltered bool) {
+	switch api.AlternativeStatus(r.AlternativeStatus) {
+	case api.AltTruncatedFinal:
+		r.Truncated = true
+	case api.AltContentFilter:
+		if !acceptFiltered {
+			r.Status = StatusFailed
+			r.Error = &ResultError{Kind: KindContentFilter, Message: contentFilterMessage}
+		}
+	}
+}
+
+// contentFiltered reports whether the row's answer was stopped by the content filter, accepted
+// or not.
+func (r *Result) contentFiltered() bool {
+	return r.AlternativeStatus == string(api.AltContentFilter)
+}
+
+// countAnswer counts a result line's truncated or content-filtered answer for the summary.
+func (j *Job) countAnswer(r *Result) {
+	if r.Truncated {
+		j.truncated.Add(1)
+	}
+	if r.contentFiltered() {
+		j.contentFiltered.Add(1)
+	}
 }
 
 // failure builds the result of a row that failed without a finished operation.
@@ -179,12 +318,19 @@ type Tally struct {
 	Cached, Deduplicated   int
 	SavedTokens            int64 // tokens of the rows answered from the cache or a duplicate
 	FailedByKind           map[string]int
+	ContentFiltered        int // answers stopped by the content filter, failed or accepted
+	Truncated              int // answers cut at maxTokens
 }
 
-// tallyResults reads the results file written so far (used by status).
-func tallyResults(path, format string, limit int64) (Tally, error) {
+// tallyResults reads the results file written so far (used by status). current, when not nil,
+// reports whether the line ending at a byte offset is its row's latest: the lines of rows
+// resolved again (resume --retry-failed) before the results are finalized are not counted.
+func tallyResults(path, format string, limit int64, current func(end int64) bool) (Tally, error) {
 	t := Tally{FailedByKind: map[string]int{}}
-	err := eachResult(path, format, limit, func(r *Result) {
+	err := eachResult(path, format, limit, func(r *Result, end int64) {
+		if current != nil && !current(end) {
+			return
+		}
 		var in, out int64
 		if r.Usage != nil {
 			in, out = r.Usage.InputTokens, r.Usage.CompletionTokens
@@ -198,6 +344,12 @@ func tallyResults(path, format string, limit int64) (Tally, error) {
 			}
 			t.Failed++
 			t.FailedByKind[kind]++
+		}
+		if r.Truncated {
+			t.Truncated++
+		}
+		if r.contentFiltered() {
+			t.ContentFiltered++
 		}
 		switch {
 		case r.DeduplicatedFrom != "":
@@ -216,8 +368,9 @@ func tallyResults(path, format string, limit int64) (Tally, error) {
 }
 
 // eachResult calls fn for every complete line of a results file (JSONL or CSV) up to limit bytes
-// (all of it if limit < 0); lines that cannot be read are skipped.
-func eachResult(path, format string, limit int64, fn func(*Result)) error {
+// (all of it if limit < 0), with the byte offset where the line ends; lines that cannot be read
+// are skipped.
+func eachResult(path, format string, limit int64, fn func(r *Result, end int64)) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("open results: %w", err)
@@ -228,28 +381,42 @@ func eachResult(path, format string, limit int64, fn func(*Result)) error {
 		rd = io.LimitReader(f, limit)
 	}
 	if format == FormatCSV {
-		err := gocsv.UnmarshalToCallback(rd, func(c csvResult) {
-			r := Result{ID: c.ID, Status: c.Status, Text: c.Text, AlternativeStatus: c.AlternativeStatus,
-				Usage:        &Usage{InputTokens: c.InputTokens, CompletionTokens: c.CompletionTokens, TotalTokens: c.TotalTokens},
-				ModelVersion: c.ModelVersion, OperationID: c.OperationID, Attempts: c.Attempts,
-				Cached: c.Cached, CachedAt: c.CachedAt, DeduplicatedFrom: c.DeduplicatedFrom}
-			if c.ErrorKind != "" {
-				r.Error = &ResultError{Kind: c.ErrorKind, Code: c.ErrorCode, Message: c.ErrorMessage}
-			}
-			fn(&r)
-		})
-		if err != nil && !errors.Is(err, gocsv.ErrEmptyCSVFile) {
+		cr := csv.NewReader(rd) // buffered inside; InputOffset counts what it parsed
+		cr.FieldsPerRecord = -1
+		cr.ReuseRecord = true
+		cols, err := cr.Read()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
 			return fmt.Errorf("read results %s: %w", path, err)
 		}
-		return nil
+		header := make(map[string]int, len(cols))
+		for i, c := range cols {
+			header[c] = i
+		}
+		for {
+			rec, err := cr.Read()
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("read results %s: %w", path, err)
+			}
+			if r, err := fromCSV(rec, header); err == nil {
+				fn(r, cr.InputOffset())
+			}
+		}
 	}
 	br := bufio.NewReaderSize(rd, 1<<20)
+	var end int64
 	for {
 		line, err := br.ReadBytes('\n')
+		end += int64(len(line))
 		if len(line) > 0 && line[len(line)-1] == '\n' {
 			var r Result
 			if json.Unmarshal(line, &r) == nil {
-				fn(&r)
+				fn(&r, end)
 			}
 		}
 		if err == io.EOF {

@@ -206,7 +206,7 @@ func (r *runner) lookupAndLaunch(ctx context.Context, wks []work, launch func(wo
 	hits := r.cache.lookup(ctx, keys)
 	for i, wk := range wks {
 		if hits != nil && hits[i] != nil {
-			r.resolve(wk.row.Index, wk.key, "", fromCache(wk.row.ID, hits[i])) // stored already
+			r.resolve(wk.row.Index, wk.key, "", fromCache(wk.row.ID, hits[i], r.j.cfg.Settings.AcceptFiltered)) // stored already
 			continue
 		}
 		if !r.launch(wk, launch) {
@@ -354,9 +354,9 @@ func (r *runner) handle(o poller.Outcome) {
 		if r.again(o, pr, fmt.Sprintf("operation failed with transient code %d (%s); submitting the row again", o.Op.Error.Code, o.Op.Error.Message)) {
 			return
 		}
-		res = fromOperation(pr.id, o.Op, pr.attempt)
+		res = fromOperation(pr.id, o.Op, pr.attempt, j.cfg.Settings.AcceptFiltered)
 	default:
-		res = fromOperation(pr.id, o.Op, pr.attempt)
+		res = fromOperation(pr.id, o.Op, pr.attempt, j.cfg.Settings.AcceptFiltered)
 	}
 	r.resolve(o.Row, pr.key, pr.model, res)
 }
@@ -425,7 +425,7 @@ func (r *runner) resolve(index int, key batch.Key, model string, res *Result) {
 // write queues one result line and counts it.
 func (r *runner) write(index int, res *Result, durable func()) bool {
 	j := r.j
-	line, err := res.encode(r.h.ResultsFormat)
+	line, err := res.encode(r.h.ResultsFormat, j.csvCols)
 	if err != nil {
 		r.setFatal(err)
 		return false
@@ -444,6 +444,7 @@ func (r *runner) write(index int, res *Result, durable func()) bool {
 		j.failedByKind[res.Error.Kind]++
 		j.mu.Unlock()
 	}
+	j.countAnswer(res)
 	reused := res.Cached || res.DeduplicatedFrom != ""
 	switch {
 	case res.DeduplicatedFrom != "":

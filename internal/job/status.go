@@ -2,6 +2,7 @@ package job
 
 import (
 	"math"
+	"slices"
 	"time"
 
 	"github.com/batchgpt/batchgpt/store"
@@ -20,11 +21,13 @@ type Status struct {
 	PossibleDuplicates int      `json:"possible_duplicates"` // submissions so far that may have been billed twice
 	Succeeded          int      `json:"succeeded"`
 	Failed             int      `json:"failed"`
-	InputTokens        int64    `json:"input_tokens"`  // billed
-	OutputTokens       int64    `json:"output_tokens"` // billed
-	Cached             int      `json:"cached"`        // answered from the result cache
-	Deduplicated       int      `json:"deduplicated"`  // answered by a row of the run with the same request
-	SavedTokens        int64    `json:"saved_tokens"`  // tokens of those, not paid for again
+	InputTokens        int64    `json:"input_tokens"`     // billed
+	OutputTokens       int64    `json:"output_tokens"`    // billed
+	Cached             int      `json:"cached"`           // answered from the result cache
+	Deduplicated       int      `json:"deduplicated"`     // answered by a row of the run with the same request
+	SavedTokens        int64    `json:"saved_tokens"`     // tokens of those, not paid for again
+	ContentFiltered    int      `json:"content_filtered"` // answers stopped by the content filter (failed unless --accept-filtered)
+	Truncated          int      `json:"truncated"`        // answers cut at maxTokens (succeeded)
 	SubmitETASeconds   float64  `json:"submit_eta_seconds"`
 	Problems           []string `json:"problems,omitempty"`
 }
@@ -40,12 +43,23 @@ func ReadStatus(checkpoint string, rps float64, perHour int, now time.Time) (*St
 		Submitted: c.Submitted + c.Succeeded + c.Failed, Pending: c.Rows - c.Succeeded - c.Failed,
 		NotSubmitted: c.New + c.InFlight, InDoubt: c.InFlight, PossibleDuplicates: st.Doubts, Succeeded: c.Succeeded, Failed: c.Failed,
 		Problems: st.Problems}
-	t, err := tallyResults(st.Header.Results, st.Header.ResultsFormat, st.ResultsEnd)
+	// Until the results are finalized, a row resolved again (resume --retry-failed) has more
+	// than one line: only the one the journal vouches for counts.
+	var current func(int64) bool
+	if st.SupersededBytes() > 0 {
+		ends := st.LineEnds()
+		current = func(end int64) bool {
+			_, ok := slices.BinarySearch(ends, end)
+			return ok
+		}
+	}
+	t, err := tallyResults(st.Header.Results, st.Header.ResultsFormat, st.ResultsEnd, current)
 	if err != nil {
 		s.Problems = append(s.Problems, err.Error())
 	}
 	s.InputTokens, s.OutputTokens = t.InputTokens, t.OutTokens
 	s.Cached, s.Deduplicated, s.SavedTokens = t.Cached, t.Deduplicated, t.SavedTokens
+	s.ContentFiltered, s.Truncated = t.ContentFiltered, t.Truncated
 	used := 0
 	cut := now.Add(-time.Hour).UnixMilli()
 	for _, r := range st.Rows {
