@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
+	"slices"
 	"strings"
+
+	"github.com/gocarina/gocsv"
 
 	"github.com/batchgpt/batchgpt/internal/api"
 )
@@ -70,102 +72,93 @@ const (
 	KindContentFilter = "content-filter"
 )
 
-// csvColumns are the columns of a CSV results file: Result flattened (usage and error). New
+// csvResult is Result flattened for CSV output (usage and error), written and read with gocsv. New
 // columns only ever go at the end, and lines are written in the columns of the file's own header
 // (see csvHeader): a run resumed by a newer batchgpt appends to a file an older one began.
-var csvColumns = []string{"id", "status", "text", "alternative_status", "input_tokens", "completion_tokens", "total_tokens",
-	"model_version", "operation_id", "attempts", "error_kind", "error_code", "error_message", "cached", "cached_at",
-	"deduplicated_from", "error_request_id", "truncated"}
+type csvResult struct {
+	ID                string `csv:"id"`
+	Status            string `csv:"status"`
+	Text              string `csv:"text"`
+	AlternativeStatus string `csv:"alternative_status"`
+	InputTokens       int64  `csv:"input_tokens"`
+	CompletionTokens  int64  `csv:"completion_tokens"`
+	TotalTokens       int64  `csv:"total_tokens"`
+	ModelVersion      string `csv:"model_version"`
+	OperationID       string `csv:"operation_id"`
+	Attempts          int    `csv:"attempts"`
+	ErrorKind         string `csv:"error_kind"`
+	ErrorCode         int    `csv:"error_code"`
+	ErrorMessage      string `csv:"error_message"`
+	Cached            bool   `csv:"cached"`
+	CachedAt          string `csv:"cached_at"`
+	DeduplicatedFrom  string `csv:"deduplicated_from"`
+	ErrorRequestID    string `csv:"error_request_id"`
+	Truncated         bool   `csv:"truncated"`
+}
 
-// csvField is the value of column col for r ("" for a column this batchgpt does not know).
-func (r *Result) csvField(col string) string {
-	var u Usage
+// csvColumns are the columns of csvResult, in order: the header of a new CSV results file.
+var csvColumns = func() []string {
+	s, err := gocsv.MarshalString([]csvResult{})
+	if err != nil {
+		panic(err) // a static struct: cannot fail
+	}
+	cols, err := csv.NewReader(strings.NewReader(s)).Read()
+	if err != nil {
+		panic(err)
+	}
+	return cols
+}()
+
+func toCSV(r *Result) csvResult {
+	c := csvResult{ID: r.ID, Status: r.Status, Text: r.Text, AlternativeStatus: r.AlternativeStatus,
+		ModelVersion: r.ModelVersion, OperationID: r.OperationID, Attempts: r.Attempts,
+		Cached: r.Cached, CachedAt: r.CachedAt, DeduplicatedFrom: r.DeduplicatedFrom, Truncated: r.Truncated}
 	if r.Usage != nil {
-		u = *r.Usage
+		c.InputTokens, c.CompletionTokens, c.TotalTokens = r.Usage.InputTokens, r.Usage.CompletionTokens, r.Usage.TotalTokens
 	}
-	var e ResultError
 	if r.Error != nil {
-		e = *r.Error
+		c.ErrorKind, c.ErrorCode, c.ErrorMessage, c.ErrorRequestID = r.Error.Kind, r.Error.Code, r.Error.Message, r.Error.RequestID
 	}
-	switch col {
-	case "id":
-		return r.ID
-	case "status":
-		return r.Status
-	case "text":
-		return r.Text
-	case "alternative_status":
-		return r.AlternativeStatus
-	case "input_tokens":
-		return strconv.FormatInt(u.InputTokens, 10)
-	case "completion_tokens":
-		return strconv.FormatInt(u.CompletionTokens, 10)
-	case "total_tokens":
-		return strconv.FormatInt(u.TotalTokens, 10)
-	case "model_version":
-		return r.ModelVersion
-	case "operation_id":
-		return r.OperationID
-	case "attempts":
-		return strconv.Itoa(r.Attempts)
-	case "error_kind":
-		return e.Kind
-	case "error_code":
-		return strconv.Itoa(e.Code)
-	case "error_message":
-		return e.Message
-	case "cached":
-		return strconv.FormatBool(r.Cached)
-	case "cached_at":
-		return r.CachedAt
-	case "deduplicated_from":
-		return r.DeduplicatedFrom
-	case "error_request_id":
-		return e.RequestID
-	case "truncated":
-		return strconv.FormatBool(r.Truncated)
+	return c
+}
+
+func (c *csvResult) result() *Result {
+	r := &Result{ID: c.ID, Status: c.Status, Text: c.Text, AlternativeStatus: c.AlternativeStatus,
+		Usage:        &Usage{InputTokens: c.InputTokens, CompletionTokens: c.CompletionTokens, TotalTokens: c.TotalTokens},
+		ModelVersion: c.ModelVersion, OperationID: c.OperationID, Attempts: c.Attempts,
+		Cached: c.Cached, CachedAt: c.CachedAt, DeduplicatedFrom: c.DeduplicatedFrom, Truncated: c.Truncated}
+	if c.ErrorKind != "" {
+		r.Error = &ResultError{Kind: c.ErrorKind, Code: c.ErrorCode, Message: c.ErrorMessage, RequestID: c.ErrorRequestID}
 	}
-	return ""
+	return r
 }
 
 // fromCSV reads a record of a CSV results file whose header maps column names to positions.
-// Missing columns (a file of an older batchgpt) are empty; a number that does not parse makes
+// Missing columns (a file of an older batchgpt) are empty; a value that does not parse makes
 // the record unreadable.
 func fromCSV(rec []string, header map[string]int) (*Result, error) {
-	get := func(col string) string {
-		if i, ok := header[col]; ok && i < len(rec) {
-			return rec[i]
+	fields := make([]string, len(csvColumns))
+	for i, col := range csvColumns {
+		if k, ok := header[col]; ok && k < len(rec) {
+			fields[i] = rec[k]
 		}
-		return ""
 	}
-	var bad error
-	num := func(col string) int64 {
-		v := get(col)
-		if v == "" {
-			return 0
-		}
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil && bad == nil {
-			bad = fmt.Errorf("column %s: %w", col, err)
-		}
-		return n
+	var out []csvResult
+	if err := gocsv.UnmarshalCSVWithoutHeaders(oneRecord{fields}, &out); err != nil {
+		return nil, err
 	}
-	flag := func(col string) bool {
-		b, _ := strconv.ParseBool(get(col))
-		return b
-	}
-	r := &Result{ID: get("id"), Status: get("status"), Text: get("text"), AlternativeStatus: get("alternative_status"),
-		Usage:        &Usage{InputTokens: num("input_tokens"), CompletionTokens: num("completion_tokens"), TotalTokens: num("total_tokens")},
-		ModelVersion: get("model_version"), OperationID: get("operation_id"), Attempts: int(num("attempts")),
-		Cached: flag("cached"), CachedAt: get("cached_at"), DeduplicatedFrom: get("deduplicated_from"), Truncated: flag("truncated")}
-	if kind := get("error_kind"); kind != "" {
-		r.Error = &ResultError{Kind: kind, Code: int(num("error_code")), Message: get("error_message"), RequestID: get("error_request_id")}
-	}
-	return r, bad
+	return out[0].result(), nil
 }
 
+// oneRecord is a gocsv.CSVReader of a single record already read.
+type oneRecord struct{ rec []string }
+
+func (o oneRecord) Read() ([]string, error)       { return o.rec, nil }
+func (o oneRecord) ReadAll() ([][]string, error) { return [][]string{o.rec}, nil }
+
 // csvHeader returns the columns of the CSV results file at path: those of its header, which an
-// older batchgpt may have written with fewer columns; csvColumns when it has none yet.
+// older batchgpt may have written with fewer columns (always a prefix of csvColumns); csvColumns
+// when it has none yet.
 func csvHeader(path string) ([]string, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -180,6 +173,9 @@ func csvHeader(path string) ([]string, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read the header of %s: %w", path, err)
+	}
+	if len(cols) > len(csvColumns) || !slices.Equal(cols, csvColumns[:len(cols)]) {
+		return nil, fmt.Errorf("results file %s: its header %q is not one batchgpt writes", path, strings.Join(cols, ","))
 	}
 	return cols, nil
 }
@@ -203,33 +199,23 @@ func preamble(format string) ([]byte, error) {
 	if format != FormatCSV {
 		return nil, nil
 	}
-	return csvLine(csvColumns)
-}
-
-// csvLine renders one CSV record, quoted as needed, ending in a newline.
-func csvLine(fields []string) ([]byte, error) {
-	var b bytes.Buffer
-	w := csv.NewWriter(&b)
-	if err := w.Write(fields); err != nil {
-		return nil, err
+	s, err := gocsv.MarshalString([]csvResult{})
+	if err != nil {
+		return nil, fmt.Errorf("csv header: %w", err)
 	}
-	w.Flush()
-	return b.Bytes(), w.Error()
+	return []byte(s), nil
 }
 
 // encode renders one result as a complete line ending in a newline: JSON, or a CSV record in the
-// columns cols of the file's header.
+// columns cols of the file's header (a prefix of csvColumns).
 func (r *Result) encode(format string, cols []string) ([]byte, error) {
 	if format == FormatCSV {
-		fields := make([]string, len(cols))
-		for i, c := range cols {
-			fields[i] = r.csvField(c)
-		}
-		b, err := csvLine(fields)
-		if err != nil {
+		var b bytes.Buffer
+		w := firstColumns{csv.NewWriter(&b), len(cols)}
+		if err := gocsv.MarshalCSVWithoutHeaders([]csvResult{toCSV(r)}, w); err != nil {
 			return nil, fmt.Errorf("encode result %q: %w", r.ID, err)
 		}
-		return b, nil
+		return b.Bytes(), nil
 	}
 	b, err := json.Marshal(r)
 	if err != nil {
@@ -237,6 +223,15 @@ func (r *Result) encode(format string, cols []string) ([]byte, error) {
 	}
 	return append(b, '\n'), nil
 }
+
+// firstColumns is a gocsv.CSVWriter that writes the first n fields of each record: the columns of
+// a results file an older batchgpt began.
+type firstColumns struct {
+	*csv.Writer
+	n int
+}
+
+func (w firstColumns) Write(rec []string) error { return w.Writer.Write(rec[:min(w.n, len(rec))]) }
 
 // fromOperation builds the result of a finished operation. acceptFiltered is the run's
 // --accept-filtered (see judge).
