@@ -153,7 +153,7 @@ func fromCSV(rec []string, header map[string]int) (*Result, error) {
 // oneRecord is a gocsv.CSVReader of a single record already read.
 type oneRecord struct{ rec []string }
 
-func (o oneRecord) Read() ([]string, error)       { return o.rec, nil }
+func (o oneRecord) Read() ([]string, error)      { return o.rec, nil }
 func (o oneRecord) ReadAll() ([][]string, error) { return [][]string{o.rec}, nil }
 
 // csvHeader returns the columns of the CSV results file at path: those of its header, which an
