@@ -34,31 +34,75 @@ const (
 
 // Options say how to read an input file and which defaults its rows get.
 type Options struct {
-	Format string // "", "jsonl" or "csv"; "" = by extension
-	Folder string // folder id for model URIs built from short names
+	Format string `json:"format,omitempty"` // "", "jsonl" or "csv"; "" = by extension
+	Folder string `json:"folder,omitempty"` // folder id for model URIs built from short names
 	// Model is a short name ("yandexgpt-lite", "yandexgpt/rc", "llama-lite", ...)
 	// or a full "gpt://..." / "ds://..." URI. It may be empty for JSONL inputs
 	// whose rows all carry a modelUri.
-	Model  string
-	System string // default system message (a row's own system/messages win)
+	Model  string `json:"model,omitempty"`
+	System string `json:"system,omitempty"` // default system message (a row's own system/messages win)
 
-	Temperature   *float64 // 0..1
-	MaxTokens     *int64   // > 0
-	ReasoningMode string   // REASONING_MODE_UNSPECIFIED, DISABLED or ENABLED_HIDDEN
+	Temperature   *float64 `json:"temperature,omitempty"`    // 0..1
+	MaxTokens     *int64   `json:"max_tokens,omitempty"`     // > 0
+	ReasoningMode string   `json:"reasoning_mode,omitempty"` // REASONING_MODE_UNSPECIFIED, DISABLED or ENABLED_HIDDEN
 
 	// JSONSchema is the default structured-output schema (the object sent as
 	// jsonSchema.schema); JSONObject asks for any JSON object instead. They are
 	// exclusive. A row's own jsonSchema/jsonObject replace both.
-	JSONSchema json.RawMessage `json:",omitempty"`
-	JSONObject bool            `json:",omitempty"`
+	JSONSchema json.RawMessage `json:"json_schema,omitempty"`
+	JSONObject bool            `json:"json_object,omitempty"`
 
 	// CSV only.
-	PromptColumn string // default "prompt"
-	IDColumn     string // default "id"; without such a column the id is the row number
-	SystemColumn string // optional; an empty cell means the default system message
+	PromptColumn string `json:"prompt_column,omitempty"` // default "prompt"
+	IDColumn     string `json:"id_column,omitempty"`     // default "id"; without such a column the id is the row number
+	SystemColumn string `json:"system_column,omitempty"` // optional; an empty cell means the default system message
 	// Template is a text/template over the row's columns by header name, e.g.
 	// `Translate to English: {{.text}}`; it replaces PromptColumn.
-	Template string
+	Template string `json:"template,omitempty"`
+}
+
+// UnmarshalJSON reads Options in their snake_case form and in the Go field names that
+// checkpoints written before the json tags carry ("PromptColumn", "MaxTokens", ...): every
+// checkpoint ever written must resume with the settings it was made with. encoding/json matches
+// keys case-insensitively, so only the names that differ by more than case need the second pass.
+func (o *Options) UnmarshalJSON(b []byte) error {
+	type plain Options // without this method
+	var p plain
+	if err := json.Unmarshal(b, &p); err != nil {
+		return err
+	}
+	var legacy struct {
+		MaxTokens     *int64          `json:"MaxTokens"`
+		ReasoningMode string          `json:"ReasoningMode"`
+		JSONSchema    json.RawMessage `json:"JSONSchema"`
+		JSONObject    bool            `json:"JSONObject"`
+		PromptColumn  string          `json:"PromptColumn"`
+		IDColumn      string          `json:"IDColumn"`
+		SystemColumn  string          `json:"SystemColumn"`
+	}
+	if err := json.Unmarshal(b, &legacy); err != nil {
+		return err
+	}
+	if p.MaxTokens == nil {
+		p.MaxTokens = legacy.MaxTokens
+	}
+	if p.JSONSchema == nil {
+		p.JSONSchema = legacy.JSONSchema
+	}
+	p.JSONObject = p.JSONObject || legacy.JSONObject
+	for _, f := range []struct {
+		dst *string
+		old string
+	}{
+		{&p.ReasoningMode, legacy.ReasoningMode}, {&p.PromptColumn, legacy.PromptColumn},
+		{&p.IDColumn, legacy.IDColumn}, {&p.SystemColumn, legacy.SystemColumn},
+	} {
+		if *f.dst == "" {
+			*f.dst = f.old
+		}
+	}
+	*o = Options(p)
+	return nil
 }
 
 // Row is one input row ready to submit.
