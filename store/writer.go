@@ -516,9 +516,11 @@ func (w *Writer) Reopen(row int) error {
 	return w.enqueue(request{kind: kindReopen, row: row})
 }
 
-// Doubt queues a record that a submission of row may have created an
-// operation we never saw (a possible billed duplicate). It returns the sticky
-// error, if any; Flush waits until the record is durable.
+// Doubt queues a record that a try of row may have created an operation
+// whose answer is never used (a possible billed duplicate). It also closes
+// the row's try in flight or its operation: the row is new again (see the D
+// record in the package doc). It returns the sticky error, if any; Flush, or
+// a later Intent's wait, makes it durable.
 func (w *Writer) Doubt(row int) error {
 	if err := w.checkRow(row); err != nil {
 		return err
