@@ -17,7 +17,7 @@ func (e *env) emulatorCommand() *cli.Command {
 		Description: "Serves POST /foundationModels/v1/completionAsync, GET /operations/{id}, POST /operations/{id}:cancel,\n" +
 			"POST /iam/v1/tokens, the VM metadata token path and GET /emulator/stats, with the API's bodies and errors.\n" +
 			"Latency: 0, 2s, uniform:100ms:2s, lognormal:1s:0.8[:max]. Faults: kind=rate pairs, kinds\n" +
-			"429, 500, 503, reset, slow, garbage, op_error, op_perm_error, fresh404, no_done, submit_lost; slow_delay=DURATION.\n" +
+			"429, 500, 503, reset, slow, garbage, op_error, op_perm_error, fresh404, no_done, submit_lost, vanish; slow_delay=DURATION.\n" +
 			"Examples:\n" +
 			"   batchgpt emulator --addr 127.0.0.1:8080 --latency lognormal:2s:0.7 --faults 429=0.05,reset=0.01\n" +
 			"   BATCHGPT_ENDPOINT=http://127.0.0.1:8080 BATCHGPT_OPERATIONS_ENDPOINT=http://127.0.0.1:8080 \\\n" +

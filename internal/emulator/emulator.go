@@ -513,6 +513,7 @@ func (s *Server) createOp(req *completionRequest, f *folderState, now int64) opV
 	}
 	op.fresh404 = faults.RateFresh404 > 0 && s.rng.Float64() < faults.RateFresh404
 	op.noDone = faults.RateNoDone > 0 && s.rng.Float64() < faults.RateNoDone
+	op.vanished = faults.RateVanish > 0 && s.rng.Float64() < faults.RateVanish
 	snapshot := *op // op is shared once inserted
 	var id opID
 	for {
@@ -546,6 +547,9 @@ func (s *Server) createOp(req *completionRequest, f *folderState, now int64) opV
 	}
 	if snapshot.noDone {
 		s.st.faults[faultNoDone].Add(1)
+	}
+	if snapshot.vanished {
+		s.st.faults[faultVanish].Add(1)
 	}
 	s.st.opsCreated.Add(1)
 	key := subKey(contentKey(req.modelURI, req.messages))

@@ -21,12 +21,13 @@ const (
 	FaultFresh404    = "fresh404"
 	FaultNoDone      = "no_done"
 	FaultSubmitLost  = "submit_lost"
+	FaultVanish      = "vanish"
 )
 
 // faultKinds lists the kinds in the order of the counters in Server.
 var faultKinds = [...]string{
 	Fault429, Fault500, Fault503, FaultReset, FaultSlow, FaultGarbage,
-	FaultOpError, FaultOpPermError, FaultFresh404, FaultNoDone, FaultSubmitLost,
+	FaultOpError, FaultOpPermError, FaultFresh404, FaultNoDone, FaultSubmitLost, FaultVanish,
 }
 
 const (
@@ -41,6 +42,7 @@ const (
 	faultFresh404
 	faultNoDone
 	faultSubmitLost
+	faultVanish
 	numFaults
 )
 
@@ -58,6 +60,10 @@ type Faults struct {
 	RateFresh404              float64 // the first poll of a new operation answers 404 (docs/api.md §4: not on all replicas yet)
 	RateNoDone                float64 // a running operation omits "done" instead of done:false (docs/api.md §3)
 	RateSubmitLost            float64 // the operation IS created and counted, but the response is a 500 or a reset
+	// RateVanish: the operation IS created and counted, but is gone at once: every poll answers
+	// 404, as the API is expected to for an operation past the retention (docs/api.md §4, §5;
+	// UNCONFIRMED). It stands in for a resume after days without waiting for them.
+	RateVanish float64
 }
 
 // rates returns pointers to the rate fields keyed by fault kind.
@@ -67,6 +73,7 @@ func (f *Faults) rates() map[string]*float64 {
 		FaultReset: &f.RateReset, FaultSlow: &f.RateSlow, FaultGarbage: &f.RateGarbage,
 		FaultOpError: &f.RateOpError, FaultOpPermError: &f.RateOpPermError,
 		FaultFresh404: &f.RateFresh404, FaultNoDone: &f.RateNoDone, FaultSubmitLost: &f.RateSubmitLost,
+		FaultVanish: &f.RateVanish,
 	}
 }
 

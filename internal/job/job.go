@@ -131,7 +131,7 @@ type Summary struct {
 	Pending      int            `json:"pending"`
 	Submissions  int64          `json:"submissions"`   // completionAsync requests accepted by this process
 	Resubmitted  int64          `json:"resubmitted"`   // rows submitted again (failed operation, purged result)
-	InDoubt      int64          `json:"in_doubt"`      // submissions that may have created an unseen operation
+	InDoubt      int64          `json:"in_doubt"`      // possible billed duplicates this process counted (D records)
 	InputTokens  int64          `json:"input_tokens"`  // tokens of rows resolved by this process
 	OutputTokens int64          `json:"output_tokens"` // likewise
 	Polls        int64          `json:"polls"`
@@ -599,7 +599,9 @@ type work struct {
 	key     batch.Key
 	attempt int  // the attempt this submission is
 	fresh   bool // the row had no operation id before (counts as newly submitted)
-	inDoubt bool // its last submission may have reached the API before a crash
+	// inDoubt: a try of a crashed run (intent without operation id) or an operation given up on
+	// (vanished, failed) may have been billed; counted when this submission goes out.
+	inDoubt bool
 }
 
 // execute processes the rows of plan p. The full store.State is not kept: for a resumed
