@@ -68,7 +68,7 @@ type request struct {
 	opID    string
 	line    []byte     // Result: the result line; Name: the whole N record
 	done    chan error // nil for queued-only requests
-	durable func()     // Result: called once its R record is durable
+	durable func()     // Result, Submitted: called once its record is durable
 }
 
 func newWriter(path string, lk *flock.Flock, journal, results *os.File, st *State, rows int) *Writer {
@@ -451,13 +451,20 @@ func (w *Writer) Intent(row, attempt int) error {
 // Submitted queues the operation id the API returned for row. It returns the
 // sticky error, if any; Flush waits until the record is durable.
 func (w *Writer) Submitted(row, attempt int, opID string, at time.Time) error {
+	return w.SubmittedThen(row, attempt, opID, at, nil)
+}
+
+// SubmittedThen is [Writer.Submitted] that also calls durable, on the writer's
+// goroutine, once the S record is durable (never if it does not become so).
+// durable must be quick and must not call the Writer.
+func (w *Writer) SubmittedThen(row, attempt int, opID string, at time.Time, durable func()) error {
 	if err := w.checkAttempt(row, attempt); err != nil {
 		return err
 	}
 	if !validOpID(opID) {
 		return fmt.Errorf("checkpoint: row %d: invalid operation id %q", row, opID)
 	}
-	return w.enqueue(request{kind: kindSubmitted, row: row, attempt: attempt, opID: opID, at: at.UnixMilli()})
+	return w.enqueue(request{kind: kindSubmitted, row: row, attempt: attempt, opID: opID, at: at.UnixMilli(), durable: durable})
 }
 
 // Name queues the N record of row (like Submitted: it returns the sticky error, if any; it is
@@ -748,11 +755,10 @@ func (w *Writer) commit(batch []request) error {
 			return err
 		}
 	}
-	if !w.resultsFailed {
-		for i := range batch {
-			if r := &batch[i]; r.kind == kindResolved && r.durable != nil {
-				r.durable()
-			}
+	for i := range batch {
+		r := &batch[i]
+		if r.durable != nil && (r.kind == kindSubmitted || !w.resultsFailed) {
+			r.durable()
 		}
 	}
 	return w.sticky()

@@ -105,6 +105,10 @@ type Config struct {
 	// (or when Settings.NoCache). Entries stored longer than CacheTTL ago are ignored (0: any age).
 	Cache    ResultCache
 	CacheTTL time.Duration
+	// JournalLag, if set, is told for every operation id how long after the API's answer its S
+	// record became durable: the window in which a kill -9 leaves the row in doubt (for
+	// measurement; it runs on the journal's goroutine and must be quick).
+	JournalLag func(time.Duration)
 }
 
 // ErrInterrupted is returned when the context ended before every row was resolved. Everything

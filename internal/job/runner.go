@@ -324,14 +324,22 @@ func (r *runner) submit(ctx context.Context, wk work) {
 		return
 	}
 	r.gaveUp.Store(0)
-	now := time.Now()
-	if err := r.w.Submitted(row.Index, wk.attempt, sub.OpID, now); err != nil {
+	now := time.Now() // the API's answer has just arrived
+	lag := j.cfg.JournalLag
+	// The row counts as submitted once its operation id is durable: until then a kill -9 leaves
+	// it in flight, and the next process counts it as a possible duplicate when it sends it again.
+	err = r.w.SubmittedThen(row.Index, wk.attempt, sub.OpID, now, func() {
+		if lag != nil {
+			lag(time.Since(now))
+		}
+		j.submissions.Add(1)
+		if wk.fresh {
+			j.submitted.Add(1)
+		}
+	})
+	if err != nil {
 		r.setFatal(err)
 		return
-	}
-	j.submissions.Add(1)
-	if wk.fresh {
-		j.submitted.Add(1)
 	}
 	j.addPending(row, wk.attempt, wk.key, r.model(row))
 	j.poll.Add(poller.Item{Row: row.Index, OpID: sub.OpID, SubmittedAt: now})
