@@ -236,3 +236,55 @@ func TestFsyncOrder(t *testing.T) {
 			tr.rRecords, len(tr.submittedEnd), tr.journalSynced, tr.journalWritten)
 	}
 }
+
+// blockingSync holds the first results fsync until released.
+type blockingSync struct {
+	store.File
+	syncing chan<- struct{}
+	release <-chan struct{}
+	once    *sync.Once
+}
+
+func (f blockingSync) Sync() error {
+	f.once.Do(func() {
+		f.syncing <- struct{}{}
+		<-f.release
+	})
+	return f.File.Sync()
+}
+
+// TestLateRecordsJoinCommit: an operation id that arrives while a commit syncs result lines joins
+// that commit's journal write, after the R record queued before it, instead of waiting for the
+// next commit: one journal fsync for both, and a shorter window for a kill -9 to leave it in doubt.
+func TestLateRecordsJoinCommit(t *testing.T) {
+	syncing, release := make(chan struct{}), make(chan struct{})
+	restore := store.SetWrapFile(func(f *os.File) store.File {
+		if strings.HasSuffix(f.Name(), ".ckpt") {
+			return f
+		}
+		return blockingSync{f, syncing, release, new(sync.Once)}
+	})
+	w, ckpt, _ := newRun(t, 3, "")
+	restore()
+	must(t, w.Result(0, false, []byte("r0\n")))
+	<-syncing // the commit of row 0's result is under way
+	submitted := make(chan int64, 1)
+	must(t, w.Name(1, named("row 1")))
+	must(t, w.SubmittedThen(1, 1, "op1", t0, func() {
+		c, _ := w.Stats()
+		submitted <- c
+	}))
+	close(release)
+	if c := <-submitted; c != 1 {
+		t.Errorf("the S record became durable with commit %d, want the first", c)
+	}
+	must(t, w.Flush())
+	if c, recs := w.Stats(); c != 1 || recs != 3 {
+		t.Errorf("%d commits, %d records; want 1, 3", c, recs)
+	}
+	must(t, w.Close())
+	j := readFile(t, ckpt)
+	if r, s := strings.Index(j, "\nR 0 "), strings.Index(j, "\nS 1 "); r < 0 || s < r {
+		t.Errorf("journal %q: want row 0's R record, then row 1's S", j)
+	}
+}
