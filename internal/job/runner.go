@@ -401,7 +401,8 @@ func (r *runner) again(o poller.Outcome, pr *pendingRow, why string) bool {
 	}
 	j.log.Warn(why, "id", pr.id, "operation_id", o.OpID, "attempt", pr.attempt+1)
 	j.resubmitted.Add(1)
-	// The operation given up on was created, and may be billed: counted when the row goes out.
+	// The operation given up on was created, and may be billed (docs/api.md §6): counted when the
+	// row goes out.
 	r.requeue(work{row: row, key: pr.key, attempt: pr.attempt + 1, inDoubt: true})
 	return true
 }
