@@ -133,6 +133,10 @@ func sortByEnd(rows []int32, ends []int64) {
 // appendRowRecords appends the records that replay to r, except its R
 // record.
 func appendRowRecords(dst []byte, i int, r *Row) []byte {
+	// Doubts first: a D record closes a try in flight, so after the phase it would undo it.
+	for range r.Doubts {
+		dst = appendDoubt(dst, i)
+	}
 	switch r.Phase {
 	case PhaseNew:
 		if r.Attempt > 0 {
@@ -149,9 +153,6 @@ func appendRowRecords(dst []byte, i int, r *Row) []byte {
 		} else if r.Attempt > 0 {
 			dst = appendIntent(dst, i, int(r.Attempt))
 		}
-	}
-	for range r.Doubts {
-		dst = appendDoubt(dst, i)
 	}
 	return dst
 }

@@ -20,14 +20,26 @@
 //	U <row> 0                          row reopened with its attempts reset
 //	                                   (resume --retry-failed); older readers
 //	                                   of version 2 skip it as corrupt
-//	D <row>                            a submission of this row may have created
-//	                                   an operation we never saw (possible
-//	                                   billed duplicate); counted, never reset
+//	D <row>                            a try of this row may have created an
+//	                                   operation whose answer is never used (a
+//	                                   possible billed duplicate); counted, never
+//	                                   reset. It closes the try in flight (I) or
+//	                                   the operation given up on (S): the row is
+//	                                   new again, attempts kept
 //	P <offset>                         the next R record's line starts at offset
 //	                                   (after a repair cut the results file, or
 //	                                   in a snapshot, across superseded lines)
 //	F <size> <crc32c> <0|1 row order>  Finalize is about to replace the results
 //	                                   file with one of that size and checksum
+//
+// The D records count exactly what may have been billed twice: a caller
+// journals one for each try that failed in a way that may have created an
+// operation (a 5xx, a reset or a timeout after sending, a garbage answer), for
+// an operation it gives up on and replaces (vanished, or failed), and for a
+// try left in flight by a crash (I without S) once the row is sent again or
+// answered otherwise. Because a D closes the try it counts, a crash between
+// it and the next record never counts one try twice; a row left in flight
+// counts once, by whichever process next moves it on.
 //
 // The N record lets a later process collect a row's outstanding operation and
 // write its result (the result line needs the row's id, the result cache its

@@ -96,8 +96,8 @@ type Row struct {
 	Attempt     uint16
 	OpID        string
 	SubmittedAt int64 // unix ms
-	// Doubts counts the submissions of this row that may have created an
-	// operation we never saw: possible billed duplicates. It saturates.
+	// Doubts counts the tries of this row that may have created an operation
+	// whose answer is never used: possible billed duplicates. It saturates.
 	Doubts uint16
 }
 
@@ -121,7 +121,7 @@ type State struct {
 	DroppedBytes int64    // torn tail ignored (Load) or truncated (Open)
 	Problems     []string // human-readable: skipped records, results repairs
 	ResultsEnd   int64    // where the next result line goes
-	Doubts       int      // D records: submissions that may have been billed twice
+	Doubts       int      // D records: tries that may have created an operation never used (possible billed duplicates)
 
 	// Named holds the N record of every row that has one and is not resolved at the end of the
 	// journal (rows resolved since are dropped while loading, so its size follows the rows still
@@ -446,6 +446,13 @@ func (s *State) apply(r *record) {
 		s.Doubts++
 		if row.Doubts < math.MaxUint16 {
 			row.Doubts++
+		}
+		// The try in flight, or the operation journaled, is now counted as a possible
+		// duplicate: the row is new again, so a crash before its next I record cannot leave
+		// the same try in doubt to be counted a second time.
+		if row.Phase == PhaseInFlight || row.Phase == PhaseSubmitted {
+			*row = Row{Attempt: row.Attempt, Doubts: row.Doubts}
+			s.ends[r.row], s.lens[r.row] = 0, 0
 		}
 	}
 }

@@ -56,6 +56,7 @@ type Writer struct {
 	journalFailed bool     // sticky error from the journal: write nothing more
 	journalBroken bool     // journalFailed, as seen by enqueue (under mu)
 	spare         []request
+	late          []request // journal-only requests that joined the commit under way
 	jbuf, rbuf    []byte
 }
 
@@ -69,7 +70,7 @@ type request struct {
 	reset   bool       // Reopen: the row's attempts start over
 	line    []byte     // Result: the result line; Name: the whole N record
 	done    chan error // nil for queued-only requests
-	durable func()     // Result: called once its R record is durable
+	durable func()     // Result, Submitted: called once its record is durable
 }
 
 func newWriter(path string, lk *flock.Flock, journal, results *os.File, st *State, rows int) *Writer {
@@ -452,13 +453,20 @@ func (w *Writer) Intent(row, attempt int) error {
 // Submitted queues the operation id the API returned for row. It returns the
 // sticky error, if any; Flush waits until the record is durable.
 func (w *Writer) Submitted(row, attempt int, opID string, at time.Time) error {
+	return w.SubmittedThen(row, attempt, opID, at, nil)
+}
+
+// SubmittedThen is [Writer.Submitted] that also calls durable, on the writer's
+// goroutine, once the S record is durable (never if it does not become so).
+// durable must be quick and must not call the Writer.
+func (w *Writer) SubmittedThen(row, attempt int, opID string, at time.Time, durable func()) error {
 	if err := w.checkAttempt(row, attempt); err != nil {
 		return err
 	}
 	if !validOpID(opID) {
 		return fmt.Errorf("checkpoint: row %d: invalid operation id %q", row, opID)
 	}
-	return w.enqueue(request{kind: kindSubmitted, row: row, attempt: attempt, opID: opID, at: at.UnixMilli()})
+	return w.enqueue(request{kind: kindSubmitted, row: row, attempt: attempt, opID: opID, at: at.UnixMilli(), durable: durable})
 }
 
 // Name queues the N record of row (like Submitted: it returns the sticky error, if any; it is
@@ -526,9 +534,11 @@ func (w *Writer) Retry(row int) error {
 	return w.enqueue(request{kind: kindReopen, row: row, reset: true})
 }
 
-// Doubt queues a record that a submission of row may have created an
-// operation we never saw (a possible billed duplicate). It returns the sticky
-// error, if any; Flush waits until the record is durable.
+// Doubt queues a record that a try of row may have created an operation
+// whose answer is never used (a possible billed duplicate). It also closes
+// the row's try in flight or its operation: the row is new again (see the D
+// record in the package doc). It returns the sticky error, if any; Flush, or
+// a later Intent's wait, makes it durable.
 func (w *Writer) Doubt(row int) error {
 	if err := w.checkRow(row); err != nil {
 		return err
@@ -621,16 +631,22 @@ func (w *Writer) run() {
 			for i < len(rest) && rest[i].kind != kindCompact && rest[i].kind != kindFinalizeQ {
 				i++
 			}
-			err := w.commit(rest[:i])
-			for _, r := range rest[:i] {
-				if r.done != nil {
-					if journalOnly(r.kind) && !w.journalFailed {
-						r.done <- nil // durable, whatever befell the results file
-					} else {
-						r.done <- err
+			// Only the last part of a batch may take in requests queued since: they come
+			// after it, but before nothing else already taken.
+			err := w.commit(rest[:i], i == len(rest))
+			for _, part := range [...][]request{rest[:i], w.late} {
+				for _, r := range part {
+					if r.done != nil {
+						if journalOnly(r.kind) && !w.journalFailed {
+							r.done <- nil // durable, whatever befell the results file
+						} else {
+							r.done <- err
+						}
 					}
 				}
 			}
+			clear(w.late)
+			w.late = w.late[:0]
 			if i < len(rest) {
 				// Compact and Finalize run alone, after everything queued
 				// before them is durable.
@@ -692,7 +708,13 @@ func (w *Writer) sticky() error {
 }
 
 // commit makes batch durable: result lines, fsync, journal records, fsync.
-func (w *Writer) commit(batch []request) error {
+//
+// While the results file syncs, operation ids keep arriving; each waits in the queue for the
+// next commit, and a kill -9 meanwhile leaves its row in doubt. So when takeLate allows, the
+// journal-only requests queued during that fsync (the longest such prefix of the queue, which
+// keeps their order) join this commit's journal write, in w.late: no extra fsync, and the
+// window from an answer to its S record's fsync shrinks (BENCHMARKS.md).
+func (w *Writer) commit(batch []request, takeLate bool) error {
 	if w.journalFailed {
 		return w.sticky()
 	}
@@ -716,12 +738,15 @@ func (w *Writer) commit(batch []request) error {
 			w.fail(err)
 		}
 	}
+	if takeLate && len(w.rbuf) > 0 && !w.resultsFailed {
+		w.takeLate()
+	}
 	// Even when the results file has failed, journal what is queued: each
 	// operation id saved is a duplicate, billed request avoided on resume.
 	w.jbuf = w.jbuf[:0]
 	end, n := w.resultsEnd, int64(0)
-	for i := range batch {
-		r := &batch[i]
+	for i := range len(batch) + len(w.late) {
+		r := w.at(batch, i)
 		switch r.kind {
 		case kindIntent:
 			w.jbuf = appendIntent(w.jbuf, r.row, r.attempt)
@@ -760,14 +785,37 @@ func (w *Writer) commit(batch []request) error {
 			return err
 		}
 	}
-	if !w.resultsFailed {
-		for i := range batch {
-			if r := &batch[i]; r.kind == kindResolved && r.durable != nil {
-				r.durable()
-			}
+	for i := range len(batch) + len(w.late) {
+		if r := w.at(batch, i); r.durable != nil && (r.kind == kindSubmitted || !w.resultsFailed) {
+			r.durable()
 		}
 	}
 	return w.sticky()
+}
+
+// at returns request i of batch followed by w.late.
+func (w *Writer) at(batch []request, i int) *request {
+	if i < len(batch) {
+		return &batch[i]
+	}
+	return &w.late[i-len(batch)]
+}
+
+// takeLate moves the journal-only requests at the head of the queue to w.late.
+func (w *Writer) takeLate() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	k := 0
+	for k < len(w.queue) && journalOnly(w.queue[k].kind) {
+		k++
+	}
+	if k == 0 {
+		return
+	}
+	w.late = append(w.late, w.queue[:k]...)
+	n := copy(w.queue, w.queue[k:])
+	clear(w.queue[n:])
+	w.queue = w.queue[:n]
 }
 
 // appendJournal writes n records to the journal and makes them durable; a failure is sticky and

@@ -158,16 +158,24 @@ func NewTransport() *http.Transport {
 type Submission struct {
 	OpID  string
 	Tries int // HTTP requests sent, 429s included
-	// InDoubt is true when an earlier try failed in a way that may have created (and billed) an
-	// operation we never heard of: the API has no idempotency.
+	// Doubts counts the tries that failed in a way that may have created (and billed) an
+	// operation we never heard of: the API has no idempotency (docs/api.md §6).
+	Doubts int
+	// InDoubt is true when the last try was such a one: beforeSend, told of every other,
+	// never heard of it.
 	InDoubt bool
 }
 
 // Submit posts one completionAsync request body and returns the operation id. Transient errors
-// are retried; a permanent error, an auth error or the attempt limit end the call. beforeSend, if
-// not nil, runs once, right before the first request leaves (after the pacer let it go): the
-// caller journals its intent there, so that a crash can only leave in doubt what was really sent.
-func (c *Client) Submit(ctx context.Context, body []byte, beforeSend func() error) (Submission, error) {
+// are retried; a permanent error, an auth error or the attempt limit end the call.
+//
+// beforeSend, if not nil, runs right before the first try leaves (after the pacer let it go)
+// with afterDoubt false, and again before every try that follows one that may have created an
+// operation, with afterDoubt true. The caller journals its intent there, and counts the doubtful
+// try durably before another goes out: so a crash can only leave in doubt what was really sent,
+// and each try that may have been billed is counted once. An error from it ends the call before
+// the try is sent.
+func (c *Client) Submit(ctx context.Context, body []byte, beforeSend func(afterDoubt bool) error) (Submission, error) {
 	var sub Submission
 	var op Operation
 	folder := c.cfg.Folder
@@ -175,12 +183,12 @@ func (c *Client) Submit(ctx context.Context, body []byte, beforeSend func() erro
 		folder = modelFolder(body)
 	}
 	err := c.do(ctx, "submit", c.cfg.SubmitPacer, func() (*http.Request, error) {
-		if beforeSend != nil {
-			if err := beforeSend(); err != nil {
+		if beforeSend != nil && (sub.Tries == 0 || sub.InDoubt) {
+			if err := beforeSend(sub.Tries > 0); err != nil {
 				return nil, err
 			}
-			beforeSend = nil
 		}
+		sub.InDoubt = false // told, or there was no hook to tell
 		req, err := http.NewRequest(http.MethodPost, c.submitURL, bytes.NewReader(body))
 		if err != nil {
 			return nil, err
@@ -196,6 +204,7 @@ func (c *Client) Submit(ctx context.Context, body []byte, beforeSend func() erro
 	}, &op, func(tryErr error) {
 		sub.Tries++
 		if tryErr != nil && reachedServer(tryErr) {
+			sub.Doubts++
 			sub.InDoubt = true
 		}
 	})
@@ -204,6 +213,7 @@ func (c *Client) Submit(ctx context.Context, body []byte, beforeSend func() erro
 	}
 	if op.ID == "" {
 		// An accepted answer without an id: we cannot track what may have been created.
+		sub.Doubts++
 		sub.InDoubt = true
 		return sub, &BodyError{Op: "submit", Err: errors.New("operation without id")}
 	}

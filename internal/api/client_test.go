@@ -344,23 +344,24 @@ func TestSubmitRetries(t *testing.T) {
 		wantErr     bool
 		wantTooMany bool
 		wantReqs    int
-		wantInDoubt bool
+		wantDoubts  int  // tries that may have created an operation
+		wantInDoubt bool // the last one did
 	}{
 		{name: "ok", steps: []step{okOp(id)}, wantReqs: 1},
-		{name: "500 then ok", steps: []step{gw500, okOp(id)}, wantReqs: 2, wantInDoubt: true},
-		{name: "503 twice then ok", steps: []step{gw503, gw503, okOp(id)}, wantReqs: 3, wantInDoubt: true},
-		{name: "reset then ok", steps: []step{reset, okOp(id)}, wantReqs: 2, wantInDoubt: true},
-		{name: "garbage then ok", steps: []step{garbage, okOp(id)}, wantReqs: 2, wantInDoubt: true},
-		{name: "html 502 then ok", steps: []step{respond(502, "<html>Bad Gateway</html>"), okOp(id)}, wantReqs: 2, wantInDoubt: true},
+		{name: "500 then ok", steps: []step{gw500, okOp(id)}, wantReqs: 2, wantDoubts: 1},
+		{name: "503 twice then ok", steps: []step{gw503, gw503, okOp(id)}, wantReqs: 3, wantDoubts: 2},
+		{name: "reset then ok", steps: []step{reset, okOp(id)}, wantReqs: 2, wantDoubts: 1},
+		{name: "garbage then ok", steps: []step{garbage, okOp(id)}, wantReqs: 2, wantDoubts: 1},
+		{name: "html 502 then ok", steps: []step{respond(502, "<html>Bad Gateway</html>"), okOp(id)}, wantReqs: 2, wantDoubts: 1},
 		{name: "429 then ok", steps: []step{gw429, okOp(id)}, wantReqs: 2},
-		{name: "500 until the limit", steps: []step{gw500}, wantErr: true, wantClass: Transient, wantTooMany: true, wantReqs: 3, wantInDoubt: true},
-		{name: "resets until the limit", steps: []step{reset}, wantErr: true, wantClass: Transient, wantTooMany: true, wantReqs: 3, wantInDoubt: true},
-		{name: "garbage until the limit", steps: []step{garbage}, wantErr: true, wantClass: Transient, wantTooMany: true, wantReqs: 3, wantInDoubt: true},
+		{name: "500 until the limit", steps: []step{gw500}, wantErr: true, wantClass: Transient, wantTooMany: true, wantReqs: 3, wantDoubts: 3, wantInDoubt: true},
+		{name: "resets until the limit", steps: []step{reset}, wantErr: true, wantClass: Transient, wantTooMany: true, wantReqs: 3, wantDoubts: 3, wantInDoubt: true},
+		{name: "garbage until the limit", steps: []step{garbage}, wantErr: true, wantClass: Transient, wantTooMany: true, wantReqs: 3, wantDoubts: 3, wantInDoubt: true},
 		{name: "400 at once", steps: []step{gw400}, wantErr: true, wantClass: Permanent, wantReqs: 1},
-		{name: "500 then 400", steps: []step{gw500, gw400}, wantErr: true, wantClass: Permanent, wantReqs: 2, wantInDoubt: true},
+		{name: "500 then 400", steps: []step{gw500, gw400}, wantErr: true, wantClass: Permanent, wantReqs: 2, wantDoubts: 1},
 		{name: "403 at once", steps: []step{gen403}, wantErr: true, wantClass: Auth, wantReqs: 1},
 		{name: "404 at once", steps: []step{gen404}, wantErr: true, wantClass: NotFound, wantReqs: 1},
-		{name: "accepted without id", steps: []step{noID}, wantErr: true, wantClass: Transient, wantReqs: 1, wantInDoubt: true},
+		{name: "accepted without id", steps: []step{noID}, wantErr: true, wantClass: Transient, wantReqs: 1, wantDoubts: 1, wantInDoubt: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -372,8 +373,8 @@ func TestSubmitRetries(t *testing.T) {
 			if n != tt.wantReqs || sub.Tries != tt.wantReqs {
 				t.Errorf("%d requests, %d tries; want %d", n, sub.Tries, tt.wantReqs)
 			}
-			if sub.InDoubt != tt.wantInDoubt {
-				t.Errorf("InDoubt = %v, want %v", sub.InDoubt, tt.wantInDoubt)
+			if sub.Doubts != tt.wantDoubts || sub.InDoubt != tt.wantInDoubt {
+				t.Errorf("Doubts = %d, InDoubt = %v; want %d, %v", sub.Doubts, sub.InDoubt, tt.wantDoubts, tt.wantInDoubt)
 			}
 			if len(cr.invalidations()) != 0 {
 				t.Errorf("credentials invalidated: %v", cr.invalidations())
@@ -453,14 +454,14 @@ func TestConnectionRefused(t *testing.T) {
 	ln.Close()
 	hook := 0
 	c := testClient(t, base, nil)
-	sub, err := c.Submit(t.Context(), submitBody, func() error { hook++; return nil })
+	sub, err := c.Submit(t.Context(), submitBody, func(bool) error { hook++; return nil })
 	if err == nil {
 		t.Fatal("Submit to a closed port succeeded")
 	}
 	if !errors.Is(err, ErrTooManyAttempts) || Classify(err) != Transient {
 		t.Errorf("err = %v (%v), want a transient ErrTooManyAttempts", err, Classify(err))
 	}
-	if sub.Tries != 3 || sub.InDoubt {
+	if sub.Tries != 3 || sub.InDoubt || sub.Doubts != 0 {
 		t.Errorf("Submission = %+v, want 3 tries and not in doubt: nothing was ever sent", sub)
 	}
 	if hook != 1 {
@@ -613,29 +614,51 @@ func TestAuthRefresh(t *testing.T) {
 }
 
 func TestBeforeSend(t *testing.T) {
-	t.Run("runs once, before the first request", func(t *testing.T) {
-		s := newScript(t, gw500, reset, okOp("d7qhook0000000000000"))
-		calls := 0
+	t.Run("before the first request, and before each one after a doubtful try", func(t *testing.T) {
+		s := newScript(t, gw500, reset, gw429, okOp("d7qhook0000000000000"))
+		var calls []string
 		c := testClient(t, s.URL, nil)
-		sub, err := c.Submit(t.Context(), submitBody, func() error {
-			calls++
-			if n := len(s.requests()); n != 0 {
-				t.Errorf("beforeSend ran after %d requests", n)
-			}
+		sub, err := c.Submit(t.Context(), submitBody, func(afterDoubt bool) error {
+			calls = append(calls, fmt.Sprintf("%d:%v", len(s.requests()), afterDoubt))
 			return nil
 		})
 		if err != nil || sub.OpID == "" {
 			t.Fatalf("Submit = %+v, %v", sub, err)
 		}
-		if calls != 1 || sub.Tries != 3 {
-			t.Errorf("beforeSend ran %d times over %d tries, want once over 3", calls, sub.Tries)
+		// Before request 1; after the 500 and the reset (each may have created an operation),
+		// not after the 429 (rejected before anything is created).
+		if want := "0:false 1:true 2:true"; strings.Join(calls, " ") != want || sub.Tries != 4 || sub.Doubts != 2 || sub.InDoubt {
+			t.Errorf("beforeSend calls %q over %+v; want %q, 4 tries, 2 doubts, the last told", calls, sub, want)
+		}
+	})
+	t.Run("the last doubtful try is left to the caller", func(t *testing.T) {
+		s := newScript(t, gw500, reset)
+		calls := 0
+		c := testClient(t, s.URL, func(cfg *Config) { cfg.MaxAttempts = 2 })
+		sub, err := c.Submit(t.Context(), submitBody, func(bool) error { calls++; return nil })
+		if err == nil || calls != 2 || sub.Doubts != 2 || !sub.InDoubt {
+			t.Errorf("Submit = %+v, %v, hook ran %d times; want an error, 2 doubts, the last not told", sub, err, calls)
+		}
+	})
+	t.Run("its error after a doubtful try stops the call, the doubt untold", func(t *testing.T) {
+		s := newScript(t, gw500, okOp("d7qhook0000000000000"))
+		journalFull := errors.New("journal: no space left on device")
+		c := testClient(t, s.URL, nil)
+		sub, err := c.Submit(t.Context(), submitBody, func(afterDoubt bool) error {
+			if afterDoubt {
+				return journalFull
+			}
+			return nil
+		})
+		if !errors.Is(err, journalFull) || len(s.requests()) != 1 || !sub.InDoubt || sub.Doubts != 1 {
+			t.Errorf("Submit = %+v, %v after %d requests; want the hook's error, 1 request, in doubt", sub, err, len(s.requests()))
 		}
 	})
 	t.Run("runs once over 401 and 429 retries", func(t *testing.T) {
 		s := newScript(t, gw429, gen401, okOp("d7qhook0000000000000"))
 		calls := 0
 		c := testClient(t, s.URL, func(cfg *Config) { cfg.Credentials = keyCreds("old", testKey) })
-		if _, err := c.Submit(t.Context(), submitBody, func() error { calls++; return nil }); err != nil {
+		if _, err := c.Submit(t.Context(), submitBody, func(bool) error { calls++; return nil }); err != nil {
 			t.Fatal(err)
 		}
 		if calls != 1 {
@@ -646,7 +669,7 @@ func TestBeforeSend(t *testing.T) {
 		s := newScript(t, okOp("d7qhook0000000000000"))
 		journalFull := errors.New("journal: no space left on device")
 		c := testClient(t, s.URL, nil)
-		sub, err := c.Submit(t.Context(), submitBody, func() error { return journalFull })
+		sub, err := c.Submit(t.Context(), submitBody, func(bool) error { return journalFull })
 		if !errors.Is(err, journalFull) || Classify(err) != Local {
 			t.Errorf("Submit = %v (%v), want the hook's error classified local", err, Classify(err))
 		}
@@ -664,7 +687,7 @@ func TestBeforeSend(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
 		calls := 0
-		sub, err := c.Submit(ctx, submitBody, func() error { calls++; return nil })
+		sub, err := c.Submit(ctx, submitBody, func(bool) error { calls++; return nil })
 		if Classify(err) != Canceled || calls != 0 || sub.Tries != 0 {
 			t.Errorf("Submit = %+v, %v (%v), hook ran %d times; want canceled before the hook", sub, err, Classify(err), calls)
 		}

@@ -19,7 +19,7 @@ func (e *env) emulatorCommand() *cli.Command {
 		Description: "Serves POST /foundationModels/v1/completionAsync, GET /operations/{id}, GET /operations/{id}:cancel,\n" +
 			"POST /iam/v1/tokens, the VM metadata token path and GET /emulator/stats, with the API's bodies and errors.\n" +
 			"Latency: 0, 2s, uniform:100ms:2s, lognormal:1s:0.8[:max]. Faults: kind=rate pairs, kinds\n" +
-			"429, 500, 503, reset, slow, garbage, op_error, op_perm_error, fresh404, no_done, submit_lost, content_filter;\n" +
+			"429, 500, 503, reset, slow, garbage, op_error, op_perm_error, fresh404, no_done, submit_lost, content_filter, vanish;\n" +
 			"slow_delay=DURATION.\n" +
 			"Answers: \"emulated answer <hash> to: <the prompt>\", one token per word, ALTERNATIVE_STATUS_FINAL; cut to\n" +
 			"completionOptions.maxTokens words with ALTERNATIVE_STATUS_TRUNCATED_FINAL when longer; ALTERNATIVE_STATUS_CONTENT_FILTER\n" +

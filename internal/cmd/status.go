@@ -44,7 +44,7 @@ func (e *env) statusCommand() *cli.Command {
 				fmt.Fprintf(w, "in doubt:   %d (being submitted when last seen; resume submits them again)\n", st.InDoubt)
 			}
 			if st.PossibleDuplicates > 0 {
-				fmt.Fprintf(w, "possibly billed twice: %d submissions (sent again after a crash, or a failed request that may have reached the API)\n", st.PossibleDuplicates)
+				fmt.Fprintf(w, "possibly billed twice: %d (tries that failed after they may have reached the API, operations that vanished or failed, rows sent again after a crash)\n", st.PossibleDuplicates)
 			}
 			fmt.Fprintf(w, "cached:     %d, deduplicated: %d (answered without a submission)\n", st.Cached, st.Deduplicated)
 			if st.ContentFiltered > 0 || st.Truncated > 0 {

@@ -595,6 +595,7 @@ func (s *Server) createOp(req *completionRequest, f *folderState, now int64) opV
 	if filterFault {
 		op.status, op.answer, op.outTokens = altFiltered, FilteredAnswer, 0
 	}
+	op.vanished = faults.RateVanish > 0 && s.rng.Float64() < faults.RateVanish
 	snapshot := *op // op is shared once inserted
 	var id opID
 	for {
@@ -639,6 +640,9 @@ func (s *Server) createOp(req *completionRequest, f *folderState, now int64) opV
 		case altFiltered:
 			s.st.contentFiltered.Add(1)
 		}
+	}
+	if snapshot.vanished {
+		s.st.faults[faultVanish].Add(1)
 	}
 	s.st.opsCreated.Add(1)
 	key := subKey(contentKey(req.modelURI, req.messages))

@@ -772,6 +772,10 @@ func TestFaults(t *testing.T) {
 			check: func(t *testing.T, r emuResp, err error) {
 				checkGenericError(t, r, http.StatusNotFound, 5, "Operation not found")
 			}},
+		{name: "vanish", faults: emulator.Faults{RateVanish: 1}, kind: emulator.FaultVanish, created: 1,
+			check: func(t *testing.T, r emuResp, err error) {
+				checkGenericError(t, r, http.StatusNotFound, 5, "Operation not found")
+			}},
 		{name: "no done", faults: emulator.Faults{RateNoDone: 1}, latency: time.Hour, kind: emulator.FaultNoDone, created: 1,
 			check: func(t *testing.T, r emuResp, err error) {
 				m := decodeMap(t, r.body)
@@ -784,7 +788,7 @@ func TestFaults(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := emulator.Config{Latency: emulator.Latency{Median: tc.latency}}
 			opFault := tc.kind == emulator.FaultOpError || tc.kind == emulator.FaultOpPermError ||
-				tc.kind == emulator.FaultFresh404 || tc.kind == emulator.FaultNoDone
+				tc.kind == emulator.FaultFresh404 || tc.kind == emulator.FaultNoDone || tc.kind == emulator.FaultVanish
 			if !tc.poll {
 				cfg.Faults = tc.faults
 			}
@@ -827,6 +831,20 @@ func TestFresh404Once(t *testing.T) {
 	}
 	if st := s.Stats(); st.NotFound != 0 || st.Faults[emulator.FaultFresh404] != 1 {
 		t.Errorf("NotFound %d, fresh404 %d, want 0 and 1", st.NotFound, st.Faults[emulator.FaultFresh404])
+	}
+}
+
+// TestVanishForGood: a vanished operation answers 404 to every poll, unlike a fresh 404, and was
+// created (and counted) all the same.
+func TestVanishForGood(t *testing.T) {
+	s, base := emuStart(t, emulator.Config{Faults: emulator.Faults{RateVanish: 1}})
+	msgs := userMsg("vanish")
+	id := submitOK(t, base, msgs)
+	for range 3 {
+		checkGenericError(t, mustDo(t, http.MethodGet, base+"/operations/"+id, "", nil), http.StatusNotFound, 5, "Operation not found")
+	}
+	if st := s.Stats(); st.OpsCreated != 1 || s.OperationsFor(testModel, msgs) != 1 || st.Faults[emulator.FaultVanish] != 1 {
+		t.Errorf("stats %+v, operations for the request %d; want one created and one vanish fault", st, s.OperationsFor(testModel, msgs))
 	}
 }
 

@@ -24,12 +24,13 @@ const (
 	// FaultContentFilter finishes an operation with ALTERNATIVE_STATUS_CONTENT_FILTER, as the
 	// filter of the generated answer would (see ContentFilterTrigger for the prompt's).
 	FaultContentFilter = "content_filter"
+	FaultVanish        = "vanish"
 )
 
 // faultKinds lists the kinds in the order of the counters in Server.
 var faultKinds = [...]string{
 	Fault429, Fault500, Fault503, FaultReset, FaultSlow, FaultGarbage,
-	FaultOpError, FaultOpPermError, FaultFresh404, FaultNoDone, FaultSubmitLost, FaultContentFilter,
+	FaultOpError, FaultOpPermError, FaultFresh404, FaultNoDone, FaultSubmitLost, FaultContentFilter, FaultVanish,
 }
 
 const (
@@ -45,6 +46,7 @@ const (
 	faultNoDone
 	faultSubmitLost
 	faultContentFilter
+	faultVanish
 	numFaults
 )
 
@@ -63,6 +65,10 @@ type Faults struct {
 	RateNoDone                float64 // a running operation omits "done" instead of done:false (docs/api.md §3)
 	RateSubmitLost            float64 // the operation IS created and counted, but the response is a 500 or a reset
 	RateContentFilter         float64 // a successful operation finishes with ALTERNATIVE_STATUS_CONTENT_FILTER (docs/api.md §3)
+	// RateVanish: the operation IS created and counted, but is gone at once: every poll answers
+	// 404, as the API is expected to for an operation past the retention (docs/api.md §4, §5;
+	// UNCONFIRMED). It stands in for a resume after days without waiting for them.
+	RateVanish float64
 }
 
 // rates returns pointers to the rate fields keyed by fault kind.
@@ -73,6 +79,7 @@ func (f *Faults) rates() map[string]*float64 {
 		FaultOpError: &f.RateOpError, FaultOpPermError: &f.RateOpPermError,
 		FaultFresh404: &f.RateFresh404, FaultNoDone: &f.RateNoDone, FaultSubmitLost: &f.RateSubmitLost,
 		FaultContentFilter: &f.RateContentFilter,
+		FaultVanish:        &f.RateVanish,
 	}
 }
 

@@ -64,6 +64,7 @@ type operation struct {
 	status    uint8 // alternative status of a successful outcome: altFinal, altTruncated, altFiltered
 	fresh404  bool  // the next poll answers 404 once
 	noDone    bool  // omit "done" while running
+	vanished  bool  // purged at once: every lookup answers 404 (the vanish fault)
 	finished  bool  // completion observed and counted in Stats
 }
 
@@ -212,7 +213,7 @@ func (s *Server) observe(id opID, now int64, cancel bool) (opView, lookupResult)
 	if op == nil {
 		return opView{}, lookupNotFound
 	}
-	if now-op.created > s.retention {
+	if now-op.created > s.retention || op.vanished {
 		delete(sh.ops, id) // expired results are gone for good
 		return opView{}, lookupNotFound
 	}

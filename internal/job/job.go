@@ -109,6 +109,10 @@ type Config struct {
 	// (or when Settings.NoCache). Entries stored longer than CacheTTL ago are ignored (0: any age).
 	Cache    ResultCache
 	CacheTTL time.Duration
+	// JournalLag, if set, is told for every operation id how long after the API's answer its S
+	// record became durable: the window in which a kill -9 leaves the row in doubt (for
+	// measurement; it runs on the journal's goroutine and must be quick).
+	JournalLag func(time.Duration)
 }
 
 // ErrInterrupted is returned when the context ended before every row was resolved. Everything
@@ -135,7 +139,7 @@ type Summary struct {
 	Pending      int            `json:"pending"`
 	Submissions  int64          `json:"submissions"`   // completionAsync requests accepted by this process
 	Resubmitted  int64          `json:"resubmitted"`   // rows submitted again (failed operation, purged result)
-	InDoubt      int64          `json:"in_doubt"`      // submissions that may have created an unseen operation
+	InDoubt      int64          `json:"in_doubt"`      // possible billed duplicates this process counted (D records)
 	InputTokens  int64          `json:"input_tokens"`  // tokens of rows resolved by this process
 	OutputTokens int64          `json:"output_tokens"` // likewise
 	Polls        int64          `json:"polls"`
@@ -614,7 +618,9 @@ type work struct {
 	key     batch.Key
 	attempt int  // the attempt this submission is
 	fresh   bool // the row had no operation id before (counts as newly submitted)
-	inDoubt bool // its last submission may have reached the API before a crash
+	// inDoubt: a try of a crashed run (intent without operation id) or an operation given up on
+	// (vanished, failed) may have been billed; counted when this submission goes out.
+	inDoubt bool
 }
 
 // execute processes the rows of plan p. The full store.State is not kept: for a resumed

@@ -114,7 +114,7 @@ func (r *runner) dispatch(ctx context.Context, p *plan, allDone <-chan struct{})
 			// sending it again may bill twice. The cache may answer either without a submission.
 			wk := work{row: row, key: r.key(row), attempt: int(rs.Attempt) + 1, fresh: true, inDoubt: rs.Phase == store.PhaseInFlight}
 			if r.cache == nil {
-				if !r.launch(wk, launch) {
+				if !launch(wk) {
 					return nil
 				}
 				continue
@@ -183,18 +183,16 @@ func (r *runner) collectPending(p *plan) {
 // of many, and still a negligible delay before the first submission.
 const lookupBatch = 256
 
-// launch hands wk to the submit workers, first journaling that a row in doubt is sent again.
-func (r *runner) launch(wk work, launch func(work) bool) bool {
-	if wk.inDoubt {
-		r.j.inDoubt.Add(1)
-		if err := r.w.Doubt(wk.row.Index); err != nil {
-			r.setFatal(err)
-			return false
-		}
-		r.j.log.Warn("row was being submitted when the previous run stopped; submitting again (in doubt: may be billed twice)",
-			"id", wk.row.ID, "row", wk.row.Index+1)
+// doubt journals (queued) and counts one possible billed duplicate of row: a try, or an
+// operation, that may have been billed and whose answer is never used. The D record also closes
+// that try in the journal, so it is never counted twice (see store/doc.go).
+func (r *runner) doubt(row batch.Row, why string) error {
+	if err := r.w.Doubt(row.Index); err != nil {
+		return err
 	}
-	return launch(wk)
+	r.j.inDoubt.Add(1)
+	r.j.log.Warn(why+" (possible duplicate: may be billed twice)", "id", row.ID, "row", row.Index+1)
+	return nil
 }
 
 // lookupAndLaunch answers the rows the cache knows and submits the others.
@@ -206,10 +204,17 @@ func (r *runner) lookupAndLaunch(ctx context.Context, wks []work, launch func(wo
 	hits := r.cache.lookup(ctx, keys)
 	for i, wk := range wks {
 		if hits != nil && hits[i] != nil {
+			if wk.inDoubt {
+				// Its try of the previous run may have created an operation, now never used.
+				if err := r.doubt(wk.row, "row was being submitted when the previous run stopped; answered from the cache"); err != nil {
+					r.setFatal(err)
+					return false
+				}
+			}
 			r.resolve(wk.row.Index, wk.key, "", fromCache(wk.row.ID, hits[i], r.j.cfg.Settings.AcceptFiltered)) // stored already
 			continue
 		}
-		if !r.launch(wk, launch) {
+		if !launch(wk) {
 			return false
 		}
 	}
@@ -246,29 +251,47 @@ func (j *Job) takePending(index int) *pendingRow {
 }
 
 // submit sends one row and journals its operation id.
+//
+// Possible duplicates are counted per try, each once (docs/api.md §6: a request sent twice is
+// billed twice): a try that failed in a way that may have created an operation is journaled as a
+// D record before the next try goes out, or right after the call if it was the last; a row in
+// doubt (its try of a crashed run, or an operation given up on) gets its D when this submission
+// actually goes out. A try that never left (a refused connection, a 4xx, a 429) is not counted.
 func (r *runner) submit(ctx context.Context, wk work) {
 	j := r.j
 	row := wk.row
-	sub, err := r.client.Submit(ctx, row.Body, func() error {
-		if wk.fresh {
-			// What collecting its operation needs without the input; durable with the intent.
-			if err := r.w.Name(row.Index, store.Named{ID: row.ID, Key: wk.key, Model: r.model(row)}); err != nil {
+	sub, err := r.client.Submit(ctx, row.Body, func(afterDoubt bool) error {
+		if afterDoubt {
+			// Durable (with the intent) before the next try leaves: a crash during that try
+			// leaves the row in flight again, to be counted for that try alone.
+			if err := r.doubt(row, "a failed submission may have created an operation; trying again"); err != nil {
 				return err
+			}
+		} else {
+			if wk.inDoubt {
+				if err := r.doubt(row, "submitting the row again: its previous try or operation may have been billed"); err != nil {
+					return err
+				}
+			}
+			if wk.fresh {
+				// What collecting its operation needs without the input; durable with the intent.
+				if err := r.w.Name(row.Index, store.Named{ID: row.ID, Key: wk.key, Model: r.model(row)}); err != nil {
+					return err
+				}
 			}
 		}
 		return r.w.Intent(row.Index, wk.attempt)
 	})
+	if sub.InDoubt {
+		// The last try may have created an operation; no other try will tell.
+		if derr := r.doubt(row, "a failed submission may have created an operation"); derr != nil {
+			r.setFatal(derr)
+			return
+		}
+	}
 	if err != nil && api.Classify(err) == api.Canceled {
 		r.unsent(row.Index, sub)
 		return
-	}
-	if sub.InDoubt {
-		j.inDoubt.Add(1)
-		if err := r.w.Doubt(row.Index); err != nil {
-			r.setFatal(err)
-			return
-		}
-		j.log.Warn("a failed submission may have created an operation (in doubt: may be billed twice)", "id", row.ID, "tries", sub.Tries)
 	}
 	if err != nil {
 		switch api.Classify(err) {
@@ -305,14 +328,22 @@ func (r *runner) submit(ctx context.Context, wk work) {
 		return
 	}
 	r.gaveUp.Store(0)
-	now := time.Now()
-	if err := r.w.Submitted(row.Index, wk.attempt, sub.OpID, now); err != nil {
+	now := time.Now() // the API's answer has just arrived
+	lag := j.cfg.JournalLag
+	// The row counts as submitted once its operation id is durable: until then a kill -9 leaves
+	// it in flight, and the next process counts it as a possible duplicate when it sends it again.
+	err = r.w.SubmittedThen(row.Index, wk.attempt, sub.OpID, now, func() {
+		if lag != nil {
+			lag(time.Since(now))
+		}
+		j.submissions.Add(1)
+		if wk.fresh {
+			j.submitted.Add(1)
+		}
+	})
+	if err != nil {
 		r.setFatal(err)
 		return
-	}
-	j.submissions.Add(1)
-	if wk.fresh {
-		j.submitted.Add(1)
 	}
 	j.addPending(row, wk.attempt, wk.key, r.model(row))
 	j.poll.Add(poller.Item{Row: row.Index, OpID: sub.OpID, SubmittedAt: now})
@@ -322,9 +353,9 @@ func (r *runner) submit(ctx context.Context, wk work) {
 const gaveUpStop = 3
 
 // unsent handles a submission that ended without an operation id and without a verdict on the
-// row. With no try sent there is no intent either. If every try provably failed before reaching
-// the API (or was refused), the row is plainly unsubmitted again; otherwise its journaled intent
-// leaves it in doubt, and resume reports it.
+// row. With no try sent there is no intent either (a row in doubt stays so, to be counted when it
+// is sent). Otherwise the row is plainly unsubmitted again: a last try that may have created an
+// operation was counted, and its D record closed the intent; a U record closes it otherwise.
 func (r *runner) unsent(row int, sub api.Submission) {
 	if sub.Tries > 0 && !sub.InDoubt {
 		if err := r.w.Reopen(row); err != nil {
@@ -374,7 +405,9 @@ func (r *runner) again(o poller.Outcome, pr *pendingRow, why string) bool {
 	}
 	j.log.Warn(why, "id", pr.id, "operation_id", o.OpID, "attempt", pr.attempt+1)
 	j.resubmitted.Add(1)
-	r.requeue(work{row: row, key: pr.key, attempt: pr.attempt + 1})
+	// The operation given up on was created, and may be billed (docs/api.md §6): counted when the
+	// row goes out.
+	r.requeue(work{row: row, key: pr.key, attempt: pr.attempt + 1, inDoubt: true})
 	return true
 }
 

@@ -18,7 +18,7 @@ type Status struct {
 	Pending            int      `json:"pending"`   // rows not resolved yet
 	NotSubmitted       int      `json:"not_submitted"`
 	InDoubt            int      `json:"in_doubt"`            // rows being submitted when last seen: resume sends them again
-	PossibleDuplicates int      `json:"possible_duplicates"` // submissions so far that may have been billed twice
+	PossibleDuplicates int      `json:"possible_duplicates"` // tries or operations so far that may have been billed and never used
 	Succeeded          int      `json:"succeeded"`
 	Failed             int      `json:"failed"`
 	InputTokens        int64    `json:"input_tokens"`     // billed
