@@ -4,7 +4,7 @@ BIN       ?= bin/batchgpt
 STATICCHECK_VERSION ?= v0.8.2
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 
-.PHONY: build test lint vet staticcheck unit demo bench fuzz tidy-check clean
+.PHONY: build test lint vet staticcheck unit demo bench bench-smoke fuzz tidy-check clean
 
 build:
 	$(GO) build -o $(BIN) .
@@ -46,6 +46,12 @@ demo: build
 # Benchmarks against the emulator on loopback; figures go to BENCHMARKS.md.
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 1x -timeout 60m ./bench/...
+
+# Every benchmark of the module once, at a small size, so that benchmark code cannot rot: CI runs
+# it (about a minute). Its figures mean nothing; BENCHMARKS.md has the real ones.
+bench-smoke: build
+	BATCHGPT_BENCH_ROWS=2000 BATCHGPT_BENCH_QUOTA_ROWS=200 BATCHGPT_BENCH_WINDOW_ROWS=1000 BATCHGPT_BENCH_CONCURRENCY=16 \
+		$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 10m ./...
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime 30s ./store
