@@ -78,4 +78,9 @@
 // can cheaply (the header, the schema, the size); damage deeper in a file
 // shows as an error of the lookup that reads it. Deleting the file (and its
 // -wal and -shm files) is always safe: it only costs resubmissions.
+//
+// A file of every schema version ever written is kept in testdata
+// (schema<N>-<commit>.db, never edited); a test opens each with this package,
+// reads its entries and adds one. A new schema version must upgrade older
+// files in Open, and add its own file there.
 package cache
