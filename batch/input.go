@@ -96,6 +96,15 @@ func (e *InputError) Error() string {
 	return b.String()
 }
 
+// errAt reports a problem at line (0: the whole file) of c's input, in field when not "".
+func (c *config) errAt(line int, field, format string, args ...any) *InputError {
+	msg := format
+	if len(args) > 0 {
+		msg = fmt.Sprintf(format, args...)
+	}
+	return &InputError{File: c.path, Line: line, Field: field, Msg: msg}
+}
+
 // ValidationError lists the problems found in an input file.
 type ValidationError struct {
 	File   string
