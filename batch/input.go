@@ -1,10 +1,3 @@
-// Package batch reads batchgpt input files (JSONL or CSV prompts), validates
-// them before anything is sent, and turns each row into a completionAsync
-// request body.
-//
-// Inputs are streamed: a file of millions of rows, with lines of any length,
-// is read with constant memory except for the set of row ids that Validate
-// keeps to find duplicates.
 package batch
 
 import (
