@@ -1,10 +1,3 @@
-// Package batch reads batchgpt input files (JSONL or CSV prompts), validates
-// them before anything is sent, and turns each row into a completionAsync
-// request body.
-//
-// Inputs are streamed: a file of millions of rows, with lines of any length,
-// is read with constant memory except for the set of row ids that Validate
-// keeps to find duplicates.
 package batch
 
 import (
@@ -138,6 +131,15 @@ func (e *InputError) Error() string {
 	}
 	b.WriteString(e.Msg)
 	return b.String()
+}
+
+// errAt reports a problem at line (0: the whole file) of c's input, in field when not "".
+func (c *config) errAt(line int, field, format string, args ...any) *InputError {
+	msg := format
+	if len(args) > 0 {
+		msg = fmt.Sprintf(format, args...)
+	}
+	return &InputError{File: c.path, Line: line, Field: field, Msg: msg}
 }
 
 // ValidationError lists the problems found in an input file.

@@ -36,6 +36,9 @@ type Outcome struct {
 	Age time.Duration
 }
 
+// DefaultConcurrency is the polls in flight of a Config that sets none.
+const DefaultConcurrency = 32
+
 // Config tunes the poller.
 type Config struct {
 	Schedule    *Schedule
@@ -94,7 +97,7 @@ func New(get Getter, cfg Config) *Poller {
 		cfg.Schedule = NewSchedule()
 	}
 	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 32
+		cfg.Concurrency = DefaultConcurrency
 	}
 	if cfg.FreshNotFound <= 0 {
 		cfg.FreshNotFound = 3

@@ -1,5 +1,14 @@
 // Package cmd builds batchgpt's command tree: the flags of run, resume, status and emulator, and
 // how each command turns them into a job, a status report or an emulator.
+//
+// run and resume first read every flag into one runConfig, then run from that value alone:
+//
+//	flags.go    the flag tables; tuning defaults come from job.DefaultTuning
+//	config.go   flags → runConfig, where every usage mistake is found
+//	run.go      the commands, and the wiring that builds the job and runs it
+//	dryrun.go   run --dry-run
+//	summary.go  the final summary, printed and as JSON
+//	logging.go  the run's logger, which keeps secrets out of log lines
 package cmd
 
 import (

@@ -7,8 +7,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/urfave/cli/v2"
-
 	"github.com/batchgpt/batchgpt/cache"
 )
 
@@ -26,29 +24,22 @@ func (o *openedCache) close() {
 	}
 }
 
-// openCache opens the result cache that the flags of c name. A cache that cannot be opened is
+// openCache opens the result cache that cc names (off: none). A cache that cannot be opened is
 // never a reason to fail the run: it is reported, and the run goes on without it. readOnly
 // (dry runs) neither creates nor writes anything.
-func (e *env) openCache(c *cli.Context, logger *slog.Logger, off, readOnly bool) (*openedCache, error) {
-	o := &openedCache{}
-	if v := c.String("cache-ttl"); v != "" {
-		ttl, err := ParseAge(v)
-		if err != nil {
-			return nil, usagef("--cache-ttl %q: %v", v, err)
-		}
-		o.ttl = ttl
-	}
+func (e *env) openCache(cc cacheConfig, logger *slog.Logger, off, readOnly bool) *openedCache {
+	o := &openedCache{ttl: cc.ttl}
 	if off {
 		logger.Info("result cache off (--no-cache): every row is submitted, no answer is stored")
-		return o, nil
+		return o
 	}
-	path := c.String("cache")
+	path := cc.path
 	if path == "" {
 		p, err := cache.DefaultPath()
 		if err != nil {
 			o.problem = err.Error()
 			logger.Warn("no place for the result cache; going on without it (set --cache or BATCHGPT_CACHE)", "err", err)
-			return o, nil
+			return o
 		}
 		path = p
 	}
@@ -56,17 +47,17 @@ func (e *env) openCache(c *cli.Context, logger *slog.Logger, off, readOnly bool)
 	if readOnly {
 		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 			o.problem = "no cache yet at " + path
-			return o, nil
+			return o
 		}
 	}
-	cc, err := cache.Open(path, cache.Options{ReadOnly: readOnly})
+	c, err := cache.Open(path, cache.Options{ReadOnly: readOnly})
 	if err != nil {
 		o.problem = err.Error()
 		logger.Warn("the result cache cannot be used; going on without it (rows are submitted, answers are not stored)",
 			"cache", path, "err", err)
-		return o, nil
+		return o
 	}
-	o.cache = cc
+	o.cache = c
 	logger.Info("result cache", "path", path)
-	return o, nil
+	return o
 }

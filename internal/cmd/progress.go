@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/schollz/progressbar/v3"
-	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
 	"github.com/batchgpt/batchgpt/internal/job"
@@ -113,9 +112,9 @@ type progress struct {
 	stop   func()
 }
 
-func (e *env) newProgress(c *cli.Context) *progress {
+func (e *env) newProgress(rc *runConfig) *progress {
 	p := &progress{logOut: e.stderr, stop: func() {}}
-	if !c.Bool("quiet") && !c.Bool("no-progress") && isTerminal(e.stderr) {
+	if !rc.quiet && !rc.noProgress && isTerminal(e.stderr) {
 		p.bars = newBars(e.stderr)
 		p.logOut = p.bars
 	}
@@ -123,11 +122,11 @@ func (e *env) newProgress(c *cli.Context) *progress {
 }
 
 // start begins reporting j's progress until the returned stop is called.
-func (p *progress) start(c *cli.Context, j *job.Job, logger *slog.Logger) {
-	if c.Bool("quiet") {
+func (p *progress) start(rc *runConfig, j *job.Job, logger *slog.Logger) {
+	if rc.quiet {
 		return
 	}
-	interval := c.Duration("progress-interval")
+	interval := rc.progressInterval
 	if p.bars != nil {
 		interval = 250 * time.Millisecond
 	}

@@ -20,8 +20,8 @@ func (e *env) statusCommand() *cli.Command {
 			"Example:\n   batchgpt status --json prompts.checkpoint.json | jq .pending",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print JSON for scripts"},
-			&cli.Float64Flag{Name: "submit-rps", Value: 10, Usage: "the submission quota per second, for the ETA"},
-			&cli.IntFlag{Name: "submit-per-hour", Value: 5000, Usage: "the submission quota per hour, for the ETA"},
+			&cli.Float64Flag{Name: "submit-rps", Value: job.DefaultTuning().SubmitRPS, Usage: "the submission quota per second, for the ETA"},
+			&cli.IntFlag{Name: "submit-per-hour", Value: job.DefaultTuning().SubmitPerHour, Usage: "the submission quota per hour, for the ETA"},
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {

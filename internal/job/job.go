@@ -67,19 +67,6 @@ func (s Settings) keyScope() string {
 // OrderInput is the Settings.Order that sorts the results by input row.
 const OrderInput = "input"
 
-// Tuning may change between run and resume.
-type Tuning struct {
-	Concurrency    int     // submissions in flight
-	SubmitRPS      float64 // 0 = unlimited
-	SubmitPerHour  int     // 0 = unlimited
-	PollRPS        float64 // 0 = unlimited
-	PollWorkers    int
-	MaxAttempts    int // per HTTP call on transient errors, and submissions per row
-	RequestTimeout time.Duration
-	BackoffBase    time.Duration
-	Schedule       *poller.Schedule // nil = default
-}
-
 // Config is everything a run or resume needs.
 type Config struct {
 	Input      string
@@ -234,10 +221,10 @@ func New(cfg Config) *Job {
 		cfg.MaxInputErrors = 50
 	}
 	if cfg.Tuning.Concurrency <= 0 {
-		cfg.Tuning.Concurrency = 16
+		cfg.Tuning.Concurrency = DefaultTuning().Concurrency
 	}
 	if cfg.Tuning.MaxAttempts <= 0 {
-		cfg.Tuning.MaxAttempts = 8
+		cfg.Tuning.MaxAttempts = DefaultTuning().MaxAttempts
 	}
 	return &Job{cfg: cfg, log: cfg.Logger, failedByKind: map[string]int{}, pending: map[int]*pendingRow{}}
 }

@@ -1,0 +1,31 @@
+// Package batch reads batchgpt input files (JSONL or CSV prompts), validates
+// them before anything is sent, and turns each row into a completionAsync
+// request body.
+//
+// Inputs are streamed: a file of millions of rows, with lines of any length,
+// is read with constant memory except for the set of row ids that Validate
+// keeps to find duplicates.
+//
+// What it owns, file by file:
+//
+//	input.go         Options, Row, Summary, the errors (InputError,
+//	                 ValidationError), Validate, CheckOptions and the scanner
+//	                 interface both formats implement
+//	input_reader.go  Reader (Open, Next) and ReadRow, which re-reads one row
+//	                 by its offset
+//	linereader.go    lines of any length with their offsets and numbers
+//	input_jsonl.go   JSONL rows: what a row may contain and the problems it
+//	                 reports, with the field's path
+//	rawjson.go       splitting JSON that json.Valid accepted into members and
+//	                 elements without decoding it, and finding the path of a
+//	                 byte offset
+//	input_csv.go     CSV rows: the header, the columns, the prompt template
+//	request.go       the completionAsync request body (docs/api.md §2) and
+//	                 model URIs
+//	dedup.go         request keys, and rows that send the same request
+//
+// It imports no other package of this module: not the internal packages (the
+// API client, auth, the job), nor store, poller or cache. They are built on
+// rows and request bodies, never the other way round, so that validating an
+// input never needs credentials, a checkpoint or the network.
+package batch

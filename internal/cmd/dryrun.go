@@ -1,0 +1,63 @@
+package cmd
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/batchgpt/batchgpt/batch"
+	"github.com/batchgpt/batchgpt/internal/job"
+)
+
+// dryRun validates the input and prints what a run would cost and take, without credentials and
+// without sending anything.
+func (e *env) dryRun(ctx context.Context, rc *runConfig) error {
+	input, s, prices := rc.input, rc.settings, rc.prices
+	logger := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn, ReplaceAttr: redactAttr}))
+	oc := e.openCache(rc.cache, logger, s.NoCache, true)
+	defer oc.close()
+	var rcache job.ResultCache
+	if oc.cache != nil {
+		rcache = oc.cache
+	}
+	pl, err := job.DryRun(ctx, input, s, rcache, oc.ttl, 50)
+	if err != nil {
+		return err
+	}
+	sum := pl.Input
+	w := e.stdout
+	fmt.Fprintf(w, "input:            %s (%s, %d bytes)\n", input, sum.Format, sum.Size)
+	fmt.Fprintf(w, "rows:             %d, all valid\n", sum.Rows)
+	switch {
+	case s.NoDedup:
+		fmt.Fprintf(w, "duplicates:       not looked for (--no-dedup)\n")
+	default:
+		fmt.Fprintf(w, "duplicates:       %d rows send the same request as an earlier row (not submitted)\n", pl.Duplicates)
+	}
+	switch {
+	case s.NoCache:
+		fmt.Fprintf(w, "cache:            off (--no-cache)\n")
+	case s.Refresh:
+		fmt.Fprintf(w, "cache:            not read (--refresh)\n")
+	case pl.CacheProblem != "" || oc.problem != "":
+		fmt.Fprintf(w, "cache:            not used: %s%s\n", oc.problem, pl.CacheProblem)
+	default:
+		fmt.Fprintf(w, "cache:            %d rows answered by %s (not submitted)\n", pl.CacheHits, oc.path)
+	}
+	fmt.Fprintf(w, "to submit:        %d rows\n", pl.ToSubmit)
+	fmt.Fprintf(w, "input tokens:     ~%d for the rows to submit (estimate: characters / 4; Russian text usually needs more)\n", pl.SubmitTokens)
+	uri, _ := batch.ModelURI(s.Input.Folder, s.Input.Model)
+	if price, ok := prices.For(uri); ok {
+		fmt.Fprintf(w, "input cost:       ~%.2f %s at %g per 1,000 tokens (async); answers are billed too", job.Cost(pl.SubmitTokens, price), job.DefaultCurrency, price)
+		if s.Input.MaxTokens != nil {
+			fmt.Fprintf(w, ": at most %.2f %s more for %d tokens per answer", job.Cost(int64(pl.ToSubmit)**s.Input.MaxTokens, price), job.DefaultCurrency, *s.Input.MaxTokens)
+		}
+		fmt.Fprintln(w)
+	}
+	eta := job.SubmitETA(pl.ToSubmit, 0, rc.tuning.SubmitRPS, rc.tuning.SubmitPerHour)
+	fmt.Fprintf(w, "submission time:  %s at %g/s and %d/hour, plus the operations' own time (minutes to hours)\n",
+		eta.Round(time.Second), rc.tuning.SubmitRPS, rc.tuning.SubmitPerHour)
+	fmt.Fprintln(w, "nothing was sent (--dry-run)")
+	return nil
+}
