@@ -58,10 +58,18 @@ type cacheConfig struct {
 }
 
 // parseRunFlags reads the command line of run (resume false) or resume into a runConfig. The
-// returned config is never nil: on a mistake it holds the flags read before it. A dry run reads
-// only the flags it uses, and does not check the others.
+// returned config is never nil: on a mistake it holds the flags read before it. A dry run checks
+// every flag as the run would.
 func parseRunFlags(c *cli.Context, resume bool) (*runConfig, error) {
 	rc := &runConfig{resume: resume}
+	// The log format first: with --log-format json every later mistake is reported in JSON.
+	switch c.String("log-format") {
+	case "text", "":
+	case "json":
+		rc.logJSON = true
+	default:
+		return rc, usagef("--log-format %q: want text or json", c.String("log-format"))
+	}
 	if resume {
 		if c.NArg() != 1 {
 			return rc, usagef("resume: want exactly one CHECKPOINT file, got %d arguments", c.NArg())
@@ -110,16 +118,10 @@ func parseRunFlags(c *cli.Context, resume bool) (*runConfig, error) {
 		return rc, &UsageError{Msg: "--price: " + err.Error()}
 	}
 	rc.prices = prices
-	if !rc.dryRun {
+	// A dry run checks the whole command line too: the run it stands for must not fail on it.
+	{
 		if rc.tolerated, err = parseMaxFailed(c.String("max-failed")); err != nil {
 			return rc, err
-		}
-		switch c.String("log-format") {
-		case "text", "":
-		case "json":
-			rc.logJSON = true
-		default:
-			return rc, usagef("--log-format %q: want text or json", c.String("log-format"))
 		}
 		if rc.tuning.Concurrency <= 0 || rc.tuning.MaxAttempts <= 0 {
 			return rc, usagef("--concurrency and --max-attempts must be positive")
@@ -144,7 +146,7 @@ func parseRunFlags(c *cli.Context, resume bool) (*runConfig, error) {
 		}
 		rc.cache.ttl = ttl
 	}
-	if rc.emulator && !rc.dryRun {
+	if rc.emulator {
 		if rc.emulatorLatency, err = emulator.ParseLatency(c.String("emulator-latency")); err != nil {
 			return rc, usagef("--emulator-latency: %v", err)
 		}

@@ -119,13 +119,11 @@ func TestParseRunFlags(t *testing.T) {
 				t.Errorf("config %+v", rc)
 			}
 		}},
-		{name: "dry run ignores what it does not use", args: []string{folder, "--dry-run", "--concurrency", "0", "--log-format", "xml",
-			"--max-failed", "x", "--emulator", "--emulator-latency", "x", "in.jsonl"},
-			check: func(t *testing.T, rc *runConfig) {
-				if !rc.dryRun || rc.logJSON {
-					t.Errorf("config %+v", rc)
-				}
-			}},
+		// A dry run checks the command line as the run would.
+		{name: "dry run checks every flag", args: []string{folder, "--dry-run", "--concurrency", "0", "in.jsonl"},
+			usage: "--concurrency and --max-attempts must be positive"},
+		{name: "dry run checks the emulator flags", args: []string{folder, "--dry-run", "--emulator", "--emulator-latency", "x", "in.jsonl"},
+			usage: "--emulator-latency"},
 		{name: "resume", resume: true, args: []string{"--retry-failed", "--no-cache", "--concurrency", "2", "in.checkpoint.json"},
 			check: func(t *testing.T, rc *runConfig) {
 				if !rc.resume || rc.checkpoint != "in.checkpoint.json" || rc.input != "" || rc.output != "" || !rc.retryFailed ||
@@ -143,8 +141,10 @@ func TestParseRunFlags(t *testing.T) {
 		{name: "plain http endpoint", args: []string{folder, "--endpoint", "http://example.com", "in.jsonl"}, usage: "--endpoint"},
 		{name: "no folder", args: []string{"in.jsonl"}, usage: "needs a folder id"},
 		{name: "input format", args: []string{folder, "in.txt"}, usage: "in.txt"},
-		{name: "price", args: []string{folder, "--log-format", "json", "--price", "x", "in.jsonl"}, usage: "--price: "},
-		{name: "max failed", args: []string{folder, "--log-format", "json", "--max-failed", "lots", "in.jsonl"}, usage: `--max-failed "lots"`},
+		// With --log-format json every usage mistake is reported in JSON.
+		{name: "price", args: []string{folder, "--log-format", "json", "--price", "x", "in.jsonl"}, usage: "--price: ", json: true},
+		{name: "max failed", args: []string{folder, "--log-format", "json", "--max-failed", "lots", "in.jsonl"}, usage: `--max-failed "lots"`, json: true},
+		{name: "arguments in JSON", args: []string{folder, "--log-format", "json"}, usage: "want exactly one INPUT file", json: true},
 		{name: "log format", args: []string{folder, "--log-format", "xml", "in.jsonl"}, usage: `--log-format "xml"`},
 		{name: "concurrency", args: []string{folder, "--log-format", "json", "--concurrency", "0", "in.jsonl"},
 			usage: "--concurrency and --max-attempts must be positive", json: true},
