@@ -2,13 +2,48 @@ package store
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
+	"time"
 )
 
 // Hooks for the black-box tests in package store_test.
 
 type File = file
+
+// Shortcuts for the tests: the program always passes a callback.
+
+// Submitted is SubmittedThen without a callback.
+func (w *Writer) Submitted(row, attempt int, opID string, at time.Time) error {
+	return w.SubmittedThen(row, attempt, opID, at, nil)
+}
+
+// Result is ResultThen without a callback.
+func (w *Writer) Result(row int, failed bool, line []byte) error {
+	return w.ResultThen(row, failed, line, nil)
+}
+
+// Stats returns how many group commits (journal fsyncs) and journal records
+// the Writer has made.
+func (w *Writer) Stats() (commits, records int64) {
+	return w.commits.Load(), w.recordCount.Load()
+}
+
+// String names a phase in test failures.
+func (p Phase) String() string {
+	switch p {
+	case PhaseNew:
+		return "new"
+	case PhaseInFlight:
+		return "in-flight"
+	case PhaseSubmitted:
+		return "submitted"
+	case PhaseResolved:
+		return "resolved"
+	}
+	return fmt.Sprintf("Phase(%d)", uint8(p))
+}
 
 // LoadReader loads a checkpoint from r, as Load does from a file.
 func LoadReader(r io.Reader) (*State, error) { return load(r) }

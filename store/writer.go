@@ -18,10 +18,11 @@ import (
 // requests costs two fsyncs. All methods are safe for concurrent use.
 //
 // Once a write or fsync fails (a full disk), the error is sticky: every later
-// call returns it. A call that returned nil was durable, or (Name, Submitted,
-// Result, Reopen, Doubt) is queued and becomes durable with the next successful
-// commit, which Flush waits for and reports. After a results-file failure the
-// records already queued that need no result line are still journaled.
+// call returns it. A call that returned nil was durable, or (Name,
+// SubmittedThen, ResultThen, Reopen, Retry, Doubt) is queued and becomes
+// durable with the next successful commit, which Flush waits for and reports.
+// After a results-file failure the records already queued that need no result
+// line are still journaled.
 type Writer struct {
 	path        string
 	rows        int
@@ -33,7 +34,7 @@ type Writer struct {
 	closeOnce   sync.Once
 	closeErr    error
 	done        chan struct{} // closed when the writer goroutine exits
-	commits     atomic.Int64
+	commits     atomic.Int64  // journal fsyncs and records: the tests check the group commit
 	recordCount atomic.Int64
 
 	mu      sync.Mutex
@@ -94,15 +95,6 @@ func newWriter(path string, lk *flock.Flock, journal, results *os.File, st *Stat
 	return w
 }
 
-// Path returns the checkpoint's path.
-func (w *Writer) Path() string { return w.path }
-
-// Stats returns how many group commits (journal fsyncs) and journal records
-// the Writer has made.
-func (w *Writer) Stats() (commits, records int64) {
-	return w.commits.Load(), w.recordCount.Load()
-}
-
 func (w *Writer) checkRow(row int) error {
 	if row < 0 || row >= w.rows {
 		return fmt.Errorf("checkpoint: row %d out of range [0,%d)", row, w.rows)
@@ -129,15 +121,11 @@ func (w *Writer) Intent(row, attempt int) error {
 	return w.wait(request{kind: kindIntent, row: row, attempt: attempt})
 }
 
-// Submitted queues the operation id the API returned for row. It returns the
-// sticky error, if any; Flush waits until the record is durable.
-func (w *Writer) Submitted(row, attempt int, opID string, at time.Time) error {
-	return w.SubmittedThen(row, attempt, opID, at, nil)
-}
-
-// SubmittedThen is [Writer.Submitted] that also calls durable, on the writer's
-// goroutine, once the S record is durable (never if it does not become so).
-// durable must be quick and must not call the Writer.
+// SubmittedThen queues the operation id the API returned for row. It returns
+// the sticky error, if any; Flush waits until the record is durable. A non-nil
+// durable is called on the writer's goroutine once the S record is durable
+// (never if it does not become so); it must be quick and must not call the
+// Writer.
 func (w *Writer) SubmittedThen(row, attempt int, opID string, at time.Time, durable func()) error {
 	if err := w.checkAttempt(row, attempt); err != nil {
 		return err
@@ -148,7 +136,7 @@ func (w *Writer) SubmittedThen(row, attempt int, opID string, at time.Time, dura
 	return w.enqueue(request{kind: kindSubmitted, row: row, attempt: attempt, opID: opID, at: at.UnixMilli(), durable: durable})
 }
 
-// Name queues the N record of row (like Submitted: it returns the sticky error, if any; it is
+// Name queues the N record of row (like SubmittedThen: it returns the sticky error, if any; it is
 // journal-only, so it is still accepted after the results file failed; Flush or a later
 // Intent's wait makes it durable, since records commit in queue order).
 //
@@ -175,16 +163,11 @@ func (w *Writer) Name(row int, n Named) error {
 	return w.enqueue(request{kind: kindNamed, row: row, line: appendNamed(nil, row, &n.Key, n.Model, id)})
 }
 
-// Result queues row's result line (which must end in '\n'; it may contain
-// others, e.g. a quoted CSV field) and then the record that resolves the
-// row. The line is copied.
-func (w *Writer) Result(row int, failed bool, line []byte) error {
-	return w.ResultThen(row, failed, line, nil)
-}
-
-// ResultThen is [Writer.Result] that also calls durable, on the writer's goroutine, once the
-// row's result line and its R record are durable (never if they do not become so). durable must
-// be quick and must not call the Writer.
+// ResultThen queues row's result line (which must end in '\n'; it may contain
+// others, e.g. a quoted CSV field) and then the record that resolves the row.
+// The line is copied. A non-nil durable is called on the writer's goroutine
+// once the row's result line and its R record are durable (never if they do
+// not become so); it must be quick and must not call the Writer.
 func (w *Writer) ResultThen(row int, failed bool, line []byte, durable func()) error {
 	if err := w.checkRow(row); err != nil {
 		return err
@@ -229,13 +212,6 @@ func (w *Writer) Doubt(row int) error {
 // that prevented it.
 func (w *Writer) Flush() error {
 	return w.wait(request{kind: kindFlush})
-}
-
-// Compact rewrites the journal as a snapshot of the current state (a header
-// and a few records per row: its name if it is not resolved, its phase, its
-// doubts) through a temp file and a rename. The results file is untouched.
-func (w *Writer) Compact() error {
-	return w.wait(request{kind: kindCompact})
 }
 
 // Close flushes, closes both files and releases the lock. It returns the
