@@ -36,7 +36,7 @@ func (w *Writer) compact() error {
 	if err != nil {
 		return fmt.Errorf("compact checkpoint %s: %w", w.path, err)
 	}
-	err = writeFileAtomic(w.path, func(out io.Writer) error { return writeSnapshot(out, st, nil) })
+	err = writeFileAtomic(&w.hooks, w.path, func(out io.Writer) error { return writeSnapshot(out, st, nil) })
 	if err != nil {
 		// The old journal is intact and still open: nothing is lost.
 		return fmt.Errorf("compact checkpoint %s: %w", w.path, err)
@@ -65,7 +65,7 @@ func (w *Writer) reopenJournal() error {
 		return w.fail(fmt.Errorf("checkpoint %s: reopen after rename: %w", w.path, err))
 	}
 	w.journal.Close()
-	w.journal = wrapFile(j)
+	w.journal = w.hooks.wrap(j)
 	return nil
 }
 

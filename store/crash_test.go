@@ -163,16 +163,15 @@ func TestDiskFullCreate(t *testing.T) {
 	dir := t.TempDir()
 	ckpt := filepath.Join(dir, "c")
 	// The seam hands out a real temp file opened read-only: writes fail.
-	restore := store.SetCreateTemp(func(dir, pattern string) (*os.File, error) {
+	readOnly := store.Hooks{CreateTemp: func(dir, pattern string) (*os.File, error) {
 		f, err := os.CreateTemp(dir, pattern)
 		if err != nil {
 			return nil, err
 		}
 		f.Close()
 		return os.Open(f.Name())
-	})
-	_, err := store.Create(ckpt, header(1, filepath.Join(dir, "r")), nil, false)
-	restore()
+	}}
+	_, err := store.CreateWith(readOnly, ckpt, header(1, filepath.Join(dir, "r")), nil, false)
 	if err == nil || !strings.Contains(err.Error(), ckpt) {
 		t.Errorf("Create with a failing temp file: %v", err)
 	}
@@ -211,14 +210,12 @@ func TestDiskFullWriter(t *testing.T) {
 	for _, which := range []string{"results", "journal"} {
 		t.Run(which, func(t *testing.T) {
 			armed := new(bool)
-			restore := store.SetWrapFile(func(f *os.File) store.File {
+			w, ckpt, _ := newRunWith(t, store.Hooks{WrapFile: func(f *os.File) store.File {
 				if strings.HasSuffix(f.Name(), ".ckpt") == (which == "journal") {
 					return failingFile{f, armed}
 				}
 				return f
-			})
-			w, ckpt, _ := newRun(t, 4, "p\n")
-			restore()
+			}}, 4, "p\n")
 			must(t, w.Intent(0, 1))
 			must(t, w.Submitted(0, 1, "op0", t0))
 			must(t, w.Flush())

@@ -15,7 +15,11 @@ import (
 // h.Results beginning with resultsPreamble (e.g. a CSV header line). It
 // refuses to overwrite an existing checkpoint or results file unless force.
 // Header.Results is used as given, so callers should store an absolute path.
-func Create(path string, h Header, resultsPreamble []byte, force bool) (_ *Writer, err error) {
+func Create(path string, h Header, resultsPreamble []byte, force bool) (*Writer, error) {
+	return create(path, h, resultsPreamble, force, nil)
+}
+
+func create(path string, h Header, resultsPreamble []byte, force bool, hk *hooks) (_ *Writer, err error) {
 	if h.Version == 0 {
 		h.Version = Version
 	}
@@ -60,7 +64,7 @@ func Create(path string, h Header, resultsPreamble []byte, force bool) (_ *Write
 		}
 	}
 
-	err = writeFileAtomic(path, func(w io.Writer) error {
+	err = writeFileAtomic(hk, path, func(w io.Writer) error {
 		_, err := w.Write(appendHeaderRecord(nil, hdr))
 		return err
 	})
@@ -85,7 +89,7 @@ func Create(path string, h Header, resultsPreamble []byte, force bool) (_ *Write
 	// would only be garbage.
 	st := &State{Header: h, preamble: resultsPreamble,
 		ResultsEnd: int64(len(resultsPreamble)), cursor: int64(len(resultsPreamble))}
-	return newWriter(path, lk, j, res, st, h.Rows), nil
+	return newWriter(path, lk, j, res, st, h.Rows, hk), nil
 }
 
 // createResults creates (or with force truncates) the results file and

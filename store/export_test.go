@@ -48,18 +48,16 @@ func (p Phase) String() string {
 // LoadReader loads a checkpoint from r, as Load does from a file.
 func LoadReader(r io.Reader) (*State, error) { return load(r) }
 
-// SetCreateTemp replaces the temp-file seam until restore is called.
-func SetCreateTemp(f func(dir, pattern string) (*os.File, error)) (restore func()) {
-	old := createTemp
-	createTemp = f
-	return func() { createTemp = old }
+// Hooks are the seams of one Create and of the Writer it returns: CreateTemp
+// makes its temp files, WrapFile wraps the Writer's journal and results file.
+type Hooks struct {
+	CreateTemp func(dir, pattern string) (*os.File, error)
+	WrapFile   func(*os.File) File
 }
 
-// SetWrapFile replaces the writer's file seam until restore is called.
-func SetWrapFile(f func(*os.File) File) (restore func()) {
-	old := wrapFile
-	wrapFile = f
-	return func() { wrapFile = old }
+// CreateWith is Create with hooks.
+func CreateWith(hk Hooks, path string, h Header, preamble []byte, force bool) (*Writer, error) {
+	return create(path, h, preamble, force, &hooks{createTemp: hk.CreateTemp, wrapFile: hk.WrapFile})
 }
 
 // Record frames payload as a journal line: payload, checksum, newline.
@@ -77,7 +75,8 @@ func HeaderRecord(h Header, preamble []byte) []byte {
 }
 
 // SetMaxRecord changes the longest journal line accepted until restore is
-// called.
+// called. It is the one seam that belongs to the package (the loader has no
+// Writer): a test that sets it must not run in parallel.
 func SetMaxRecord(n int) (restore func()) {
 	old := maxRecord
 	maxRecord = n
@@ -93,12 +92,13 @@ const (
 	StepJournalRename = stepJournalRename
 )
 
-// SetFinalizeHook makes Finalize call f after each step until restore is
+// SetFinalizeHook makes w's Finalize call f after each step until restore is
 // called; an error from f stops Finalize there as if the process had died.
-func SetFinalizeHook(f func(step int) error) (restore func()) {
-	old := finalizeHook
-	finalizeHook = f
-	return func() { finalizeHook = old }
+// Neither may be called while a Finalize is under way.
+func (w *Writer) SetFinalizeHook(f func(step int) error) (restore func()) {
+	old := w.hooks.afterStep
+	w.hooks.afterStep = f
+	return func() { w.hooks.afterStep = old }
 }
 
 // Span returns where row's result line lies in the results file, as st
@@ -107,10 +107,8 @@ func Span(st *State, row int) (start, end int64) {
 	return st.ends[row] - int64(st.lens[row]), st.ends[row]
 }
 
-// SetCopySizes changes the batch and gap sizes of Finalize's copy until
-// restore is called.
-func SetCopySizes(batch, gap int64) (restore func()) {
-	oldBatch, oldGap := copyBatch, copyGap
-	copyBatch, copyGap = batch, gap
-	return func() { copyBatch, copyGap = oldBatch, oldGap }
+// SetCopySizes changes the batch and gap sizes of w's Finalize copy. It may
+// not be called while a Finalize is under way.
+func (w *Writer) SetCopySizes(batch, gap int64) {
+	w.hooks.copy = copySizes{batch: batch, gap: gap}
 }

@@ -162,15 +162,15 @@ func TestFinalize(t *testing.T) {
 	for _, tt := range tests {
 		for _, size := range sizes {
 			t.Run(fmt.Sprintf("%s/batch=%d,gap=%d", tt.name, size.batch, size.gap), func(t *testing.T) {
-				defer store.SetCopySizes(size.batch, size.gap)()
-				testFinalize(t, tt)
+				testFinalize(t, tt, size.batch, size.gap)
 			})
 		}
 	}
 }
 
-func testFinalize(t *testing.T, tt finalizeCase) {
+func testFinalize(t *testing.T, tt finalizeCase, batch, gap int64) {
 	w, ckpt, results := newRun(t, 4, tt.preamble)
+	w.SetCopySizes(batch, gap)
 	latest := play(t, w, nil, tt.ops)
 	before := readFile(t, results)
 	superseded := len(before) > len(tt.preamble+tt.want)
@@ -198,6 +198,7 @@ func testFinalize(t *testing.T, tt finalizeCase) {
 	must(t, w.Close())
 	w2, st, err := store.Open(ckpt)
 	must(t, err)
+	w2.SetCopySizes(batch, gap)
 	if len(st.Problems) != 0 || !w2.NeedsFinalize() || st.SupersededBytes() == 0 {
 		t.Errorf("reopened: problems %q NeedsFinalize %v superseded %d", st.Problems, w2.NeedsFinalize(), st.SupersededBytes())
 	}
@@ -324,7 +325,7 @@ func TestFinalizeCrash(t *testing.T) {
 				w, ckpt, results := newRun(t, 4, pre)
 				latest := play(t, w, nil, retried)
 				old := readFile(t, results)
-				restore := store.SetFinalizeHook(func(step int) error {
+				restore := w.SetFinalizeHook(func(step int) error {
 					if step == s.step {
 						return crash
 					}
@@ -392,7 +393,7 @@ func TestFinalizeTornIntent(t *testing.T) {
 	w, ckpt, results := newRun(t, 4, "h\n")
 	latest := play(t, w, nil, retried)
 	oldJournal, oldResults := readFile(t, ckpt), readFile(t, results)
-	restore := store.SetFinalizeHook(func(step int) error {
+	restore := w.SetFinalizeHook(func(step int) error {
 		if step == store.StepIntent {
 			return errors.New("crash")
 		}
@@ -472,7 +473,7 @@ func TestGoldenSnapshot(t *testing.T) {
 		{"finalize-intent-v2.ckpt", func(t *testing.T, w *store.Writer) {
 			must(t, w.Result(1, false, []byte("1,ok\n")))
 			must(t, w.Result(0, false, []byte("0,again\n")))
-			defer store.SetFinalizeHook(func(step int) error {
+			defer w.SetFinalizeHook(func(step int) error {
 				if step == store.StepIntent {
 					return errors.New("crash")
 				}

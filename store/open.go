@@ -17,6 +17,10 @@ import (
 // interrupted Finalize is completed or rolled back, and leftover temp files
 // are removed. The repairs are listed in the returned State's Problems.
 func Open(path string) (*Writer, *State, error) {
+	return openWith(path, nil)
+}
+
+func openWith(path string, hk *hooks) (*Writer, *State, error) {
 	// No lock file is left beside a checkpoint that is not there.
 	if _, err := os.Stat(path); err != nil {
 		return nil, nil, fmt.Errorf("open checkpoint: %w", err)
@@ -25,7 +29,7 @@ func Open(path string) (*Writer, *State, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	w, st, err := open(path, lk)
+	w, st, err := open(path, lk, hk)
 	if err != nil {
 		lk.Close()
 		return nil, nil, err
@@ -33,7 +37,7 @@ func Open(path string) (*Writer, *State, error) {
 	return w, st, nil
 }
 
-func open(path string, lk *flock.Flock) (_ *Writer, _ *State, err error) {
+func open(path string, lk *flock.Flock, hk *hooks) (_ *Writer, _ *State, err error) {
 	j, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open checkpoint: %w", err)
@@ -66,7 +70,7 @@ func open(path string, lk *flock.Flock) (_ *Writer, _ *State, err error) {
 	}
 	if st.finalized {
 		// The results file was replaced, the journal not yet: do it now.
-		err := writeFileAtomic(path, func(out io.Writer) error { return writeSnapshot(out, st, nil) })
+		err := writeFileAtomic(hk, path, func(out io.Writer) error { return writeSnapshot(out, st, nil) })
 		if err != nil {
 			return nil, nil, fmt.Errorf("open checkpoint %s: complete finalize: %w", path, err)
 		}
@@ -94,5 +98,5 @@ func open(path string, lk *flock.Flock) (_ *Writer, _ *State, err error) {
 		}
 	}
 	st.finishProblems()
-	return newWriter(path, lk, j, res, st, len(st.Rows)), st, nil
+	return newWriter(path, lk, j, res, st, len(st.Rows), hk), st, nil
 }

@@ -25,9 +25,15 @@ var t0 = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 // its paths.
 func newRun(t *testing.T, rows int, preamble string) (w *store.Writer, ckpt, results string) {
 	t.Helper()
+	return newRunWith(t, store.Hooks{}, rows, preamble)
+}
+
+// newRunWith is newRun with hooks.
+func newRunWith(t *testing.T, hk store.Hooks, rows int, preamble string) (w *store.Writer, ckpt, results string) {
+	t.Helper()
 	dir := t.TempDir()
 	ckpt, results = filepath.Join(dir, "run.ckpt"), filepath.Join(dir, "results.csv")
-	w, err := store.Create(ckpt, header(rows, results), []byte(preamble), false)
+	w, err := store.CreateWith(hk, ckpt, header(rows, results), []byte(preamble), false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,6 +31,7 @@ type Writer struct {
 	results     file
 	preamble    []byte // to rewrite the header on Compact
 	header      Header
+	hooks       hooks // for tests
 	closeOnce   sync.Once
 	closeErr    error
 	done        chan struct{} // closed when the writer goroutine exits
@@ -70,13 +71,13 @@ type request struct {
 	durable func()     // Result, Submitted: called once its record is durable
 }
 
-func newWriter(path string, lk *flock.Flock, journal, results *os.File, st *State, rows int) *Writer {
+func newWriter(path string, lk *flock.Flock, journal, results *os.File, st *State, rows int, hk *hooks) *Writer {
 	w := &Writer{
 		path:       path,
 		rows:       rows,
 		lock:       lk,
-		journal:    wrapFile(journal),
-		results:    wrapFile(results),
+		journal:    hk.wrap(journal),
+		results:    hk.wrap(results),
 		preamble:   st.preamble,
 		header:     st.Header,
 		done:       make(chan struct{}),
@@ -88,6 +89,9 @@ func newWriter(path string, lk *flock.Flock, journal, results *os.File, st *Stat
 		if st.Rows[i].Phase == PhaseResolved {
 			w.resolved[i/64] |= 1 << (i % 64)
 		}
+	}
+	if hk != nil {
+		w.hooks = *hk
 	}
 	w.needsFinalize.Store(w.superseded > 0)
 	w.wake.L = &w.mu
