@@ -66,6 +66,7 @@ func TestKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("re-executes the test binary")
 	}
+	t.Parallel()
 	const rows = 20000
 	w, ckpt, results := newRun(t, rows, "row\n")
 	must(t, w.Close())
@@ -160,6 +161,7 @@ func TestKill9(t *testing.T) {
 }
 
 func TestDiskFullCreate(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ckpt := filepath.Join(dir, "c")
 	// The seam hands out a real temp file opened read-only: writes fail.
@@ -207,6 +209,7 @@ func (f failingFile) Write(p []byte) (int, error) {
 }
 
 func TestDiskFullWriter(t *testing.T) {
+	t.Parallel()
 	for _, which := range []string{"results", "journal"} {
 		t.Run(which, func(t *testing.T) {
 			armed := new(bool)

@@ -45,6 +45,7 @@ func (f recordingFile) Sync() error {
 // was synced and then its R record was synced, and never when the result line could not be
 // written. The cache relies on it: an answer is stored only once its result is durable.
 func TestResultThenAfterDurable(t *testing.T) {
+	t.Parallel()
 	var mu sync.Mutex
 	var events []string
 	fail := new(bool)
@@ -177,6 +178,7 @@ func (tr *syncTracker) durable(end map[int]int64, row int) (bool, string) {
 // may leave), and past an S record before the row counts as submitted (SubmittedThen's callback).
 // Deleting either fsync in the writer fails it.
 func TestFsyncOrder(t *testing.T) {
+	t.Parallel()
 	const preamble = "id,answer\n"
 	tr := &syncTracker{t: t, resultsWritten: int64(len(preamble)), resultsSynced: int64(len(preamble)),
 		intentEnd: map[int]int64{}, submittedEnd: map[int]int64{}}
@@ -253,6 +255,7 @@ func (f blockingSync) Sync() error {
 // that commit's journal write, after the R record queued before it, instead of waiting for the
 // next commit: one journal fsync for both, and a shorter window for a kill -9 to leave it in doubt.
 func TestLateRecordsJoinCommit(t *testing.T) {
+	t.Parallel()
 	syncing, release := make(chan struct{}), make(chan struct{})
 	w, ckpt, _ := newRunWith(t, store.Hooks{WrapFile: func(f *os.File) store.File {
 		if strings.HasSuffix(f.Name(), ".ckpt") {
