@@ -33,6 +33,7 @@ func groups(t *testing.T, path string, opt batch.Options) map[int][]int {
 }
 
 func TestValidateDedupGroups(t *testing.T) {
+	t.Parallel()
 	sys := defaults
 	sys.System = "Be brief."
 	for _, tc := range []struct {
@@ -67,6 +68,7 @@ func TestValidateDedupGroups(t *testing.T) {
 }
 
 func TestValidateDedupScopesAndErrors(t *testing.T) {
+	t.Parallel()
 	path := writeInput(t, "in.jsonl", `{"prompt":"a"}`+"\n"+`{"prompt":"a"}`+"\n")
 	_, d1, err := batch.ValidateDedup(path, defaults, 10, "https://one")
 	if err != nil || d1.Count() != 1 {
@@ -93,6 +95,7 @@ func TestDuplicatesFingerprintCollision(t *testing.T) {
 }
 
 func TestRereader(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ file, content string }{
 		{"in.jsonl", "{\"id\":\"a\",\"prompt\":\"one\"}\n\n{\"id\":\"b\",\"prompt\":\"two\"}\n{\"id\":\"c\",\"prompt\":\"three\"}\n"},
 		{"in.csv", "id,prompt\na,one\nb,\"two\nlines\"\nc,three\n"},
@@ -140,6 +143,7 @@ func TestRereader(t *testing.T) {
 }
 
 func TestModelOf(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ body, want string }{
 		{`{"modelUri":"gpt://f/yandexgpt/latest","completionOptions":{}}`, "gpt://f/yandexgpt/latest"},
 		{`{"completionOptions":{},"modelUri":"gpt://f/m"}`, "gpt://f/m"},
@@ -154,6 +158,7 @@ func TestModelOf(t *testing.T) {
 }
 
 func TestScanDedup(t *testing.T) {
+	t.Parallel()
 	// The same groups as ValidateDedup, and no id check: the caller knows the file was validated.
 	path := writeInput(t, "in.jsonl", `{"id":"a","prompt":"x"}`+"\n"+`{"id":"a","prompt":"y"}`+"\n"+`{"id":"c","prompt":"x"}`+"\n")
 	if _, _, err := batch.ValidateDedup(path, defaults, 10, "s"); err == nil {

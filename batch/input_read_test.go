@@ -59,6 +59,7 @@ func formatRows(rows []batch.Row) []byte {
 }
 
 func TestGolden(t *testing.T) {
+	t.Parallel()
 	for _, tc := range goldenCases() {
 		t.Run(tc.file, func(t *testing.T) {
 			path := filepath.Join("testdata", tc.file)
@@ -106,6 +107,7 @@ func TestGolden(t *testing.T) {
 }
 
 func TestValidateSummary(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		file, content, format string
 		chars                 int64
@@ -144,6 +146,7 @@ func TestValidateSummary(t *testing.T) {
 }
 
 func TestEstimateTokens(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct{ chars, want int64 }{{-1, 0}, {0, 0}, {1, 1}, {4, 1}, {5, 2}, {400, 100}} {
 		if got := batch.EstimateTokens(tt.chars); got != tt.want {
 			t.Errorf("EstimateTokens(%d) = %d, want %d", tt.chars, got, tt.want)
@@ -152,6 +155,7 @@ func TestEstimateTokens(t *testing.T) {
 }
 
 func TestLongLines(t *testing.T) {
+	t.Parallel()
 	long := strings.Repeat("я", 1<<19) // 1 MiB of UTF-8
 	tests := []struct {
 		name, file, content string
@@ -191,6 +195,7 @@ func TestLongLines(t *testing.T) {
 }
 
 func TestJSONLLineEndings(t *testing.T) {
+	t.Parallel()
 	tests := []struct{ name, content string }{
 		{"LF", "{\"prompt\": \"a\"}\n{\"prompt\": \"b\"}\n"},
 		{"CRLF", "{\"prompt\": \"a\"}\r\n{\"prompt\": \"b\"}\r\n"},
@@ -243,6 +248,7 @@ func TestJSONLLineEndings(t *testing.T) {
 }
 
 func TestCSVOffsets(t *testing.T) {
+	t.Parallel()
 	// Blank lines (skipped by encoding/csv) and multi-line fields must not
 	// shift offsets or line numbers.
 	content := "\xef\xbb\xbfid,prompt\r\n\r\na,\"one\r\ntwo\"\r\n\n\r\nb,three\nc,\"four\"\n"
@@ -276,6 +282,7 @@ func TestCSVOffsets(t *testing.T) {
 }
 
 func TestNextReportsRowErrors(t *testing.T) {
+	t.Parallel()
 	path := writeInput(t, "in.jsonl", "{\"id\": \"a\", \"prompt\": \"x\"}\n{\"id\": \"b\", \"prompt\": \"\"}\n{\"id\": \"c\", \"prompt\": \"z\"}\n")
 	r, err := batch.Open(path, defaults)
 	if err != nil {
@@ -306,6 +313,7 @@ func TestNextReportsRowErrors(t *testing.T) {
 }
 
 func TestOpenHeaderError(t *testing.T) {
+	t.Parallel()
 	path := writeInput(t, "in.csv", "id,text\n1,a\n")
 	_, err := batch.Open(path, defaults)
 	var verr *batch.ValidationError
@@ -318,6 +326,7 @@ func TestOpenHeaderError(t *testing.T) {
 }
 
 func TestReadRowBadPosition(t *testing.T) {
+	t.Parallel()
 	path := writeInput(t, "in.jsonl", "{\"prompt\": \"a\"}\n")
 	for _, off := range []int64{-1, 16, 1000} {
 		if row, err := batch.ReadRow(path, defaults, off, 0, 1); err == nil {

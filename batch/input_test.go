@@ -61,6 +61,7 @@ func readAll(t *testing.T, path string, opt batch.Options) []batch.Row {
 }
 
 func TestValidateJSONLErrors(t *testing.T) {
+	t.Parallel()
 	const known = `(known fields: id, prompt, system, messages, modelUri, completionOptions, jsonSchema, jsonObject)`
 	noFolder := batch.Options{Model: "gpt://b1gfolder/yandexgpt-lite/latest"}
 	tests := []struct {
@@ -204,6 +205,7 @@ func TestValidateJSONLErrors(t *testing.T) {
 }
 
 func TestValidateCSVErrors(t *testing.T) {
+	t.Parallel()
 	tmpl := func(s string) *batch.Options {
 		o := defaults
 		o.Template = s
@@ -277,6 +279,7 @@ func TestValidateCSVErrors(t *testing.T) {
 }
 
 func TestValidateMaxErrors(t *testing.T) {
+	t.Parallel()
 	path := writeInput(t, "in.jsonl", strings.Repeat("{\"prompt\": \"\"}\n", 5))
 	_, err := batch.Validate(path, defaults, 2)
 	var verr *batch.ValidationError
@@ -296,6 +299,7 @@ func TestValidateMaxErrors(t *testing.T) {
 }
 
 func TestOptionErrors(t *testing.T) {
+	t.Parallel()
 	temp := 1.5
 	var zero int64
 	tests := []struct {
@@ -350,6 +354,7 @@ func TestOptionErrors(t *testing.T) {
 }
 
 func TestValidateIOError(t *testing.T) {
+	t.Parallel()
 	_, err := batch.Validate(filepath.Join(t.TempDir(), "missing.jsonl"), defaults, 0)
 	var verr *batch.ValidationError
 	if !errors.Is(err, os.ErrNotExist) || errors.As(err, &verr) {

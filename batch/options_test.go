@@ -11,6 +11,7 @@ import (
 // Options keep their meaning on disk: written in snake_case, read in snake_case and in the Go
 // field names of checkpoints written before the json tags.
 func TestOptionsJSON(t *testing.T) {
+	t.Parallel()
 	temp, maxTok := 0.3, int64(50)
 	full := batch.Options{Format: "csv", Folder: "b1g", Model: "yandexgpt", System: "Be brief.", Temperature: &temp,
 		MaxTokens: &maxTok, ReasoningMode: "DISABLED", JSONSchema: json.RawMessage(`{"type":"object"}`), JSONObject: false,

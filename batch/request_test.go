@@ -7,6 +7,7 @@ import (
 )
 
 func TestModelURI(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		folder, model string
 		want          string // "" = error
@@ -48,6 +49,7 @@ func TestModelURI(t *testing.T) {
 }
 
 func TestInputErrorFormat(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		err  batch.InputError
 		want string

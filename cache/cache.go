@@ -396,9 +396,6 @@ func (c *Cache) wrap(op string, err error) error {
 	return fmt.Errorf("%s cache %s: %w", op, c.path, err)
 }
 
-// Path returns the path the cache was opened with.
-func (c *Cache) Path() string { return c.path }
-
 // lookupStmt returns the statement that looks up n keys, n a power of two
 // up to maxBatch, preparing it on first use.
 func (c *Cache) lookupStmt(n int) (*sql.Stmt, error) {

@@ -73,6 +73,7 @@ func newCache(t testing.TB) *cache.Cache {
 }
 
 func TestRoundTrip(t *testing.T) {
+	t.Parallel()
 	c := newCache(t)
 	tests := []cache.Entry{
 		entry(1, t0),
@@ -100,6 +101,7 @@ func TestRoundTrip(t *testing.T) {
 }
 
 func TestCachedAt(t *testing.T) {
+	t.Parallel()
 	c := newCache(t)
 	local := time.Date(2026, 11, 1, 15, 0, 0, 123_456_789, time.FixedZone("MSK", 3*3600))
 	before := time.Now().Truncate(time.Millisecond)
@@ -118,6 +120,7 @@ func TestCachedAt(t *testing.T) {
 }
 
 func TestPutReplaces(t *testing.T) {
+	t.Parallel()
 	c := newCache(t)
 	old, repl := entry(1, t0), entry(2, t0.Add(time.Minute))
 	repl.Key = old.Key
@@ -142,6 +145,7 @@ func TestPutReplaces(t *testing.T) {
 }
 
 func TestGetMany(t *testing.T) {
+	t.Parallel()
 	c := newCache(t)
 	stored := func(i int) bool { return i%3 != 0 && i < 1000 }
 	var batch []cache.Entry
@@ -205,6 +209,7 @@ func TestGetMany(t *testing.T) {
 }
 
 func TestNotBefore(t *testing.T) {
+	t.Parallel()
 	c := newCache(t)
 	must(t, c.Put(ctx, []cache.Entry{entry(1, t0), entry(2, t0.Add(time.Hour))}))
 	tests := []struct {
@@ -234,6 +239,7 @@ func TestNotBefore(t *testing.T) {
 }
 
 func TestPrune(t *testing.T) {
+	t.Parallel()
 	c := newCache(t)
 	var batch []cache.Entry
 	for i := range 10 {
@@ -271,6 +277,7 @@ func TestPrune(t *testing.T) {
 }
 
 func TestPruneShrinksFile(t *testing.T) {
+	t.Parallel()
 	c := newCache(t)
 	for b := range 10 {
 		var batch []cache.Entry
@@ -300,6 +307,7 @@ func TestPruneShrinksFile(t *testing.T) {
 }
 
 func TestStats(t *testing.T) {
+	t.Parallel()
 	c := newCache(t)
 	st, err := c.Stats(ctx)
 	must(t, err)
@@ -342,6 +350,7 @@ func TestStats(t *testing.T) {
 }
 
 func TestExport(t *testing.T) {
+	t.Parallel()
 	c := newCache(t)
 	var batch []cache.Entry
 	for i := range 1000 {
@@ -421,6 +430,7 @@ func TestExport(t *testing.T) {
 }
 
 func TestFileModes(t *testing.T) {
+	t.Parallel()
 	root := t.TempDir()
 	must(t, os.Chmod(root, 0o755))
 	path := filepath.Join(root, "a", "b", "cache.db")
@@ -458,6 +468,7 @@ func TestFileModes(t *testing.T) {
 }
 
 func TestSpecialPath(t *testing.T) {
+	t.Parallel()
 	root := t.TempDir()
 	path := filepath.Join(root, "my cache ?#%&=+;'", "c?a#c%20he.db")
 	c, err := cache.Open(path, cache.Options{})
@@ -515,6 +526,7 @@ func damaged(t *testing.T) map[string][]byte {
 }
 
 func TestDamagedFile(t *testing.T) {
+	t.Parallel()
 	for name, data := range damaged(t) {
 		for _, ro := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/readonly=%v", name, ro), func(t *testing.T) {
@@ -554,6 +566,7 @@ func rawExec(t *testing.T, path string, stmts ...string) {
 }
 
 func TestSchemaVersion(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		stmts  []string
@@ -585,6 +598,7 @@ func TestSchemaVersion(t *testing.T) {
 }
 
 func TestNotACache(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "other.db")
 	rawExec(t, path, `CREATE TABLE notes(text TEXT)`)
 	for _, ro := range []bool{false, true} {
@@ -604,6 +618,7 @@ func TestNotACache(t *testing.T) {
 }
 
 func TestReadOnly(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	for _, path := range []string{filepath.Join(dir, "cache.db"), filepath.Join(dir, "sub", "cache.db")} {
 		_, err := cache.Open(path, cache.Options{ReadOnly: true})
@@ -645,6 +660,7 @@ func TestReadOnly(t *testing.T) {
 }
 
 func TestUnwritable(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	file := filepath.Join(dir, "file")
 	must(t, os.WriteFile(file, []byte("x"), 0o600))
@@ -688,6 +704,7 @@ func TestUnwritable(t *testing.T) {
 }
 
 func TestCanceled(t *testing.T) {
+	t.Parallel()
 	c := newCache(t)
 	must(t, c.Put(ctx, []cache.Entry{entry(1, t0)}))
 	canceled, cancel := context.WithCancel(ctx)
@@ -710,6 +727,7 @@ func TestCanceled(t *testing.T) {
 }
 
 func TestClosed(t *testing.T) {
+	t.Parallel()
 	c := newCache(t)
 	must(t, c.Put(ctx, []cache.Entry{entry(1, t0)}))
 	must(t, c.Close())
@@ -844,6 +862,7 @@ func TestTwoProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts two processes")
 	}
+	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "new", "cache.db")
 	start := filepath.Join(dir, "start")
@@ -878,6 +897,7 @@ func TestTwoProcesses(t *testing.T) {
 // TestConcurrentCreate opens one new file from several goroutines at once:
 // switching a new file to WAL mode does not wait for busy_timeout, Open retries.
 func TestConcurrentCreate(t *testing.T) {
+	t.Parallel()
 	for range 20 {
 		path := filepath.Join(t.TempDir(), "new", "cache.db")
 		var g errgroup.Group
@@ -897,6 +917,7 @@ func TestConcurrentCreate(t *testing.T) {
 // TestTwoHandles does what TestTwoProcesses does with two Caches in one
 // process, for the race detector, and several goroutines per Cache.
 func TestTwoHandles(t *testing.T) {
+	t.Parallel()
 	const n = 1000
 	path := filepath.Join(t.TempDir(), "new", "cache.db")
 	var g errgroup.Group

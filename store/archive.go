@@ -43,7 +43,7 @@ func Archive(path, newPath, newResults string) (err error) {
 		return fmt.Errorf("archive results file: %w", err)
 	}
 	st.Header.Results = newResults
-	if err := writeFileAtomic(newPath, func(out io.Writer) error { return writeSnapshot(out, st, nil) }); err != nil {
+	if err := writeFileAtomic(nil, newPath, func(out io.Writer) error { return writeSnapshot(out, st, nil) }); err != nil {
 		return fmt.Errorf("archive checkpoint %s: %w", path, err)
 	}
 	if err := os.Remove(path); err != nil {

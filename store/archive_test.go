@@ -13,6 +13,7 @@ import (
 // file and keeps every row and open row's name; the old names are free; a held lock refuses;
 // LoadNames returns the names of resolved rows too.
 func TestArchive(t *testing.T) {
+	t.Parallel()
 	w, ckpt, results := newRun(t, 3, "id,answer\n")
 	must(t, w.Name(0, named("first")))
 	must(t, w.Intent(0, 1))

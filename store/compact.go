@@ -10,6 +10,21 @@ import (
 	"slices"
 )
 
+// Compact rewrites the journal as a snapshot of the current state (a header
+// and a few records per row: its name if it is not resolved, its phase, its
+// doubts) through a temp file and a rename. The results file is untouched.
+//
+// No command calls it today: a run's journal is replaced only by Finalize,
+// and Open (completing an interrupted Finalize) and Archive write the same
+// snapshot, with writeSnapshot, from a State they loaded. It is kept because
+// it is the one way to snapshot a journal that a Writer is still appending
+// to, which compacting the journal during a long run will need, and because
+// the tests pin the snapshot and its replay through it, in the middle of a
+// run.
+func (w *Writer) Compact() error {
+	return w.wait(request{kind: kindCompact})
+}
+
 // compact runs in the writer goroutine, after everything queued before the
 // request is durable. It reloads the journal rather than keeping a second
 // copy of the state in memory for a rarely used operation.
@@ -21,7 +36,7 @@ func (w *Writer) compact() error {
 	if err != nil {
 		return fmt.Errorf("compact checkpoint %s: %w", w.path, err)
 	}
-	err = writeFileAtomic(w.path, func(out io.Writer) error { return writeSnapshot(out, st, nil) })
+	err = writeFileAtomic(&w.hooks, w.path, func(out io.Writer) error { return writeSnapshot(out, st, nil) })
 	if err != nil {
 		// The old journal is intact and still open: nothing is lost.
 		return fmt.Errorf("compact checkpoint %s: %w", w.path, err)
@@ -50,7 +65,7 @@ func (w *Writer) reopenJournal() error {
 		return w.fail(fmt.Errorf("checkpoint %s: reopen after rename: %w", w.path, err))
 	}
 	w.journal.Close()
-	w.journal = wrapFile(j)
+	w.journal = w.hooks.wrap(j)
 	return nil
 }
 

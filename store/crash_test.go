@@ -66,6 +66,7 @@ func TestKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("re-executes the test binary")
 	}
+	t.Parallel()
 	const rows = 20000
 	w, ckpt, results := newRun(t, rows, "row\n")
 	must(t, w.Close())
@@ -160,19 +161,19 @@ func TestKill9(t *testing.T) {
 }
 
 func TestDiskFullCreate(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ckpt := filepath.Join(dir, "c")
 	// The seam hands out a real temp file opened read-only: writes fail.
-	restore := store.SetCreateTemp(func(dir, pattern string) (*os.File, error) {
+	readOnly := store.Hooks{CreateTemp: func(dir, pattern string) (*os.File, error) {
 		f, err := os.CreateTemp(dir, pattern)
 		if err != nil {
 			return nil, err
 		}
 		f.Close()
 		return os.Open(f.Name())
-	})
-	_, err := store.Create(ckpt, header(1, filepath.Join(dir, "r")), nil, false)
-	restore()
+	}}
+	_, err := store.CreateWith(readOnly, ckpt, header(1, filepath.Join(dir, "r")), nil, false)
 	if err == nil || !strings.Contains(err.Error(), ckpt) {
 		t.Errorf("Create with a failing temp file: %v", err)
 	}
@@ -208,17 +209,16 @@ func (f failingFile) Write(p []byte) (int, error) {
 }
 
 func TestDiskFullWriter(t *testing.T) {
+	t.Parallel()
 	for _, which := range []string{"results", "journal"} {
 		t.Run(which, func(t *testing.T) {
 			armed := new(bool)
-			restore := store.SetWrapFile(func(f *os.File) store.File {
+			w, ckpt, _ := newRunWith(t, store.Hooks{WrapFile: func(f *os.File) store.File {
 				if strings.HasSuffix(f.Name(), ".ckpt") == (which == "journal") {
 					return failingFile{f, armed}
 				}
 				return f
-			})
-			w, ckpt, _ := newRun(t, 4, "p\n")
-			restore()
+			}}, 4, "p\n")
 			must(t, w.Intent(0, 1))
 			must(t, w.Submitted(0, 1, "op0", t0))
 			must(t, w.Flush())

@@ -1,6 +1,35 @@
 // Package store keeps batchgpt's crash-safe state: the checkpoint journal and
 // the results file.
 //
+// It owns both files on disk: their formats, every write and fsync to them,
+// the lock that keeps a second process out, and their repair after a crash.
+// File by file:
+//
+//	load.go      Header, State and Load: replaying a journal, torn tails
+//	record.go    one journal line: its checksum, encoding and parsing
+//	names.go     LoadNames, the N records of a whole run
+//	writer.go    Writer: the calls that queue or journal records, Close
+//	create.go    Create: a new checkpoint and results file
+//	open.go      Open: lock, load, truncate a torn tail, remove temp files,
+//	             settle an interrupted Finalize
+//	repair.go    cut the results file back to the end the journal vouches
+//	             for; rows whose lines are gone move back
+//	commit.go    the writer goroutine: group commit, fsync order, sticky
+//	             errors
+//	compact.go   snapshots of the journal (Compact, and the one Finalize,
+//	             Open and Archive write)
+//	finalize.go  Finalize: one line per row, the F record
+//	archive.go   Archive: a finished run moved aside
+//	fsutil.go    atomic files, temp files, directory fsync, the lock, the
+//	             hooks tests use to inject failures
+//
+// It imports no other package of this module: not the internal packages (the
+// API client, auth, the job), nor batch, poller or cache. Rows reach it as
+// row numbers, names ([Named]), operation ids and finished result lines; what
+// a row is, how it is sent and how its line is formatted belong to its
+// callers, so that the journal's format and its durability rules depend on
+// nothing else.
+//
 // The checkpoint is an append-only journal, one record per line:
 //
 //	<payload> <crc32c of payload as 8 lowercase hex digits>\n

@@ -10,6 +10,7 @@ import (
 // flight, or an operation given up on), so a crash right after it leaves the row new: the next
 // process sends it again without counting the same try a second time. Compaction keeps that.
 func TestDoubtClosesTry(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name  string
 		steps func(w *store.Writer) error

@@ -45,17 +45,16 @@ func (f recordingFile) Sync() error {
 // was synced and then its R record was synced, and never when the result line could not be
 // written. The cache relies on it: an answer is stored only once its result is durable.
 func TestResultThenAfterDurable(t *testing.T) {
+	t.Parallel()
 	var mu sync.Mutex
 	var events []string
 	fail := new(bool)
-	restore := store.SetWrapFile(func(f *os.File) store.File {
+	w, _, _ := newRunWith(t, store.Hooks{WrapFile: func(f *os.File) store.File {
 		if strings.HasSuffix(f.Name(), ".ckpt") {
 			return recordingFile{f, "journal", &mu, &events, nil}
 		}
 		return recordingFile{f, "results", &mu, &events, fail}
-	})
-	w, _, _ := newRun(t, 3, "")
-	restore()
+	}}, 3, "")
 	defer w.Close()
 	logCallback := func(row string) func() {
 		return func() {
@@ -179,18 +178,17 @@ func (tr *syncTracker) durable(end map[int]int64, row int) (bool, string) {
 // may leave), and past an S record before the row counts as submitted (SubmittedThen's callback).
 // Deleting either fsync in the writer fails it.
 func TestFsyncOrder(t *testing.T) {
+	t.Parallel()
 	const preamble = "id,answer\n"
 	tr := &syncTracker{t: t, resultsWritten: int64(len(preamble)), resultsSynced: int64(len(preamble)),
 		intentEnd: map[int]int64{}, submittedEnd: map[int]int64{}}
-	restore := store.SetWrapFile(func(f *os.File) store.File {
+	const workers, perWorker = 16, 40
+	w, _, _ := newRunWith(t, store.Hooks{WrapFile: func(f *os.File) store.File {
 		if strings.HasSuffix(f.Name(), ".ckpt") {
 			return trackedFile{f, tr, true}
 		}
 		return trackedFile{f, tr, false}
-	})
-	const workers, perWorker = 16, 40
-	w, _, _ := newRun(t, workers*perWorker, preamble)
-	restore()
+	}}, workers*perWorker, preamble)
 	// Everything the journal held before the writer opened it (the header) is durable.
 	tr.journalWritten, tr.journalSynced = 0, 0
 	var wg sync.WaitGroup
@@ -257,15 +255,14 @@ func (f blockingSync) Sync() error {
 // that commit's journal write, after the R record queued before it, instead of waiting for the
 // next commit: one journal fsync for both, and a shorter window for a kill -9 to leave it in doubt.
 func TestLateRecordsJoinCommit(t *testing.T) {
+	t.Parallel()
 	syncing, release := make(chan struct{}), make(chan struct{})
-	restore := store.SetWrapFile(func(f *os.File) store.File {
+	w, ckpt, _ := newRunWith(t, store.Hooks{WrapFile: func(f *os.File) store.File {
 		if strings.HasSuffix(f.Name(), ".ckpt") {
 			return f
 		}
 		return blockingSync{f, syncing, release, new(sync.Once)}
-	})
-	w, ckpt, _ := newRun(t, 3, "")
-	restore()
+	}}, 3, "")
 	must(t, w.Result(0, false, []byte("r0\n")))
 	<-syncing // the commit of row 0's result is under way
 	submitted := make(chan int64, 1)

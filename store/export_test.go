@@ -2,29 +2,62 @@ package store
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
+	"time"
 )
 
 // Hooks for the black-box tests in package store_test.
 
 type File = file
 
+// Shortcuts for the tests: the program always passes a callback.
+
+// Submitted is SubmittedThen without a callback.
+func (w *Writer) Submitted(row, attempt int, opID string, at time.Time) error {
+	return w.SubmittedThen(row, attempt, opID, at, nil)
+}
+
+// Result is ResultThen without a callback.
+func (w *Writer) Result(row int, failed bool, line []byte) error {
+	return w.ResultThen(row, failed, line, nil)
+}
+
+// Stats returns how many group commits (journal fsyncs) and journal records
+// the Writer has made.
+func (w *Writer) Stats() (commits, records int64) {
+	return w.commits.Load(), w.recordCount.Load()
+}
+
+// String names a phase in test failures.
+func (p Phase) String() string {
+	switch p {
+	case PhaseNew:
+		return "new"
+	case PhaseInFlight:
+		return "in-flight"
+	case PhaseSubmitted:
+		return "submitted"
+	case PhaseResolved:
+		return "resolved"
+	}
+	return fmt.Sprintf("Phase(%d)", uint8(p))
+}
+
 // LoadReader loads a checkpoint from r, as Load does from a file.
 func LoadReader(r io.Reader) (*State, error) { return load(r) }
 
-// SetCreateTemp replaces the temp-file seam until restore is called.
-func SetCreateTemp(f func(dir, pattern string) (*os.File, error)) (restore func()) {
-	old := createTemp
-	createTemp = f
-	return func() { createTemp = old }
+// Hooks are the seams of one Create and of the Writer it returns: CreateTemp
+// makes its temp files, WrapFile wraps the Writer's journal and results file.
+type Hooks struct {
+	CreateTemp func(dir, pattern string) (*os.File, error)
+	WrapFile   func(*os.File) File
 }
 
-// SetWrapFile replaces the writer's file seam until restore is called.
-func SetWrapFile(f func(*os.File) File) (restore func()) {
-	old := wrapFile
-	wrapFile = f
-	return func() { wrapFile = old }
+// CreateWith is Create with hooks.
+func CreateWith(hk Hooks, path string, h Header, preamble []byte, force bool) (*Writer, error) {
+	return create(path, h, preamble, force, &hooks{createTemp: hk.CreateTemp, wrapFile: hk.WrapFile})
 }
 
 // Record frames payload as a journal line: payload, checksum, newline.
@@ -42,7 +75,8 @@ func HeaderRecord(h Header, preamble []byte) []byte {
 }
 
 // SetMaxRecord changes the longest journal line accepted until restore is
-// called.
+// called. It is the one seam that belongs to the package (the loader has no
+// Writer): a test that sets it must not run in parallel.
 func SetMaxRecord(n int) (restore func()) {
 	old := maxRecord
 	maxRecord = n
@@ -58,12 +92,13 @@ const (
 	StepJournalRename = stepJournalRename
 )
 
-// SetFinalizeHook makes Finalize call f after each step until restore is
+// SetFinalizeHook makes w's Finalize call f after each step until restore is
 // called; an error from f stops Finalize there as if the process had died.
-func SetFinalizeHook(f func(step int) error) (restore func()) {
-	old := finalizeHook
-	finalizeHook = f
-	return func() { finalizeHook = old }
+// Neither may be called while a Finalize is under way.
+func (w *Writer) SetFinalizeHook(f func(step int) error) (restore func()) {
+	old := w.hooks.afterStep
+	w.hooks.afterStep = f
+	return func() { w.hooks.afterStep = old }
 }
 
 // Span returns where row's result line lies in the results file, as st
@@ -72,10 +107,8 @@ func Span(st *State, row int) (start, end int64) {
 	return st.ends[row] - int64(st.lens[row]), st.ends[row]
 }
 
-// SetCopySizes changes the batch and gap sizes of Finalize's copy until
-// restore is called.
-func SetCopySizes(batch, gap int64) (restore func()) {
-	oldBatch, oldGap := copyBatch, copyGap
-	copyBatch, copyGap = batch, gap
-	return func() { copyBatch, copyGap = oldBatch, oldGap }
+// SetCopySizes changes the batch and gap sizes of w's Finalize copy. It may
+// not be called while a Finalize is under way.
+func (w *Writer) SetCopySizes(batch, gap int64) {
+	w.hooks.copy = copySizes{batch: batch, gap: gap}
 }

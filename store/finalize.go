@@ -18,7 +18,7 @@ var ErrUnresolved = errors.New("not every row is resolved")
 
 var errShort = errors.New("the results file is shorter than the checkpoint says")
 
-// Steps of Finalize after which finalizeHook is called.
+// Steps of Finalize after which hooks.afterStep is called.
 const (
 	stepResultsTemp   = iota + 1 // new results file written to a temp file
 	stepJournalTemp              // new journal snapshot written to a temp file
@@ -26,10 +26,6 @@ const (
 	stepResultsRename            // new results file renamed into place
 	stepJournalRename            // new journal renamed into place
 )
-
-// finalizeHook is a seam for crash tests: when it returns an error, Finalize
-// stops right there, as if the process had died, and the Writer is dead.
-var finalizeHook func(step int) error
 
 // Finalize rewrites the results file so that it holds the preamble and then
 // exactly one line per row, the row's latest: lines superseded by a retry are
@@ -95,8 +91,8 @@ func (w *Writer) finalize(inputOrder bool) error {
 	}
 	defer src.Close()
 	sum := crc32.New(castagnoli)
-	resTmp, err := writeTemp(name, fi.Mode().Perm(), func(out io.Writer) error {
-		return st.copyLines(io.MultiWriter(out, sum), src, order, size)
+	resTmp, err := writeTemp(&w.hooks, name, fi.Mode().Perm(), func(out io.Writer) error {
+		return st.copyLines(io.MultiWriter(out, sum), src, order, size, w.hooks.copySize())
 	})
 	if err != nil {
 		return fmt.Errorf("finalize: results file %s: %w", name, err)
@@ -113,7 +109,7 @@ func (w *Writer) finalize(inputOrder bool) error {
 
 	// (b) The journal snapshot that describes it.
 	st.relayout(order, size)
-	jTmp, err := writeTemp(w.path, 0o600, func(out io.Writer) error { return writeSnapshot(out, st, order) })
+	jTmp, err := writeTemp(&w.hooks, w.path, 0o600, func(out io.Writer) error { return writeSnapshot(out, st, order) })
 	if err != nil {
 		return fmt.Errorf("finalize: checkpoint %s: %w", w.path, err)
 	}
@@ -166,7 +162,7 @@ func (w *Writer) finalize(inputOrder bool) error {
 		return w.die(err)
 	}
 	w.results.Close()
-	w.results = wrapFile(res)
+	w.results = w.hooks.wrap(res)
 	w.resultsEnd = size
 	for i := range w.resolved {
 		w.resolved[i] = ^uint64(0)
@@ -176,13 +172,14 @@ func (w *Writer) finalize(inputOrder bool) error {
 	return nil
 }
 
-// hook calls finalizeHook; an error from it simulates a crash at step:
-// temp files stay and the Writer writes nothing more.
+// hook calls hooks.afterStep, a seam for crash tests: an error from it
+// simulates a crash at step: Finalize stops right there, temp files stay and
+// the Writer writes nothing more.
 func (w *Writer) hook(step int, removeTmp *[]string) error {
-	if finalizeHook == nil {
+	if w.hooks.afterStep == nil {
 		return nil
 	}
-	if err := finalizeHook(step); err != nil {
+	if err := w.hooks.afterStep(step); err != nil {
 		*removeTmp = nil
 		return w.die(err)
 	}
@@ -261,14 +258,13 @@ func (s *State) relayout(order []int32, size int64) {
 	s.ResultsEnd, s.cursor = size, size
 }
 
-// Sizes for copyLines: how much output it assembles at a time, and the
-// largest gap between two lines that it reads through rather than making
-// another read (a syscall costs about as much as copying a few KiB).
-// Variables for tests.
-var (
-	copyBatch int64 = 8 << 20
-	copyGap   int64 = 4 << 10
-)
+// copySizes are the sizes copyLines works with: how much output it assembles
+// at a time (batch), and the largest gap between two lines that it reads
+// through rather than making another read.
+type copySizes struct{ batch, gap int64 }
+
+// defaultCopySizes: a syscall costs about as much as copying a few KiB.
+var defaultCopySizes = copySizes{batch: 8 << 20, gap: 4 << 10}
 
 // lineSpan is where a line is in the old results file and where it goes in
 // the batch being assembled.
@@ -284,7 +280,8 @@ type lineSpan struct {
 // streams the old file in large reads, and in input order, for lines that
 // came back roughly in order, it needs few reads as well. It checks that
 // every line ends in a newline where the checkpoint says.
-func (s *State) copyLines(out io.Writer, src io.ReaderAt, order []int32, size int64) error {
+func (s *State) copyLines(out io.Writer, src io.ReaderAt, order []int32, size int64, cs copySizes) error {
+	copyBatch, copyGap := cs.batch, cs.gap
 	written := int64(0)
 	write := func(b []byte) error {
 		_, err := out.Write(b)
@@ -322,7 +319,7 @@ func (s *State) copyLines(out io.Writer, src io.ReaderAt, order []int32, size in
 			n++
 		}
 		if total > copyBatch { // one long line: stream it
-			if err := s.copyLong(write, readAt, order[k]); err != nil {
+			if err := s.copyLong(write, readAt, order[k], copyBatch); err != nil {
 				return err
 			}
 			k = n
@@ -382,7 +379,7 @@ func (s *State) copyLines(out io.Writer, src io.ReaderAt, order []int32, size in
 var errNoLineEnd = errors.New("the results file has no line end where the checkpoint says (damaged results file)")
 
 // copyLong copies row's line, longer than a batch, in pieces.
-func (s *State) copyLong(write func([]byte) error, readAt func([]byte, int64) error, row int32) error {
+func (s *State) copyLong(write func([]byte) error, readAt func([]byte, int64) error, row int32, copyBatch int64) error {
 	buf := make([]byte, copyBatch)
 	off, end := s.ends[row]-int64(s.lens[row]), s.ends[row]
 	for off < end {

@@ -12,6 +12,7 @@ import (
 )
 
 func TestDoubt(t *testing.T) {
+	t.Parallel()
 	w, ckpt, _ := newRun(t, 4, "p\n")
 	must(t, w.Intent(0, 1))
 	must(t, w.Doubt(0))
@@ -147,6 +148,7 @@ type finalizeCase struct {
 }
 
 func TestFinalize(t *testing.T) {
+	t.Parallel()
 	tests := []finalizeCase{
 		{"file order", "id,answer\n", retried, false, "3,ok\n1,ok\n0,\"retried\"\n2,second\n"},
 		{"input order", "id,answer\n", retried, true, "0,\"retried\"\n1,ok\n2,second\n3,ok\n"},
@@ -162,15 +164,15 @@ func TestFinalize(t *testing.T) {
 	for _, tt := range tests {
 		for _, size := range sizes {
 			t.Run(fmt.Sprintf("%s/batch=%d,gap=%d", tt.name, size.batch, size.gap), func(t *testing.T) {
-				defer store.SetCopySizes(size.batch, size.gap)()
-				testFinalize(t, tt)
+				testFinalize(t, tt, size.batch, size.gap)
 			})
 		}
 	}
 }
 
-func testFinalize(t *testing.T, tt finalizeCase) {
+func testFinalize(t *testing.T, tt finalizeCase, batch, gap int64) {
 	w, ckpt, results := newRun(t, 4, tt.preamble)
+	w.SetCopySizes(batch, gap)
 	latest := play(t, w, nil, tt.ops)
 	before := readFile(t, results)
 	superseded := len(before) > len(tt.preamble+tt.want)
@@ -198,6 +200,7 @@ func testFinalize(t *testing.T, tt finalizeCase) {
 	must(t, w.Close())
 	w2, st, err := store.Open(ckpt)
 	must(t, err)
+	w2.SetCopySizes(batch, gap)
 	if len(st.Problems) != 0 || !w2.NeedsFinalize() || st.SupersededBytes() == 0 {
 		t.Errorf("reopened: problems %q NeedsFinalize %v superseded %d", st.Problems, w2.NeedsFinalize(), st.SupersededBytes())
 	}
@@ -236,6 +239,7 @@ func noTemps(t *testing.T, dir string) {
 }
 
 func TestFinalizeUnresolved(t *testing.T) {
+	t.Parallel()
 	w, ckpt, results := newRun(t, 3, "h\n")
 	play(t, w, nil, []op{{'R', 0, "0\n"}, {'R', 2, "2\n"}, {'R', 1, "1\n"}, {'U', 0, ""}})
 	must(t, w.Intent(0, 1))
@@ -258,6 +262,7 @@ func TestFinalizeUnresolved(t *testing.T) {
 // TestFinalizeAfterRepair: the lines of rows fetched again after Open cut
 // the results file are found where they are.
 func TestFinalizeAfterRepair(t *testing.T) {
+	t.Parallel()
 	w, ckpt, results := newRun(t, 4, "h\n")
 	play(t, w, nil, []op{{'R', 0, "0\n"}, {'R', 1, "1\n"}, {'R', 2, "2\n"}, {'R', 3, "3,long line\n"}, {'U', 3, ""}})
 	must(t, w.Close())
@@ -285,6 +290,7 @@ func TestFinalizeAfterRepair(t *testing.T) {
 // TestCompactKeepsSpans: a snapshot keeps every line where it is, across
 // superseded lines, and where the next one goes.
 func TestCompactKeepsSpans(t *testing.T) {
+	t.Parallel()
 	w, ckpt, results := newRun(t, 4, "h\n")
 	// Superseded lines in the middle ("3") and at the end ("0").
 	latest := play(t, w, nil, []op{{'R', 3, "3\n"}, {'R', 1, "1\n"}, {'U', 3, ""}, {'R', 3, "3b\n"}, {'R', 0, "0\n"}, {'U', 0, ""}})
@@ -300,6 +306,7 @@ func TestCompactKeepsSpans(t *testing.T) {
 }
 
 func TestFinalizeCrash(t *testing.T) {
+	t.Parallel()
 	const pre = "id,answer\n"
 	final := map[bool]string{
 		false: pre + "3,ok\n1,ok\n0,\"retried\"\n2,second\n",
@@ -324,7 +331,7 @@ func TestFinalizeCrash(t *testing.T) {
 				w, ckpt, results := newRun(t, 4, pre)
 				latest := play(t, w, nil, retried)
 				old := readFile(t, results)
-				restore := store.SetFinalizeHook(func(step int) error {
+				restore := w.SetFinalizeHook(func(step int) error {
 					if step == s.step {
 						return crash
 					}
@@ -389,10 +396,11 @@ func TestFinalizeCrash(t *testing.T) {
 // TestFinalizeTornIntent: a crash while the F record was being written
 // leaves a torn tail; the old files stand.
 func TestFinalizeTornIntent(t *testing.T) {
+	t.Parallel()
 	w, ckpt, results := newRun(t, 4, "h\n")
 	latest := play(t, w, nil, retried)
 	oldJournal, oldResults := readFile(t, ckpt), readFile(t, results)
-	restore := store.SetFinalizeHook(func(step int) error {
+	restore := w.SetFinalizeHook(func(step int) error {
 		if step == store.StepIntent {
 			return errors.New("crash")
 		}
@@ -423,6 +431,7 @@ func TestFinalizeTornIntent(t *testing.T) {
 // TestFinalizeBigOrder: many rows in a scrambled file order, with retries,
 // in both orders.
 func TestFinalizeBigOrder(t *testing.T) {
+	t.Parallel()
 	const rows = 3000
 	w, ckpt, results := newRun(t, rows, "h\n")
 	latest := map[int]string{}
@@ -472,7 +481,7 @@ func TestGoldenSnapshot(t *testing.T) {
 		{"finalize-intent-v2.ckpt", func(t *testing.T, w *store.Writer) {
 			must(t, w.Result(1, false, []byte("1,ok\n")))
 			must(t, w.Result(0, false, []byte("0,again\n")))
-			defer store.SetFinalizeHook(func(step int) error {
+			defer w.SetFinalizeHook(func(step int) error {
 				if step == store.StepIntent {
 					return errors.New("crash")
 				}
@@ -513,6 +522,7 @@ func TestGoldenSnapshot(t *testing.T) {
 // TestFinalizeSymlink: the file a symlink points to is replaced, the link
 // stays.
 func TestFinalizeSymlink(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	target, link, ckpt := filepath.Join(dir, "real.csv"), filepath.Join(dir, "link.csv"), filepath.Join(dir, "c")
 	must(t, os.WriteFile(target, nil, 0o640))

@@ -11,12 +11,7 @@ import (
 	"github.com/gofrs/flock"
 )
 
-// createTemp is a seam: tests make it return a file that cannot be written,
-// to simulate a full disk.
-var createTemp = os.CreateTemp
-
-// file is what the writer needs of its two files. wrapFile is a seam that
-// lets tests inject write and fsync failures.
+// file is what the writer needs of its two files.
 type file interface {
 	io.Writer
 	Sync() error
@@ -24,13 +19,44 @@ type file interface {
 	Name() string
 }
 
-var wrapFile = func(f *os.File) file { return f }
+// hooks are the seams through which tests simulate a full disk, a failing
+// write or fsync, or a crash in the middle of Finalize, and make Finalize copy
+// in small pieces. They belong to one Writer (or one call), never to the
+// package, so tests that use them can run in parallel. A nil *hooks, or a
+// zero field, means the real thing.
+type hooks struct {
+	createTemp func(dir, pattern string) (*os.File, error) // temp files (os.CreateTemp)
+	wrapFile   func(*os.File) file                         // the Writer's journal and results file
+	afterStep  func(step int) error                        // after each step of Finalize
+	copy       copySizes                                   // Finalize's copy (defaultCopySizes)
+}
+
+func (h *hooks) tempFile(dir, pattern string) (*os.File, error) {
+	if h == nil || h.createTemp == nil {
+		return os.CreateTemp(dir, pattern)
+	}
+	return h.createTemp(dir, pattern)
+}
+
+func (h *hooks) wrap(f *os.File) file {
+	if h == nil || h.wrapFile == nil {
+		return f
+	}
+	return h.wrapFile(f)
+}
+
+func (h *hooks) copySize() copySizes {
+	if h == nil || h.copy == (copySizes{}) {
+		return defaultCopySizes
+	}
+	return h.copy
+}
 
 // writeFileAtomic replaces path with data: same-directory temp file, write,
 // fsync, rename, fsync the directory. A crash leaves the old file or the new
 // one, never a mix.
-func writeFileAtomic(path string, fill func(w io.Writer) error) error {
-	tmp, err := writeTemp(path, 0o600, fill)
+func writeFileAtomic(hk *hooks, path string, fill func(w io.Writer) error) error {
+	tmp, err := writeTemp(hk, path, 0o600, fill)
 	if err != nil {
 		return err
 	}
@@ -43,8 +69,8 @@ func writeFileAtomic(path string, fill func(w io.Writer) error) error {
 
 // writeTemp writes a durable (fsynced) temp file with permissions perm next
 // to path, to be renamed over it, and returns its name. removeTemps finds it.
-func writeTemp(path string, perm fs.FileMode, fill func(w io.Writer) error) (_ string, err error) {
-	f, err := createTemp(filepath.Dir(path), filepath.Base(path)+tempInfix+"*")
+func writeTemp(hk *hooks, path string, perm fs.FileMode, fill func(w io.Writer) error) (_ string, err error) {
+	f, err := hk.tempFile(filepath.Dir(path), filepath.Base(path)+tempInfix+"*")
 	if err != nil {
 		return "", err
 	}

@@ -75,20 +75,6 @@ const (
 	PhaseResolved        // result line durable
 )
 
-func (p Phase) String() string {
-	switch p {
-	case PhaseNew:
-		return "new"
-	case PhaseInFlight:
-		return "in-flight"
-	case PhaseSubmitted:
-		return "submitted"
-	case PhaseResolved:
-		return "resolved"
-	}
-	return fmt.Sprintf("Phase(%d)", uint8(p))
-}
-
 // Row is the journaled state of one input row.
 type Row struct {
 	Phase       Phase

@@ -40,6 +40,7 @@ func diffNamed(t *testing.T, got, want map[int]store.Named) {
 var keyHex = strings.Repeat("0123456789abcdef", 4)
 
 func TestNamed(t *testing.T) {
+	t.Parallel()
 	w, ckpt, results := newRun(t, 8, "id,answer\n")
 	n := func(row int) store.Named { return named(fmt.Sprintf("row %d", row)) }
 	names := map[int]store.Named{0: n(0), 1: named(oddID), 2: named("a b"), 3: n(3), 4: n(4)}
@@ -131,6 +132,7 @@ func TestNamed(t *testing.T) {
 // TestNamedRepair: rows whose result lines are gone go back to open with
 // their names, which the loader had dropped when they were resolved.
 func TestNamedRepair(t *testing.T) {
+	t.Parallel()
 	w, ckpt, results := newRun(t, 4, "h\n")
 	for row := range 3 {
 		must(t, w.Name(row, named(fmt.Sprint("row ", row))))
@@ -164,6 +166,7 @@ func TestNamedRepair(t *testing.T) {
 }
 
 func TestNameValidation(t *testing.T) {
+	t.Parallel()
 	w, ckpt, _ := newRun(t, 3, "")
 	good := named("ok")
 	with := func(f func(*store.Named)) store.Named {
@@ -203,6 +206,7 @@ func TestNameValidation(t *testing.T) {
 // TestNamedParse: N records that are not exactly right are skipped and
 // reported like any other damaged record in the middle of the journal.
 func TestNamedParse(t *testing.T) {
+	t.Parallel()
 	good := func(rest string) string { return "N 1 " + keyHex + " " + testModel + " " + rest }
 	tests := []struct {
 		name, payload string
@@ -278,6 +282,7 @@ func TestNamedParse(t *testing.T) {
 // TestNamedTorn: a torn N record at the end of the log is dropped cleanly,
 // at every byte; a damaged one in the middle is skipped and reported.
 func TestNamedTorn(t *testing.T) {
+	t.Parallel()
 	w, ckpt, _ := newRun(t, 3, "h\n")
 	must(t, w.Name(0, named("zero")))
 	must(t, w.Intent(0, 1))

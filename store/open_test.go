@@ -30,6 +30,7 @@ func resolvedRun(t *testing.T) (ckpt, results string) {
 }
 
 func TestResultsRepair(t *testing.T) {
+	t.Parallel()
 	const full = "id,answer\nline\nline\nline\nbad row\n"
 	sub := func(op string) store.Row {
 		return store.Row{Phase: store.PhaseSubmitted, Attempt: 1, OpID: op, SubmittedAt: t0.UnixMilli()}
@@ -96,6 +97,7 @@ func TestResultsRepair(t *testing.T) {
 func ptr(s string) *string { return &s }
 
 func TestLockAndExists(t *testing.T) {
+	t.Parallel()
 	w, ckpt, results := newRun(t, 2, "")
 	for _, f := range []func() error{
 		func() error { _, _, err := store.Open(ckpt); return err },
@@ -155,6 +157,7 @@ func TestLockAndExists(t *testing.T) {
 }
 
 func TestCreateValidation(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ckpt := filepath.Join(dir, "c")
 	bad := []store.Header{
@@ -177,6 +180,7 @@ func TestCreateValidation(t *testing.T) {
 }
 
 func TestWriterValidation(t *testing.T) {
+	t.Parallel()
 	w, _, _ := newRun(t, 3, "")
 	for name, err := range map[string]error{
 		"row -1":       w.Intent(-1, 1),
@@ -206,6 +210,7 @@ func TestWriterValidation(t *testing.T) {
 }
 
 func TestCompact(t *testing.T) {
+	t.Parallel()
 	w, ckpt, _ := newRun(t, 5, "p\n")
 	for round := 1; round <= 3; round++ {
 		for row := range 4 {

@@ -9,6 +9,7 @@ import (
 // TestJSONString: appendJSONString writes what json.Marshal does, and
 // parseJSONString reads it back.
 func TestJSONString(t *testing.T) {
+	t.Parallel()
 	for _, s := range []string{
 		"row 1", "a b", `say "hi"`, `back\slash`, "new\nline", "tab\t", "\x00\x01\x1f\x7f",
 		"<&>", "a<b", "a>b", "a&b", "a\x7fb", "Zoë — 東京", "\u2028\u2029", "emoji 🙂", strings.Repeat("x", 1000), "'single'", "/",

@@ -25,9 +25,15 @@ var t0 = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 // its paths.
 func newRun(t *testing.T, rows int, preamble string) (w *store.Writer, ckpt, results string) {
 	t.Helper()
+	return newRunWith(t, store.Hooks{}, rows, preamble)
+}
+
+// newRunWith is newRun with hooks.
+func newRunWith(t *testing.T, hk store.Hooks, rows int, preamble string) (w *store.Writer, ckpt, results string) {
+	t.Helper()
 	dir := t.TempDir()
 	ckpt, results = filepath.Join(dir, "run.ckpt"), filepath.Join(dir, "results.csv")
-	w, err := store.Create(ckpt, header(rows, results), []byte(preamble), false)
+	w, err := store.CreateWith(hk, ckpt, header(rows, results), []byte(preamble), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,6 +86,7 @@ func diffRows(t *testing.T, got, want []store.Row) {
 }
 
 func TestRoundTrip(t *testing.T) {
+	t.Parallel()
 	w, ckpt, results := newRun(t, 6, "id,answer\n")
 	at := time.UnixMilli(1700000000123)
 	must(t, w.Intent(0, 1))
@@ -195,6 +202,7 @@ var goldenRows = []store.Row{
 }
 
 func TestGroupCommit(t *testing.T) {
+	t.Parallel()
 	const workers, perWorker = 32, 40
 	w, _, _ := newRun(t, workers*perWorker, "")
 	var wg sync.WaitGroup
@@ -266,6 +274,7 @@ func lastRecordStart(data []byte) int {
 }
 
 func TestTornTail(t *testing.T) {
+	t.Parallel()
 	ckpt, results, data, res := buildJournal(t)
 	last := lastRecordStart(data)
 	must(t, os.WriteFile(ckpt, data[:last], 0o600))
@@ -325,6 +334,7 @@ func TestTornTail(t *testing.T) {
 }
 
 func TestCorruptMiddle(t *testing.T) {
+	t.Parallel()
 	ckpt, _, data, _ := buildJournal(t)
 	full := load(t, ckpt)
 	// The third record from the end: "S 3 1 op3 ..." precedes R 0 and R 2.
@@ -359,6 +369,7 @@ func TestCorruptMiddle(t *testing.T) {
 }
 
 func TestLoadErrors(t *testing.T) {
+	t.Parallel()
 	h := header(3, "/nonexistent/results")
 	h.Version = store.Version
 	v3 := h
@@ -402,6 +413,7 @@ func TestLoadErrors(t *testing.T) {
 }
 
 func TestSkippedRecords(t *testing.T) {
+	t.Parallel()
 	h := header(3, "/nonexistent/results")
 	h.Version = store.Version
 	var b bytes.Buffer
@@ -461,6 +473,7 @@ func TestLongLines(t *testing.T) {
 
 // TestCloseWhileBusy: whatever was accepted before Close is durable after it.
 func TestCloseWhileBusy(t *testing.T) {
+	t.Parallel()
 	const workers, perWorker = 8, 500
 	w, ckpt, _ := newRun(t, workers*perWorker, "")
 	accepted := make([][]int, workers)
@@ -502,6 +515,7 @@ func TestCloseWhileBusy(t *testing.T) {
 // Reopen keeps a row's attempts; Retry (resume --retry-failed) resets them, and the reset
 // survives a reload before the row is sent again.
 func TestRetryResetsAttempts(t *testing.T) {
+	t.Parallel()
 	w, ckpt, _ := newRun(t, 3, "id,text\n")
 	for row := range 2 {
 		must(t, w.Intent(row, 4))

@@ -397,10 +397,10 @@ func TestStatusCountsOnlyTheLatestLineOfARow(t *testing.T) {
 				t.Fatal(err)
 			}
 			steps := []error{
-				w.Result(0, true, line(first)),
-				w.Result(1, false, line(other)),
+				w.ResultThen(0, true, line(first), nil),
+				w.ResultThen(1, false, line(other), nil),
 				w.Reopen(0),
-				w.Result(0, false, line(again)),
+				w.ResultThen(0, false, line(again), nil),
 				w.Close(),
 			}
 			if err := errors.Join(steps...); err != nil {

@@ -1,0 +1,4 @@
+package cache
+
+// Path returns the path the cache was opened with.
+func (c *Cache) Path() string { return c.path }

@@ -1,0 +1,102 @@
+package store
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+
+	"github.com/gofrs/flock"
+)
+
+// Open locks the checkpoint at path, loads it and repairs both files for
+// appending: a torn journal tail is truncated, the results file is cut back
+// to the journaled end, and rows whose result lines are missing from it go
+// back to PhaseSubmitted (PhaseNew if they never got an operation id). An
+// interrupted Finalize is completed or rolled back, and leftover temp files
+// are removed. The repairs are listed in the returned State's Problems.
+func Open(path string) (*Writer, *State, error) {
+	return openWith(path, nil)
+}
+
+func openWith(path string, hk *hooks) (*Writer, *State, error) {
+	// No lock file is left beside a checkpoint that is not there.
+	if _, err := os.Stat(path); err != nil {
+		return nil, nil, fmt.Errorf("open checkpoint: %w", err)
+	}
+	lk, err := lock(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	w, st, err := open(path, lk, hk)
+	if err != nil {
+		lk.Close()
+		return nil, nil, err
+	}
+	return w, st, nil
+}
+
+func open(path string, lk *flock.Flock, hk *hooks) (_ *Writer, _ *State, err error) {
+	j, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open checkpoint: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			j.Close()
+		}
+	}()
+	st, err := load(j)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open checkpoint %s: %w", path, err)
+	}
+	if st.DroppedBytes > 0 {
+		if err := j.Truncate(st.validEnd); err != nil {
+			return nil, nil, fmt.Errorf("open checkpoint: truncate torn tail: %w", err)
+		}
+		if err := j.Sync(); err != nil {
+			return nil, nil, fmt.Errorf("open checkpoint: sync %s: %w", path, err)
+		}
+	}
+	// Temp files of an interrupted Create, Compact or Finalize; the lock
+	// says nobody else is writing them.
+	removeTemps(path)
+	if res, err := filepath.EvalSymlinks(st.Header.Results); err == nil {
+		removeTemps(res) // Finalize writes beside the file a link points to
+	}
+	if err := st.settleFinalize(); err != nil {
+		return nil, nil, fmt.Errorf("open checkpoint %s: %w", path, err)
+	}
+	if st.finalized {
+		// The results file was replaced, the journal not yet: do it now.
+		err := writeFileAtomic(hk, path, func(out io.Writer) error { return writeSnapshot(out, st, nil) })
+		if err != nil {
+			return nil, nil, fmt.Errorf("open checkpoint %s: complete finalize: %w", path, err)
+		}
+		j.Close()
+		if j, err = os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0); err != nil {
+			return nil, nil, fmt.Errorf("open checkpoint: %w", err)
+		}
+	}
+	// The names of rows whose result lines are gone, which repairResults
+	// moves back: the loader dropped them when the rows were resolved.
+	names := func(rows []uint64) (map[int]Named, error) {
+		return namesOf(io.NewSectionReader(j, 0, math.MaxInt64), rows)
+	}
+	res, fix, err := repairResults(st, names)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open checkpoint %s: %w", path, err)
+	}
+	if len(fix) > 0 {
+		if _, err = j.Write(fix); err == nil {
+			err = j.Sync()
+		}
+		if err != nil {
+			res.Close()
+			return nil, nil, fmt.Errorf("open checkpoint: write %s: %w", path, err)
+		}
+	}
+	st.finishProblems()
+	return newWriter(path, lk, j, res, st, len(st.Rows), hk), st, nil
+}
