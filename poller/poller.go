@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/batchgpt/batchgpt/internal/api"
+	"github.com/batchgpt/batchgpt/internal/retry"
 )
 
 // Getter reads one operation; *api.Client implements it.
@@ -258,7 +259,7 @@ func (p *Poller) finish() {
 // poll looks at one operation once and reschedules or hands it over.
 func (p *Poller) poll(ctx context.Context, e *entry, handle func(Outcome)) error {
 	op, err := p.get.Operation(ctx, e.OpID)
-	if err != nil && api.Classify(err) == api.Canceled {
+	if err != nil && retry.Classify(err) == retry.Canceled {
 		p.requeue(e) // not a poll: nothing was learnt
 		return nil
 	}
@@ -269,11 +270,11 @@ func (p *Poller) poll(ctx context.Context, e *entry, handle func(Outcome)) error
 	p.mu.Unlock()
 	e.polls++
 	if err != nil {
-		switch api.Classify(err) {
-		case api.Auth:
+		switch retry.Classify(err) {
+		case retry.Auth:
 			p.requeue(e)
 			return errors.Join(ErrFatal, err)
-		case api.NotFound:
+		case retry.NotFound:
 			e.notFound++
 			if age < p.cfg.FreshWindow && e.notFound <= p.cfg.FreshNotFound {
 				e.due = now.Add(time.Duration(e.notFound) * 500 * time.Millisecond)
@@ -283,7 +284,7 @@ func (p *Poller) poll(ctx context.Context, e *entry, handle func(Outcome)) error
 			p.finish()
 			handle(Outcome{Item: e.Item, Err: err, Polls: e.polls, Age: age})
 			return nil
-		case api.Permanent:
+		case retry.Permanent:
 			p.finish()
 			handle(Outcome{Item: e.Item, Err: err, Polls: e.polls, Age: age})
 			return nil

@@ -10,6 +10,7 @@ import (
 
 	"github.com/batchgpt/batchgpt/internal/api"
 	"github.com/batchgpt/batchgpt/internal/emulator"
+	"github.com/batchgpt/batchgpt/internal/retry"
 )
 
 const (
@@ -39,8 +40,8 @@ func newEnv(t *testing.T, cfg emulator.Config, key string) *env {
 	t.Cleanup(func() { _ = emu.Close() })
 	c, err := api.New(api.Config{
 		Endpoint: base, OperationsEndpoint: base, Credentials: apiKey(key), Folder: testFolder,
-		MaxAttempts: 5, RequestTimeout: 10 * time.Second,
-		BackoffBase: time.Millisecond, BackoffMax: 5 * time.Millisecond,
+		Retry:          retry.Policy{Attempts: 5, Backoff: retry.Backoff{Base: time.Millisecond, Max: 5 * time.Millisecond}},
+		RequestTimeout: 10 * time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -253,8 +254,8 @@ func TestPollerNotFound(t *testing.T) {
 			for _, o := range outs {
 				switch o.OpID {
 				case unknownOp:
-					if o.Row != 7 || o.Op != nil || api.Classify(o.Err) != api.NotFound || o.Polls != tt.wantPolls {
-						t.Errorf("unknown op: %+v (%v); want a not-found error after %d polls", o, api.Classify(o.Err), tt.wantPolls)
+					if o.Row != 7 || o.Op != nil || retry.Classify(o.Err) != retry.NotFound || o.Polls != tt.wantPolls {
+						t.Errorf("unknown op: %+v (%v); want a not-found error after %d polls", o, retry.Classify(o.Err), tt.wantPolls)
 					}
 				case known.OpID:
 					if o.Err != nil || !o.Op.Done {
@@ -276,7 +277,7 @@ func TestPollerAuthFailure(t *testing.T) {
 		p.Add(Item{Row: i, OpID: fmt.Sprintf("d7qauth%013d", i), SubmittedAt: time.Now()})
 	}
 	err := wait(t, run(t.Context(), p, &c))
-	if !errors.Is(err, ErrFatal) || api.Classify(err) != api.Auth {
+	if !errors.Is(err, ErrFatal) || retry.Classify(err) != retry.Auth {
 		t.Fatalf("Run = %v, want an auth error wrapping ErrFatal", err)
 	}
 	if outs := c.outcomes(); len(outs) != 0 {

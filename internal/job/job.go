@@ -28,6 +28,7 @@ import (
 
 	"github.com/batchgpt/batchgpt/batch"
 	"github.com/batchgpt/batchgpt/internal/api"
+	"github.com/batchgpt/batchgpt/internal/retry"
 	"github.com/batchgpt/batchgpt/poller"
 	"github.com/batchgpt/batchgpt/store"
 )
@@ -237,7 +238,7 @@ func New(cfg Config) *Job {
 		cfg.Tuning.Concurrency = 16
 	}
 	if cfg.Tuning.MaxAttempts <= 0 {
-		cfg.Tuning.MaxAttempts = 8
+		cfg.Tuning.MaxAttempts = retry.DefaultAttempts
 	}
 	return &Job{cfg: cfg, log: cfg.Logger, failedByKind: map[string]int{}, pending: map[int]*pendingRow{}}
 }
@@ -678,8 +679,9 @@ func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, h s
 		Endpoint: cfg.Settings.Endpoint, OperationsEndpoint: cfg.Settings.OperationsEndpoint,
 		Credentials: cfg.Credentials, NoDataLogging: cfg.Settings.NoDataLogging, HTTPClient: cfg.HTTPClient,
 		SubmitPacer: submitPacer, PollPacer: pollPacer,
-		MaxAttempts: t.MaxAttempts, RequestTimeout: t.RequestTimeout, BackoffBase: t.BackoffBase,
-		Logger: j.log, InFlight: cfg.Kill,
+		Retry:          retry.Policy{Attempts: t.MaxAttempts, Backoff: retry.Backoff{Base: t.BackoffBase}},
+		RequestTimeout: t.RequestTimeout,
+		Logger:         j.log, InFlight: cfg.Kill,
 	})
 	if err != nil {
 		return sum, err

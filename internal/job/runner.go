@@ -11,6 +11,8 @@ import (
 
 	"github.com/batchgpt/batchgpt/batch"
 	"github.com/batchgpt/batchgpt/internal/api"
+	"github.com/batchgpt/batchgpt/internal/codes"
+	"github.com/batchgpt/batchgpt/internal/retry"
 	"github.com/batchgpt/batchgpt/poller"
 	"github.com/batchgpt/batchgpt/store"
 )
@@ -289,16 +291,16 @@ func (r *runner) submit(ctx context.Context, wk work) {
 			return
 		}
 	}
-	if err != nil && api.Classify(err) == api.Canceled {
+	if err != nil && retry.Classify(err) == retry.Canceled {
 		r.unsent(row.Index, sub)
 		return
 	}
 	if err != nil {
-		switch api.Classify(err) {
-		case api.Local:
+		switch retry.Classify(err) {
+		case retry.Local:
 			r.setFatal(fmt.Errorf("checkpoint: %w", err))
 			return
-		case api.Auth:
+		case retry.Auth:
 			if r.deniedOwnModel(row, err) {
 				r.resolve(row.Index, wk.key, "", failure(row.ID, "", wk.attempt, KindPermissionDenied, err))
 				return
@@ -306,7 +308,7 @@ func (r *runner) submit(ctx context.Context, wk work) {
 			r.unsent(row.Index, sub)
 			r.setFatal(fmt.Errorf("%w: %w", ErrAuth, err))
 			return
-		case api.Permanent, api.NotFound:
+		case retry.Permanent, retry.NotFound:
 			r.resolve(row.Index, wk.key, "", failure(row.ID, "", wk.attempt, KindInvalid, err))
 		default:
 			// One row that keeps failing is that row's problem; several in a row mean the API
@@ -374,14 +376,14 @@ func (r *runner) handle(o poller.Outcome) {
 	}
 	var res *Result
 	switch {
-	case o.Err != nil && api.Classify(o.Err) == api.NotFound:
+	case o.Err != nil && retry.Classify(o.Err) == retry.NotFound:
 		if r.again(o, pr, "operation not found: a result is kept 3 days on the server, or the operation never became visible; submitting the row again") {
 			return
 		}
 		res = failure(pr.id, o.OpID, pr.attempt, KindNotFound, o.Err)
 	case o.Err != nil:
 		res = failure(pr.id, o.OpID, pr.attempt, KindGaveUp, o.Err)
-	case o.Op.Failed() && api.TransientOperationCode(o.Op.Error.Code):
+	case o.Op.Failed() && retry.Resubmit(codes.Code(o.Op.Error.Code)):
 		if r.again(o, pr, fmt.Sprintf("operation failed with transient code %d (%s); submitting the row again", o.Op.Error.Code, o.Op.Error.Message)) {
 			return
 		}
