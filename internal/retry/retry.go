@@ -100,6 +100,13 @@ func Of(httpStatus int, code codes.Code) Class {
 	return Permanent
 }
 
+// TokenTransient reports whether an error answer of a token endpoint (IAM, the metadata
+// service) is worth another fetch: 429 and 5xx. A token fetch has no pacer to wait a 429 out
+// through, so it backs off as after a 5xx; anything else ends the fetch (Unrecoverable).
+func TokenTransient(httpStatus int) bool {
+	return httpStatus == http.StatusTooManyRequests || httpStatus >= 500
+}
+
 // Resubmit reports whether an operation that failed with code is worth a new submission of its
 // row: the failure was the server's, not the request's.
 func Resubmit(code codes.Code) bool {

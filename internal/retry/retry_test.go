@@ -70,6 +70,14 @@ func TestClassify(t *testing.T) {
 	}
 }
 
+func TestTokenTransient(t *testing.T) {
+	for status, want := range map[int]bool{400: false, 401: false, 403: false, 404: false, 408: false, 429: true, 500: true, 503: true} {
+		if got := retry.TokenTransient(status); got != want {
+			t.Errorf("TokenTransient(%d) = %v, want %v", status, got, want)
+		}
+	}
+}
+
 func TestResubmit(t *testing.T) {
 	for code := range codes.Code(20) {
 		want := code == codes.DeadlineExceeded || code == codes.ResourceExhausted || code == codes.Internal || code == codes.Unavailable
