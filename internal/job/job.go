@@ -208,7 +208,7 @@ type Job struct {
 	cacheProblem string
 	failedByKind map[string]int
 	pending      map[int]*pendingRow
-	poll         *poller.Poller
+	poll         *poller.Poller[*api.Operation]
 	submitPacer  *api.Pacer
 	pollPacer    *api.Pacer
 	schedule     *poller.Schedule
@@ -690,7 +690,7 @@ func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, h s
 	if schedule == nil {
 		schedule = poller.NewSchedule()
 	}
-	p := poller.New(client, poller.Config{Schedule: schedule, Concurrency: t.PollWorkers})
+	p := poller.New(client.Operation, retry.Poll, poller.Config{Schedule: schedule, Concurrency: t.PollWorkers})
 	j.mu.Lock()
 	j.poll, j.submitPacer, j.pollPacer, j.schedule = p, submitPacer, pollPacer, schedule
 	j.mu.Unlock()

@@ -367,7 +367,7 @@ func (r *runner) unsent(row int, sub api.Submission) {
 }
 
 // handle takes a finished operation from the poller.
-func (r *runner) handle(o poller.Outcome) {
+func (r *runner) handle(o poller.Outcome[*api.Operation]) {
 	j := r.j
 	pr := j.takePending(o.Row)
 	if pr == nil {
@@ -395,7 +395,7 @@ func (r *runner) handle(o poller.Outcome) {
 }
 
 // again queues a row for a new submission if attempts remain (never while collecting).
-func (r *runner) again(o poller.Outcome, pr *pendingRow, why string) bool {
+func (r *runner) again(o poller.Outcome[*api.Operation], pr *pendingRow, why string) bool {
 	j := r.j
 	if pr.attempt >= j.cfg.Tuning.MaxAttempts || r.plan.collect != nil {
 		return false
