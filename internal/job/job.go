@@ -706,10 +706,13 @@ func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, h s
 
 	rctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	// The first fatal error is the cause of fatal, which nothing else ends (not an interrupt).
+	fatal, stop := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer stop(nil)
 	g, gctx := errgroup.WithContext(rctx)
 	resubmit := make(chan work, 1024)
 	r := &runner{j: j, w: w, client: client, h: h, resubmit: resubmit, checkDone: checkDone, ctx: gctx, cancel: cancel,
-		plan: pl, models: map[string]string{}}
+		fatal: fatal, stop: stop, plan: pl, models: map[string]string{}}
 	if pl.dups.Count() > 0 {
 		rr, err := batch.OpenRereader(cfg.Input, cfg.Settings.Input)
 		if err != nil {
@@ -740,8 +743,8 @@ func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, h s
 	})
 	g.Go(func() error { return r.dispatch(gctx, pl, allDone) })
 	err = g.Wait()
-	if f := r.fatal.Load(); f != nil {
-		err = *f
+	if ferr := r.err(); ferr != nil {
+		err = ferr
 	}
 	if err == nil && j.resolved.Load() >= int64(h.Rows) {
 		err = j.finalize(w)
