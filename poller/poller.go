@@ -1,6 +1,3 @@
-// Package poller waits for operations to finish: it keeps every pending operation in a queue
-// ordered by when it is worth looking at next (see Schedule), spends the shared poll quota on the
-// ones most likely to be done, and hands each finished operation to the caller.
 package poller
 
 import (
@@ -10,12 +7,41 @@ import (
 	"sync"
 	"time"
 
-	"github.com/batchgpt/batchgpt/internal/api"
+	"golang.org/x/sync/errgroup"
 )
 
-// Getter reads one operation; *api.Client implements it.
-type Getter interface {
-	Operation(ctx context.Context, id string) (*api.Operation, error)
+// Operation is what the poller needs to know of an operation it read.
+type Operation interface {
+	// Finished reports whether the operation is done, with an answer or an error.
+	Finished() bool
+}
+
+// Verdict is what the poller does after a failed read of an operation.
+type Verdict int
+
+const (
+	// Retry: the failure was transient and the operation id is safe; look again after
+	// Policy.RetryDelay.
+	Retry Verdict = iota
+	// Interrupted: the read was cut short because the context ended; it does not count as a poll.
+	Interrupted
+	// Fatal stops polling altogether (authentication): Run returns the error with ErrFatal.
+	Fatal
+	// Missing: the operation was not found. A young one may not be visible yet and is looked at
+	// again (Config.FreshNotFound, FreshWindow); an older one was purged and is handed over.
+	Missing
+	// GiveUp hands the error over as the operation's outcome.
+	GiveUp
+)
+
+// Policy judges the failed reads of operations: it is the caller's retry policy, the poller
+// keeps only the loop.
+type Policy interface {
+	// Verdict says what to do about err, the failure of one read.
+	Verdict(err error) Verdict
+	// RetryDelay is the wait before looking again at an operation whose last failures reads in
+	// a row failed with Retry.
+	RetryDelay(failures int) time.Duration
 }
 
 // Item is one pending operation.
@@ -27,9 +53,9 @@ type Item struct {
 
 // Outcome is a finished look at an operation: done (Op set), or given up on (Err set, for
 // example a 404 for an operation older than the fresh window: purged after retention).
-type Outcome struct {
+type Outcome[O Operation] struct {
 	Item
-	Op    *api.Operation
+	Op    O // the zero value when Err is set
 	Err   error
 	Polls int
 	// Age is how long after submission the operation was seen done.
@@ -42,7 +68,7 @@ const DefaultConcurrency = 32
 // Config tunes the poller.
 type Config struct {
 	Schedule    *Schedule
-	Concurrency int // polls in flight at once; the pacer inside the Getter sets the rate
+	Concurrency int // polls in flight at once; the reader's pacer sets the rate
 	// FreshNotFound is how many 404s a young operation may get before it is given up on
 	// (docs/api.md §4: a new operation may not be on all replicas yet).
 	FreshNotFound int
@@ -79,9 +105,10 @@ func (q *queue) Pop() any {
 }
 
 // Poller owns the pending operations.
-type Poller struct {
-	get Getter
-	cfg Config
+type Poller[O Operation] struct {
+	read   func(ctx context.Context, id string) (O, error)
+	policy Policy
+	cfg    Config
 
 	mu       sync.Mutex
 	q        queue
@@ -91,8 +118,8 @@ type Poller struct {
 	polls    int64
 }
 
-// New returns a poller that reads operations with get.
-func New(get Getter, cfg Config) *Poller {
+// New returns a poller that reads operations with read and judges its failures by policy.
+func New[O Operation](read func(ctx context.Context, id string) (O, error), policy Policy, cfg Config) *Poller[O] {
 	if cfg.Schedule == nil {
 		cfg.Schedule = NewSchedule()
 	}
@@ -108,11 +135,11 @@ func New(get Getter, cfg Config) *Poller {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Poller{get: get, cfg: cfg, wake: make(chan struct{}, 1)}
+	return &Poller[O]{read: read, policy: policy, cfg: cfg, wake: make(chan struct{}, 1)}
 }
 
 // Add queues an operation. Safe for concurrent use, also while Run is running.
-func (p *Poller) Add(it Item) {
+func (p *Poller[O]) Add(it Item) {
 	now := p.cfg.Now()
 	age := now.Sub(it.SubmittedAt)
 	e := &entry{Item: it, learned: p.cfg.Schedule.Learned()}
@@ -124,7 +151,7 @@ func (p *Poller) Add(it Item) {
 }
 
 // CloseWhenEmpty tells Run to return once nothing is pending or in flight and no more Adds come.
-func (p *Poller) CloseWhenEmpty() {
+func (p *Poller[O]) CloseWhenEmpty() {
 	p.mu.Lock()
 	p.closed = true
 	p.mu.Unlock()
@@ -132,20 +159,20 @@ func (p *Poller) CloseWhenEmpty() {
 }
 
 // Pending counts operations queued or being polled.
-func (p *Poller) Pending() int {
+func (p *Poller[O]) Pending() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.q) + p.inFlight
 }
 
 // Polls counts the GET requests made (retries inside the client not included).
-func (p *Poller) Polls() int64 {
+func (p *Poller[O]) Polls() int64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.polls
 }
 
-func (p *Poller) signal() {
+func (p *Poller[O]) signal() {
 	select {
 	case p.wake <- struct{}{}:
 	default:
@@ -154,24 +181,22 @@ func (p *Poller) signal() {
 
 // Run polls until CloseWhenEmpty was called and everything is resolved, or ctx ends, or a fatal
 // error occurs. handle is called from several goroutines for each finished operation.
-func (p *Poller) Run(ctx context.Context, handle func(Outcome)) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	// Long-lived workers: a goroutine per poll would grow a fresh stack for every HTTP call.
+func (p *Poller[O]) Run(ctx context.Context, handle func(Outcome[O])) error {
+	// Long-lived workers: a goroutine per poll would grow a fresh stack for every HTTP call. The
+	// first fatal error of one ends the group's context, and Run returns it as the cause.
+	g, ctx := errgroup.WithContext(ctx)
 	jobs := make(chan *entry)
-	var wg sync.WaitGroup
 	for range p.cfg.Concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		g.Go(func() error {
 			for e := range jobs {
 				if err := p.poll(ctx, e, handle); err != nil {
-					cancel(err)
+					return err
 				}
 			}
-		}()
+			return nil
+		})
 	}
-	defer wg.Wait()
+	defer func() { _ = g.Wait() }() // the cause, if any, is returned by Run itself
 	defer close(jobs)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
@@ -230,7 +255,7 @@ func (p *Poller) Run(ctx context.Context, handle func(Outcome)) error {
 // reschedule revisits, when it falls due, a poll planned before anything was learnt: what is
 // known now (completions observed, or older operations still running) may say it is too early,
 // and the cold-start ladder would otherwise spend the poll quota on operations unlikely to be done.
-func (p *Poller) reschedule(e *entry, now time.Time) bool {
+func (p *Poller[O]) reschedule(e *entry, now time.Time) bool {
 	if e.learned {
 		return false
 	}
@@ -243,7 +268,7 @@ func (p *Poller) reschedule(e *entry, now time.Time) bool {
 	return true
 }
 
-func (p *Poller) requeue(e *entry) {
+func (p *Poller[O]) requeue(e *entry) {
 	p.mu.Lock()
 	p.inFlight--
 	heap.Push(&p.q, e)
@@ -251,7 +276,7 @@ func (p *Poller) requeue(e *entry) {
 	p.signal()
 }
 
-func (p *Poller) finish() {
+func (p *Poller[O]) finish() {
 	p.mu.Lock()
 	p.inFlight--
 	p.mu.Unlock()
@@ -259,9 +284,13 @@ func (p *Poller) finish() {
 }
 
 // poll looks at one operation once and reschedules or hands it over.
-func (p *Poller) poll(ctx context.Context, e *entry, handle func(Outcome)) error {
-	op, err := p.get.Operation(ctx, e.OpID)
-	if err != nil && api.Classify(err) == api.Canceled {
+func (p *Poller[O]) poll(ctx context.Context, e *entry, handle func(Outcome[O])) error {
+	op, err := p.read(ctx, e.OpID)
+	var verdict Verdict
+	if err != nil {
+		verdict = p.policy.Verdict(err)
+	}
+	if err != nil && verdict == Interrupted {
 		p.requeue(e) // not a poll: nothing was learnt
 		return nil
 	}
@@ -272,11 +301,11 @@ func (p *Poller) poll(ctx context.Context, e *entry, handle func(Outcome)) error
 	p.mu.Unlock()
 	e.polls++
 	if err != nil {
-		switch api.Classify(err) {
-		case api.Auth:
+		switch verdict {
+		case Fatal:
 			p.requeue(e)
 			return errors.Join(ErrFatal, err)
-		case api.NotFound:
+		case Missing:
 			e.notFound++
 			if age < p.cfg.FreshWindow && e.notFound <= p.cfg.FreshNotFound {
 				e.due = now.Add(time.Duration(e.notFound) * 500 * time.Millisecond)
@@ -284,22 +313,22 @@ func (p *Poller) poll(ctx context.Context, e *entry, handle func(Outcome)) error
 				return nil
 			}
 			p.finish()
-			handle(Outcome{Item: e.Item, Err: err, Polls: e.polls, Age: age})
+			handle(Outcome[O]{Item: e.Item, Err: err, Polls: e.polls, Age: age})
 			return nil
-		case api.Permanent:
+		case GiveUp:
 			p.finish()
-			handle(Outcome{Item: e.Item, Err: err, Polls: e.polls, Age: age})
+			handle(Outcome[O]{Item: e.Item, Err: err, Polls: e.polls, Age: age})
 			return nil
 		default:
-			// Transient after the client's own retries: the id is safe, keep trying later.
+			// Transient after the reader's own retries: the id is safe, keep trying later.
 			e.errs++
-			e.due = now.Add(min(time.Duration(e.errs)*time.Second, time.Minute))
+			e.due = now.Add(p.policy.RetryDelay(e.errs))
 			p.requeue(e)
 			return nil
 		}
 	}
 	e.errs = 0
-	if !op.Done {
+	if !op.Finished() {
 		e.lastRun = age
 		p.cfg.Schedule.Running(age)
 		e.learned = p.cfg.Schedule.Learned()
@@ -309,6 +338,6 @@ func (p *Poller) poll(ctx context.Context, e *entry, handle func(Outcome)) error
 	}
 	p.cfg.Schedule.Observe(e.lastRun, age)
 	p.finish()
-	handle(Outcome{Item: e.Item, Op: op, Polls: e.polls, Age: age})
+	handle(Outcome[O]{Item: e.Item, Op: op, Polls: e.polls, Age: age})
 	return nil
 }

@@ -1,4 +1,4 @@
-package poller
+package poller_test
 
 import (
 	"context"
@@ -10,6 +10,14 @@ import (
 
 	"github.com/batchgpt/batchgpt/internal/api"
 	"github.com/batchgpt/batchgpt/internal/emulator"
+	"github.com/batchgpt/batchgpt/internal/retry"
+	"github.com/batchgpt/batchgpt/poller"
+)
+
+// outcome and apiPoller are the poller's types for the API's operations, as the runner uses them.
+type (
+	outcome   = poller.Outcome[*api.Operation]
+	apiPoller = poller.Poller[*api.Operation]
 )
 
 const (
@@ -39,8 +47,8 @@ func newEnv(t *testing.T, cfg emulator.Config, key string) *env {
 	t.Cleanup(func() { _ = emu.Close() })
 	c, err := api.New(api.Config{
 		Endpoint: base, OperationsEndpoint: base, Credentials: apiKey(key), Folder: testFolder,
-		MaxAttempts: 5, RequestTimeout: 10 * time.Second,
-		BackoffBase: time.Millisecond, BackoffMax: 5 * time.Millisecond,
+		Retry:          retry.Policy{Attempts: 5, Backoff: retry.Backoff{Base: time.Millisecond, Max: 5 * time.Millisecond}},
+		RequestTimeout: 10 * time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -49,23 +57,23 @@ func newEnv(t *testing.T, cfg emulator.Config, key string) *env {
 }
 
 // submit creates n operations and returns them as items.
-func (e *env) submit(t *testing.T, n int) []Item {
+func (e *env) submit(t *testing.T, n int) []poller.Item {
 	t.Helper()
-	items := make([]Item, n)
+	items := make([]poller.Item, n)
 	for i := range items {
 		body := fmt.Appendf(nil, `{"modelUri":"gpt://%s/yandexgpt-lite","messages":[{"role":"user","text":"question %d"}]}`, testFolder, i)
 		sub, err := e.client.Submit(t.Context(), body, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		items[i] = Item{Row: i, OpID: sub.OpID, SubmittedAt: time.Now()}
+		items[i] = poller.Item{Row: i, OpID: sub.OpID, SubmittedAt: time.Now()}
 	}
 	return items
 }
 
 // fastSchedule suits the emulator's milliseconds.
-func fastSchedule() *Schedule {
-	s := NewSchedule()
+func fastSchedule() *poller.Schedule {
+	s := poller.NewSchedule()
 	s.Initial = 5 * time.Millisecond
 	s.MinGap = time.Millisecond
 	s.MaxGap = 50 * time.Millisecond
@@ -76,23 +84,23 @@ func fastSchedule() *Schedule {
 // collector gathers outcomes from concurrent handle calls.
 type collector struct {
 	mu   sync.Mutex
-	outs []Outcome
+	outs []outcome
 }
 
-func (c *collector) handle(o Outcome) {
+func (c *collector) handle(o outcome) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.outs = append(c.outs, o)
 }
 
-func (c *collector) outcomes() []Outcome {
+func (c *collector) outcomes() []outcome {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append([]Outcome(nil), c.outs...)
+	return append([]outcome(nil), c.outs...)
 }
 
 // run starts p.Run and returns its result channel.
-func run(ctx context.Context, p *Poller, c *collector) <-chan error {
+func run(ctx context.Context, p *apiPoller, c *collector) <-chan error {
 	errc := make(chan error, 1)
 	go func() { errc <- p.Run(ctx, c.handle) }()
 	return errc
@@ -139,7 +147,7 @@ func TestPollerAllDone(t *testing.T) {
 			items := e.submit(t, 60)
 			e.emu.SetFaults(tt.faults)
 			sched := fastSchedule()
-			p := New(e.client, Config{Schedule: sched, Concurrency: 8})
+			p := poller.New(e.client.Operation, retry.Poll, poller.Config{Schedule: sched, Concurrency: 8})
 			var c collector
 			// Half queued before Run, half while it runs.
 			for _, it := range items[:30] {
@@ -199,7 +207,7 @@ func TestPollerAllDone(t *testing.T) {
 func TestPollerFresh404(t *testing.T) {
 	e := newEnv(t, emulator.Config{Faults: emulator.Faults{RateFresh404: 1}}, testKey)
 	items := e.submit(t, 5)
-	p := New(e.client, Config{Schedule: fastSchedule()})
+	p := poller.New(e.client.Operation, retry.Poll, poller.Config{Schedule: fastSchedule()})
 	var c collector
 	for _, it := range items {
 		p.Add(it)
@@ -225,22 +233,22 @@ func TestPollerFresh404(t *testing.T) {
 func TestPollerNotFound(t *testing.T) {
 	tests := []struct {
 		name      string
-		cfg       Config
+		cfg       poller.Config
 		age       time.Duration
 		wantPolls int
 	}{
-		{"after the fresh window", Config{FreshWindow: time.Millisecond}, 0, 1},
-		{"fresh, tolerated once", Config{FreshWindow: time.Minute, FreshNotFound: 1}, 0, 2},
-		{"resumed, purged", Config{}, time.Hour, 1},
+		{"after the fresh window", poller.Config{FreshWindow: time.Millisecond}, 0, 1},
+		{"fresh, tolerated once", poller.Config{FreshWindow: time.Minute, FreshNotFound: 1}, 0, 2},
+		{"resumed, purged", poller.Config{}, time.Hour, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t, emulator.Config{}, testKey)
 			known := e.submit(t, 1)[0]
 			tt.cfg.Schedule = fastSchedule()
-			p := New(e.client, tt.cfg)
+			p := poller.New(e.client.Operation, retry.Poll, tt.cfg)
 			var c collector
-			p.Add(Item{Row: 7, OpID: unknownOp, SubmittedAt: time.Now().Add(-tt.age)})
+			p.Add(poller.Item{Row: 7, OpID: unknownOp, SubmittedAt: time.Now().Add(-tt.age)})
 			p.Add(known)
 			p.CloseWhenEmpty()
 			if err := wait(t, run(t.Context(), p, &c)); err != nil {
@@ -253,8 +261,8 @@ func TestPollerNotFound(t *testing.T) {
 			for _, o := range outs {
 				switch o.OpID {
 				case unknownOp:
-					if o.Row != 7 || o.Op != nil || api.Classify(o.Err) != api.NotFound || o.Polls != tt.wantPolls {
-						t.Errorf("unknown op: %+v (%v); want a not-found error after %d polls", o, api.Classify(o.Err), tt.wantPolls)
+					if o.Row != 7 || o.Op != nil || retry.Classify(o.Err) != retry.NotFound || o.Polls != tt.wantPolls {
+						t.Errorf("unknown op: %+v (%v); want a not-found error after %d polls", o, retry.Classify(o.Err), tt.wantPolls)
 					}
 				case known.OpID:
 					if o.Err != nil || !o.Op.Done {
@@ -270,14 +278,14 @@ func TestPollerNotFound(t *testing.T) {
 
 func TestPollerAuthFailure(t *testing.T) {
 	e := newEnv(t, emulator.Config{APIKeys: []string{testKey}}, "AQVNwrongSECRET")
-	p := New(e.client, Config{Schedule: fastSchedule(), Concurrency: 2})
+	p := poller.New(e.client.Operation, retry.Poll, poller.Config{Schedule: fastSchedule(), Concurrency: 2})
 	var c collector
 	for i := range 3 {
-		p.Add(Item{Row: i, OpID: fmt.Sprintf("d7qauth%013d", i), SubmittedAt: time.Now()})
+		p.Add(poller.Item{Row: i, OpID: fmt.Sprintf("d7qauth%013d", i), SubmittedAt: time.Now()})
 	}
 	err := wait(t, run(t.Context(), p, &c))
-	if !errors.Is(err, ErrFatal) || api.Classify(err) != api.Auth {
-		t.Fatalf("Run = %v, want an auth error wrapping ErrFatal", err)
+	if !errors.Is(err, poller.ErrFatal) || retry.Classify(err) != retry.Auth {
+		t.Fatalf("Run = %v, want an auth error wrapping poller.ErrFatal", err)
 	}
 	if outs := c.outcomes(); len(outs) != 0 {
 		t.Errorf("outcomes %+v after an auth failure", outs)
@@ -290,7 +298,7 @@ func TestPollerAuthFailure(t *testing.T) {
 func TestPollerCloseWhenEmpty(t *testing.T) {
 	t.Run("nothing added", func(t *testing.T) {
 		e := newEnv(t, emulator.Config{}, testKey)
-		p := New(e.client, Config{})
+		p := poller.New(e.client.Operation, retry.Poll, poller.Config{})
 		p.CloseWhenEmpty()
 		var c collector
 		if err := wait(t, run(t.Context(), p, &c)); err != nil {
@@ -300,7 +308,7 @@ func TestPollerCloseWhenEmpty(t *testing.T) {
 	t.Run("closed while running", func(t *testing.T) {
 		e := newEnv(t, emulator.Config{}, testKey)
 		items := e.submit(t, 3)
-		p := New(e.client, Config{Schedule: fastSchedule()})
+		p := poller.New(e.client.Operation, retry.Poll, poller.Config{Schedule: fastSchedule()})
 		var c collector
 		errc := run(t.Context(), p, &c)
 		for _, it := range items {
@@ -324,17 +332,17 @@ func TestPollerCancel(t *testing.T) {
 		name   string
 		faults emulator.Faults
 		// ready: Run is busy (waiting for the next poll, or with a poll on the wire).
-		ready func(e *env, p *Poller) bool
+		ready func(e *env, p *apiPoller) bool
 	}{
-		{"between polls", emulator.Faults{}, func(_ *env, p *Poller) bool { return p.Polls() >= 2 }},
-		{"during a poll", emulator.Faults{RateSlow: 1, SlowDelay: time.Hour}, func(e *env, _ *Poller) bool { return e.emu.Stats().Polls >= 1 }},
+		{"between polls", emulator.Faults{}, func(_ *env, p *apiPoller) bool { return p.Polls() >= 2 }},
+		{"during a poll", emulator.Faults{RateSlow: 1, SlowDelay: time.Hour}, func(e *env, _ *apiPoller) bool { return e.emu.Stats().Polls >= 1 }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t, emulator.Config{Latency: emulator.Latency{Median: time.Hour}}, testKey)
 			items := e.submit(t, 1)
 			e.emu.SetFaults(tt.faults)
-			p := New(e.client, Config{Schedule: fastSchedule()})
+			p := poller.New(e.client.Operation, retry.Poll, poller.Config{Schedule: fastSchedule()})
 			p.Add(items[0])
 			ctx, cancel := context.WithCancel(t.Context())
 			var c collector
@@ -384,16 +392,16 @@ func TestPollerErrors(t *testing.T) {
 		"transient": {failWith(transient), done},
 		"running":   {running, running, done},
 	}}
-	p := New(g, Config{Schedule: fastSchedule()})
+	p := poller.New(g.Operation, retry.Poll, poller.Config{Schedule: fastSchedule()})
 	for i, id := range []string{"perm", "transient", "running"} {
-		p.Add(Item{Row: i, OpID: id, SubmittedAt: time.Now()})
+		p.Add(poller.Item{Row: i, OpID: id, SubmittedAt: time.Now()})
 	}
 	p.CloseWhenEmpty()
 	var c collector
 	if err := wait(t, run(t.Context(), p, &c)); err != nil {
 		t.Fatal(err)
 	}
-	got := map[string]Outcome{}
+	got := map[string]outcome{}
 	for _, o := range c.outcomes() {
 		got[o.OpID] = o
 	}

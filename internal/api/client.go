@@ -10,15 +10,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
-	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/batchgpt/batchgpt/internal/codes"
+	"github.com/batchgpt/batchgpt/internal/retry"
 )
 
 // Credentials supplies the Authorization header. It is defined here, where it is used; the auth
@@ -46,12 +46,11 @@ type Config struct {
 	HTTPClient         *http.Client
 	SubmitPacer        *Pacer
 	PollPacer          *Pacer
-	// MaxAttempts bounds the tries of one call on transient errors (5xx, resets, garbage).
-	// 429 answers do not count: they are waited out through the pacer.
-	MaxAttempts    int
+	// Retry bounds the tries of one call on transient errors (5xx, resets, garbage) and spaces
+	// them; 429 answers do not count, they are waited out through the pacer. Unset fields take
+	// the retry package's defaults (Policy.API).
+	Retry          retry.Policy
 	RequestTimeout time.Duration // per HTTP request; every call has a deadline
-	BackoffBase    time.Duration // first retry delay; doubled each try, with jitter
-	BackoffMax     time.Duration
 	Logger         *slog.Logger
 	UserAgent      string
 	// InFlight, when set, governs requests already sent: cancelling the call's context stops
@@ -116,17 +115,9 @@ func New(cfg Config) (*Client, error) {
 	if cfg.PollPacer == nil {
 		cfg.PollPacer = NewPacer(0, 0)
 	}
-	if cfg.MaxAttempts <= 0 {
-		cfg.MaxAttempts = DefaultMaxAttempts
-	}
+	cfg.Retry = cfg.Retry.API()
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = DefaultRequestTimeout
-	}
-	if cfg.BackoffBase <= 0 {
-		cfg.BackoffBase = DefaultBackoffBase
-	}
-	if cfg.BackoffMax <= 0 {
-		cfg.BackoffMax = DefaultBackoffMax
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -264,15 +255,11 @@ type buildError struct{ err error }
 func (e *buildError) Error() string { return e.err.Error() }
 func (e *buildError) Unwrap() error { return e.err }
 
-// errContext marks errors caused by the caller's context ending.
-var errContext = errors.New("context ended")
-
+// ctxError is a call ended by the caller's context.
 type ctxError struct{ err error }
 
 func (e *ctxError) Error() string { return e.err.Error() }
-func (e *ctxError) Unwrap() []error {
-	return []error{e.err, errContext}
-}
+func (e *ctxError) Unwrap() error { return e.err }
 
 // do sends a request built by build until it succeeds, fails permanently, or runs out of
 // attempts. tried is told of each try and its error (nil on success).
@@ -305,8 +292,8 @@ func (c *Client) do(ctx context.Context, op string, pacer *Pacer, build func() (
 			return &ctxError{fmt.Errorf("%s: %w", op, err)}
 		}
 		var delay time.Duration
-		switch Classify(err) {
-		case Quota:
+		switch retry.Classify(err) {
+		case retry.Quota:
 			// 429s do not use up attempts. The shared pacer slows everybody down; only when it has
 			// no rate to slow does this request back off on its own.
 			throttled++
@@ -315,8 +302,8 @@ func (c *Client) do(ctx context.Context, op string, pacer *Pacer, build func() (
 			if pacer.Limited() {
 				continue
 			}
-			delay = c.backoff(throttled)
-		case Auth:
+			delay = c.cfg.Retry.Backoff.Delay(throttled)
+		case retry.Auth:
 			var ae *Error
 			if errors.As(err, &ae) && ae.HTTPStatus == http.StatusUnauthorized {
 				if ae.credentials {
@@ -337,17 +324,17 @@ func (c *Client) do(ctx context.Context, op string, pacer *Pacer, build func() (
 				}
 			}
 			return err
-		case Transient:
+		case retry.Transient:
 			failures++
-			if failures >= c.cfg.MaxAttempts {
+			if failures >= c.cfg.Retry.Attempts {
 				return fmt.Errorf("%w (%d tries): %w", ErrTooManyAttempts, failures, err)
 			}
-			delay = c.retryAfter(err, c.backoff(failures))
+			delay = c.retryAfter(err, c.cfg.Retry.Backoff.Delay(failures))
 			c.cfg.Logger.Debug("transient error, retrying", "op", op, "try", failures, "delay", delay, "err", err)
 		default:
 			return err
 		}
-		if err := sleepCtx(ctx, delay); err != nil {
+		if err := retry.Sleep(ctx, delay); err != nil {
 			return &ctxError{err}
 		}
 	}
@@ -369,7 +356,7 @@ func (c *Client) ended(ctx context.Context) error {
 func (c *Client) once(ctx context.Context, op string, req *http.Request, out any) error {
 	auth, err := c.cfg.Credentials.Authorization(ctx)
 	if err != nil {
-		return &Error{Op: op, HTTPStatus: http.StatusUnauthorized, Code: 16, Message: "credentials: " + err.Error(), credentials: true}
+		return &Error{Op: op, HTTPStatus: http.StatusUnauthorized, Code: int(codes.Unauthenticated), Message: "credentials: " + err.Error(), credentials: true}
 	}
 	base := ctx
 	if c.cfg.InFlight != nil {
@@ -404,33 +391,14 @@ func (c *Client) once(ctx context.Context, op string, req *http.Request, out any
 	return nil
 }
 
-// backoff is the capped exponential delay before try n+1, with full jitter on the upper half.
-func (c *Client) backoff(n int) time.Duration {
-	d := float64(c.cfg.BackoffBase) * math.Pow(2, float64(n-1))
-	if d > float64(c.cfg.BackoffMax) {
-		d = float64(c.cfg.BackoffMax)
-	}
-	return time.Duration(d/2 + mrand.Float64()*d/2)
-}
-
-// retryAfter honours a Retry-After header (seconds or HTTP date), capped at BackoffMax.
+// retryAfter is the wait a Retry-After header of err asks for, capped (retry.Backoff.RetryAfter);
+// def without one.
 func (c *Client) retryAfter(err error, def time.Duration) time.Duration {
 	var ae *Error
-	if !errors.As(err, &ae) || ae.RetryAfter == "" {
+	if !errors.As(err, &ae) {
 		return def
 	}
-	var d time.Duration
-	if s, perr := strconv.ParseFloat(ae.RetryAfter, 64); perr == nil {
-		d = time.Duration(s * float64(time.Second))
-	} else if t, perr := http.ParseTime(ae.RetryAfter); perr == nil {
-		d = time.Until(t)
-	} else {
-		return def
-	}
-	if d <= 0 {
-		return def
-	}
-	return min(d, c.cfg.BackoffMax)
+	return c.cfg.Retry.Backoff.RetryAfter(ae.RetryAfter, def)
 }
 
 // newRequestID makes the x-client-request-id of a request: a random UUID version 4 (RFC 9562),

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/batchgpt/batchgpt/internal/retry"
 )
 
 // testKey is the API key of the tests; no error may ever show it.
@@ -165,10 +167,10 @@ func testClient(t *testing.T, base string, mod func(*Config)) *Client {
 	t.Helper()
 	cfg := Config{
 		Endpoint: base, OperationsEndpoint: base,
-		Credentials: keyCreds(testKey),
-		HTTPClient:  &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
-		MaxAttempts: 3, RequestTimeout: 10 * time.Second,
-		BackoffBase: time.Millisecond, BackoffMax: 5 * time.Millisecond,
+		Credentials:    keyCreds(testKey),
+		HTTPClient:     &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
+		Retry:          retry.Policy{Attempts: 3, Backoff: retry.Backoff{Base: time.Millisecond, Max: 5 * time.Millisecond}},
+		RequestTimeout: 10 * time.Second,
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -252,7 +254,7 @@ func TestNew(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if c.cfg.MaxAttempts <= 0 || c.cfg.RequestTimeout <= 0 || c.cfg.BackoffBase <= 0 || c.cfg.HTTPClient == nil ||
+				if c.cfg.Retry.Attempts <= 0 || c.cfg.RequestTimeout <= 0 || c.cfg.Retry.Backoff.Base <= 0 || c.cfg.HTTPClient == nil ||
 					c.cfg.SubmitPacer == nil || c.cfg.PollPacer == nil || c.cfg.Logger == nil {
 					t.Errorf("defaults not set: %+v", c.cfg)
 				}
@@ -287,7 +289,7 @@ func TestURLs(t *testing.T) {
 }
 
 func TestRetryAfter(t *testing.T) {
-	c := testClient(t, "http://127.0.0.1:1", func(cfg *Config) { cfg.BackoffMax = time.Minute })
+	c := testClient(t, "http://127.0.0.1:1", func(cfg *Config) { cfg.Retry.Backoff.Max = time.Minute })
 	const def = 123 * time.Millisecond
 	future := time.Now().Add(30 * time.Second).UTC().Format(http.TimeFormat)
 	past := time.Now().Add(-time.Hour).UTC().Format(http.TimeFormat)
@@ -317,30 +319,12 @@ func TestRetryAfter(t *testing.T) {
 	}
 }
 
-func TestBackoff(t *testing.T) {
-	c := testClient(t, "http://127.0.0.1:1", func(cfg *Config) {
-		cfg.BackoffBase = 100 * time.Millisecond
-		cfg.BackoffMax = time.Second
-	})
-	for n, full := range []time.Duration{100, 200, 400, 800, 1000, 1000, 1000} {
-		full *= time.Millisecond
-		for range 50 {
-			if d := c.backoff(n + 1); d < full/2 || d > full {
-				t.Fatalf("backoff(%d) = %v, want in [%v, %v]", n+1, d, full/2, full)
-			}
-		}
-	}
-	if d := c.backoff(1000); d < 500*time.Millisecond || d > time.Second {
-		t.Errorf("backoff(1000) = %v, want capped", d)
-	}
-}
-
 func TestSubmitRetries(t *testing.T) {
 	const id = "d7qsubmit00000000000"
 	tests := []struct {
 		name        string
 		steps       []step
-		wantClass   Class // when wantErr
+		wantClass   retry.Class // when wantErr
 		wantErr     bool
 		wantTooMany bool
 		wantReqs    int
@@ -354,14 +338,14 @@ func TestSubmitRetries(t *testing.T) {
 		{name: "garbage then ok", steps: []step{garbage, okOp(id)}, wantReqs: 2, wantDoubts: 1},
 		{name: "html 502 then ok", steps: []step{respond(502, "<html>Bad Gateway</html>"), okOp(id)}, wantReqs: 2, wantDoubts: 1},
 		{name: "429 then ok", steps: []step{gw429, okOp(id)}, wantReqs: 2},
-		{name: "500 until the limit", steps: []step{gw500}, wantErr: true, wantClass: Transient, wantTooMany: true, wantReqs: 3, wantDoubts: 3, wantInDoubt: true},
-		{name: "resets until the limit", steps: []step{reset}, wantErr: true, wantClass: Transient, wantTooMany: true, wantReqs: 3, wantDoubts: 3, wantInDoubt: true},
-		{name: "garbage until the limit", steps: []step{garbage}, wantErr: true, wantClass: Transient, wantTooMany: true, wantReqs: 3, wantDoubts: 3, wantInDoubt: true},
-		{name: "400 at once", steps: []step{gw400}, wantErr: true, wantClass: Permanent, wantReqs: 1},
-		{name: "500 then 400", steps: []step{gw500, gw400}, wantErr: true, wantClass: Permanent, wantReqs: 2, wantDoubts: 1},
-		{name: "403 at once", steps: []step{gen403}, wantErr: true, wantClass: Auth, wantReqs: 1},
-		{name: "404 at once", steps: []step{gen404}, wantErr: true, wantClass: NotFound, wantReqs: 1},
-		{name: "accepted without id", steps: []step{noID}, wantErr: true, wantClass: Transient, wantReqs: 1, wantDoubts: 1, wantInDoubt: true},
+		{name: "500 until the limit", steps: []step{gw500}, wantErr: true, wantClass: retry.Transient, wantTooMany: true, wantReqs: 3, wantDoubts: 3, wantInDoubt: true},
+		{name: "resets until the limit", steps: []step{reset}, wantErr: true, wantClass: retry.Transient, wantTooMany: true, wantReqs: 3, wantDoubts: 3, wantInDoubt: true},
+		{name: "garbage until the limit", steps: []step{garbage}, wantErr: true, wantClass: retry.Transient, wantTooMany: true, wantReqs: 3, wantDoubts: 3, wantInDoubt: true},
+		{name: "400 at once", steps: []step{gw400}, wantErr: true, wantClass: retry.Permanent, wantReqs: 1},
+		{name: "500 then 400", steps: []step{gw500, gw400}, wantErr: true, wantClass: retry.Permanent, wantReqs: 2, wantDoubts: 1},
+		{name: "403 at once", steps: []step{gen403}, wantErr: true, wantClass: retry.Auth, wantReqs: 1},
+		{name: "404 at once", steps: []step{gen404}, wantErr: true, wantClass: retry.NotFound, wantReqs: 1},
+		{name: "accepted without id", steps: []step{noID}, wantErr: true, wantClass: retry.Transient, wantReqs: 1, wantDoubts: 1, wantInDoubt: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -392,8 +376,8 @@ func TestSubmitRetries(t *testing.T) {
 			if sub.OpID != "" {
 				t.Errorf("OpID %q with an error", sub.OpID)
 			}
-			if got := Classify(err); got != tt.wantClass {
-				t.Errorf("Classify(%v) = %v, want %v", err, got, tt.wantClass)
+			if got := retry.Classify(err); got != tt.wantClass {
+				t.Errorf("retry.Classify(%v) = %v, want %v", err, got, tt.wantClass)
 			}
 			if errors.Is(err, ErrTooManyAttempts) != tt.wantTooMany {
 				t.Errorf("error %v: ErrTooManyAttempts %v, want %v", err, !tt.wantTooMany, tt.wantTooMany)
@@ -409,16 +393,16 @@ func TestOperationRetries(t *testing.T) {
 		name      string
 		steps     []step
 		wantErr   bool
-		wantClass Class
+		wantClass retry.Class
 		wantReqs  int
 	}{
 		{name: "done", steps: []step{done}, wantReqs: 1},
 		{name: "503 then done", steps: []step{respond(503, `{"code":14,"message":"unavailable"}`), done}, wantReqs: 2},
 		{name: "reset then done", steps: []step{reset, done}, wantReqs: 2},
 		{name: "429 then done", steps: []step{gw429, done}, wantReqs: 2},
-		{name: "404", steps: []step{gen404}, wantErr: true, wantClass: NotFound, wantReqs: 1},
-		{name: "no id", steps: []step{respond(200, `{"done":true}`)}, wantErr: true, wantClass: Transient, wantReqs: 1},
-		{name: "500 until the limit", steps: []step{respond(500, `{"code":13,"message":"Internal"}`)}, wantErr: true, wantClass: Transient, wantReqs: 3},
+		{name: "404", steps: []step{gen404}, wantErr: true, wantClass: retry.NotFound, wantReqs: 1},
+		{name: "no id", steps: []step{respond(200, `{"done":true}`)}, wantErr: true, wantClass: retry.Transient, wantReqs: 1},
+		{name: "500 until the limit", steps: []step{respond(500, `{"code":13,"message":"Internal"}`)}, wantErr: true, wantClass: retry.Transient, wantReqs: 3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -438,8 +422,8 @@ func TestOperationRetries(t *testing.T) {
 			if err == nil || op != nil {
 				t.Fatalf("Operation = %+v, %v; want an error", op, err)
 			}
-			if got := Classify(err); got != tt.wantClass {
-				t.Errorf("Classify(%v) = %v, want %v", err, got, tt.wantClass)
+			if got := retry.Classify(err); got != tt.wantClass {
+				t.Errorf("retry.Classify(%v) = %v, want %v", err, got, tt.wantClass)
 			}
 		})
 	}
@@ -458,8 +442,8 @@ func TestConnectionRefused(t *testing.T) {
 	if err == nil {
 		t.Fatal("Submit to a closed port succeeded")
 	}
-	if !errors.Is(err, ErrTooManyAttempts) || Classify(err) != Transient {
-		t.Errorf("err = %v (%v), want a transient ErrTooManyAttempts", err, Classify(err))
+	if !errors.Is(err, ErrTooManyAttempts) || retry.Classify(err) != retry.Transient {
+		t.Errorf("err = %v (%v), want a transient ErrTooManyAttempts", err, retry.Classify(err))
 	}
 	if sub.Tries != 3 || sub.InDoubt || sub.Doubts != 0 {
 		t.Errorf("Submission = %+v, want 3 tries and not in doubt: nothing was ever sent", sub)
@@ -474,7 +458,7 @@ func TestQuotaDoesNotUseAttempts(t *testing.T) {
 	s := newScript(t, gw429, gw429, gw429, gw429, gw429, okOp("d7qquota000000000000"))
 	submitPacer, pollPacer := NewPacer(100, 0), NewPacer(100, 0)
 	c := testClient(t, s.URL, func(cfg *Config) {
-		cfg.MaxAttempts = 2
+		cfg.Retry.Attempts = 2
 		cfg.SubmitPacer, cfg.PollPacer = submitPacer, pollPacer
 	})
 	sub, err := c.Submit(t.Context(), submitBody, nil)
@@ -502,7 +486,7 @@ func TestQuotaRetryAfterPausesPacer(t *testing.T) {
 		want       time.Duration
 	}{
 		{"7", 7 * time.Second},
-		{"3600", 10 * time.Second}, // capped at BackoffMax
+		{"3600", 10 * time.Second}, // capped at Retry.Backoff.Max
 	}
 	for _, tt := range tests {
 		t.Run(tt.retryAfter, func(t *testing.T) {
@@ -510,7 +494,7 @@ func TestQuotaRetryAfterPausesPacer(t *testing.T) {
 			pacer, clock := fakePacer(0, 0)
 			c := testClient(t, s.URL, func(cfg *Config) {
 				cfg.PollPacer = pacer
-				cfg.BackoffMax = 10 * time.Second
+				cfg.Retry.Backoff.Max = 10 * time.Second
 			})
 			if _, err := c.Operation(t.Context(), "d7qquota000000000000"); err != nil {
 				t.Fatal(err)
@@ -525,7 +509,7 @@ func TestQuotaRetryAfterPausesPacer(t *testing.T) {
 func TestTransientRetryAfter(t *testing.T) {
 	t.Run("honoured", func(t *testing.T) {
 		s := newScript(t, respond(503, `{"code":14,"message":"busy"}`, "Retry-After", "0.3"), okOp("d7qra00000000000000a"))
-		c := testClient(t, s.URL, func(cfg *Config) { cfg.BackoffMax = 5 * time.Second })
+		c := testClient(t, s.URL, func(cfg *Config) { cfg.Retry.Backoff.Max = 5 * time.Second })
 		if _, err := c.Submit(t.Context(), submitBody, nil); err != nil {
 			t.Fatal(err)
 		}
@@ -539,11 +523,11 @@ func TestTransientRetryAfter(t *testing.T) {
 	})
 	t.Run("capped", func(t *testing.T) {
 		s := newScript(t, respond(503, `{"code":14,"message":"busy"}`, "Retry-After", "3600"), okOp("d7qra00000000000000b"))
-		c := testClient(t, s.URL, func(cfg *Config) { cfg.BackoffMax = 20 * time.Millisecond })
+		c := testClient(t, s.URL, func(cfg *Config) { cfg.Retry.Backoff.Max = 20 * time.Millisecond })
 		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 		defer cancel()
 		if _, err := c.Submit(ctx, submitBody, nil); err != nil {
-			t.Fatalf("Submit = %v; a Retry-After of an hour must be capped at BackoffMax", err)
+			t.Fatalf("Submit = %v; a Retry-After of an hour must be capped at Retry.Backoff.Max", err)
 		}
 	})
 }
@@ -577,7 +561,7 @@ func TestAuthRefresh(t *testing.T) {
 			t.Fatalf("Operation = %+v, want an error", op)
 		}
 		var ae *Error
-		if Classify(err) != Auth || !errors.As(err, &ae) || ae.HTTPStatus != 401 || ae.Code != 16 {
+		if retry.Classify(err) != retry.Auth || !errors.As(err, &ae) || ae.HTTPStatus != 401 || ae.Code != 16 {
 			t.Errorf("err = %v, want the 401 auth error", err)
 		}
 		if n := len(s.requests()); n != 2 {
@@ -592,7 +576,7 @@ func TestAuthRefresh(t *testing.T) {
 		s := newScript(t, gen403, okOp("d7qauth0000000000000"))
 		cr := keyCreds(testKey)
 		c := testClient(t, s.URL, func(cfg *Config) { cfg.Credentials = cr })
-		if _, err := c.Submit(t.Context(), submitBody, nil); Classify(err) != Auth {
+		if _, err := c.Submit(t.Context(), submitBody, nil); retry.Classify(err) != retry.Auth {
 			t.Errorf("Submit = %v, want an auth error", err)
 		}
 		if n, inv := len(s.requests()), cr.invalidations(); n != 1 || len(inv) != 0 {
@@ -604,7 +588,7 @@ func TestAuthRefresh(t *testing.T) {
 		cr := &creds{err: errors.New("token exchange refused")}
 		c := testClient(t, s.URL, func(cfg *Config) { cfg.Credentials = cr })
 		sub, err := c.Submit(t.Context(), submitBody, nil)
-		if Classify(err) != Auth || !strings.Contains(fmt.Sprint(err), "token exchange refused") {
+		if retry.Classify(err) != retry.Auth || !strings.Contains(fmt.Sprint(err), "token exchange refused") {
 			t.Errorf("Submit = %v, want an auth error saying why", err)
 		}
 		if n := len(s.requests()); n != 0 || sub.InDoubt {
@@ -634,7 +618,7 @@ func TestBeforeSend(t *testing.T) {
 	t.Run("the last doubtful try is left to the caller", func(t *testing.T) {
 		s := newScript(t, gw500, reset)
 		calls := 0
-		c := testClient(t, s.URL, func(cfg *Config) { cfg.MaxAttempts = 2 })
+		c := testClient(t, s.URL, func(cfg *Config) { cfg.Retry.Attempts = 2 })
 		sub, err := c.Submit(t.Context(), submitBody, func(bool) error { calls++; return nil })
 		if err == nil || calls != 2 || sub.Doubts != 2 || !sub.InDoubt {
 			t.Errorf("Submit = %+v, %v, hook ran %d times; want an error, 2 doubts, the last not told", sub, err, calls)
@@ -670,8 +654,8 @@ func TestBeforeSend(t *testing.T) {
 		journalFull := errors.New("journal: no space left on device")
 		c := testClient(t, s.URL, nil)
 		sub, err := c.Submit(t.Context(), submitBody, func(bool) error { return journalFull })
-		if !errors.Is(err, journalFull) || Classify(err) != Local {
-			t.Errorf("Submit = %v (%v), want the hook's error classified local", err, Classify(err))
+		if !errors.Is(err, journalFull) || retry.Classify(err) != retry.Local {
+			t.Errorf("Submit = %v (%v), want the hook's error classified local", err, retry.Classify(err))
 		}
 		if n := len(s.requests()); n != 0 || sub.Tries != 0 || sub.InDoubt {
 			t.Errorf("%d requests, Submission %+v; want nothing sent", n, sub)
@@ -688,8 +672,8 @@ func TestBeforeSend(t *testing.T) {
 		cancel()
 		calls := 0
 		sub, err := c.Submit(ctx, submitBody, func(bool) error { calls++; return nil })
-		if Classify(err) != Canceled || calls != 0 || sub.Tries != 0 {
-			t.Errorf("Submit = %+v, %v (%v), hook ran %d times; want canceled before the hook", sub, err, Classify(err), calls)
+		if retry.Classify(err) != retry.Canceled || calls != 0 || sub.Tries != 0 {
+			t.Errorf("Submit = %+v, %v (%v), hook ran %d times; want canceled before the hook", sub, err, retry.Classify(err), calls)
 		}
 		if n := len(s.requests()); n != 1 {
 			t.Errorf("%d requests, want 1", n)
@@ -739,8 +723,8 @@ func TestInFlight(t *testing.T) {
 		<-s.arrived
 		cancel()
 		err := <-res
-		if Classify(err) != Canceled || !errors.Is(err, context.Canceled) {
-			t.Errorf("Submit = %v (%v), want canceled", err, Classify(err))
+		if retry.Classify(err) != retry.Canceled || !errors.Is(err, context.Canceled) {
+			t.Errorf("Submit = %v (%v), want canceled", err, retry.Classify(err))
 		}
 		if !sub.InDoubt {
 			t.Error("a request aborted on the wire is not in doubt")
@@ -766,8 +750,8 @@ func TestInFlight(t *testing.T) {
 		<-s.arrived
 		kill()
 		err := <-res
-		if Classify(err) != Canceled {
-			t.Errorf("Submit = %v (%v), want canceled", err, Classify(err))
+		if retry.Classify(err) != retry.Canceled {
+			t.Errorf("Submit = %v (%v), want canceled", err, retry.Classify(err))
 		}
 		if !sub.InDoubt || sub.Tries != 1 {
 			t.Errorf("Submission = %+v, want 1 try, in doubt", sub)
@@ -783,7 +767,7 @@ func TestInFlight(t *testing.T) {
 		s := newScript(t, respond(503, `{"code":14,"message":"busy"}`, "Retry-After", "3600"))
 		c := testClient(t, s.URL, func(cfg *Config) {
 			cfg.InFlight = context.Background()
-			cfg.BackoffMax = time.Hour
+			cfg.Retry.Backoff.Max = time.Hour
 		})
 		ctx, cancel := context.WithCancel(t.Context())
 		res := make(chan error, 1)
@@ -793,8 +777,8 @@ func TestInFlight(t *testing.T) {
 		}()
 		<-s.arrived
 		cancel()
-		if err := <-res; Classify(err) != Canceled {
-			t.Errorf("Submit = %v (%v), want canceled", err, Classify(err))
+		if err := <-res; retry.Classify(err) != retry.Canceled {
+			t.Errorf("Submit = %v (%v), want canceled", err, retry.Classify(err))
 		}
 		if n := len(s.requests()); n != 1 {
 			t.Errorf("%d requests, want 1", n)

@@ -2,11 +2,7 @@ package api
 
 import "time"
 
-// Defaults of a Config field left zero. job.DefaultTuning and the command line's flags take
-// theirs from here, so that each is written once.
-const (
-	DefaultMaxAttempts    = 8
-	DefaultRequestTimeout = time.Minute
-	DefaultBackoffBase    = 500 * time.Millisecond
-	DefaultBackoffMax     = 30 * time.Second
-)
+// DefaultRequestTimeout bounds one HTTP request when Config.RequestTimeout is zero. The retry
+// defaults (attempts, backoff) are the retry package's; job.DefaultTuning and the command line's
+// flags take theirs from there and from here, so that each is written once.
+const DefaultRequestTimeout = time.Minute

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/batchgpt/batchgpt/internal/emulator"
+	"github.com/batchgpt/batchgpt/internal/retry"
 )
 
 const emuFolder = "b1gtestfolder"
@@ -70,7 +71,7 @@ func TestEmulatorErrors(t *testing.T) {
 		name      string
 		mod       func(*Config)
 		call      func(c *Client) error
-		wantClass Class
+		wantClass retry.Class
 		wantCode  int
 		wantMsg   string
 	}{
@@ -80,40 +81,40 @@ func TestEmulatorErrors(t *testing.T) {
 				_, err := c.Submit(t.Context(), []byte(strings.Replace(string(prompt("x")), `"user"`, `"robot"`, 1)), nil)
 				return err
 			},
-			wantClass: Permanent, wantCode: 3, wantMsg: "robot",
+			wantClass: retry.Permanent, wantCode: 3, wantMsg: "robot",
 		},
 		{
 			name:      "malformed JSON",
 			call:      func(c *Client) error { _, err := c.Submit(t.Context(), []byte(`{"modelUri":`), nil); return err },
-			wantClass: Permanent, wantCode: 3,
+			wantClass: retry.Permanent, wantCode: 3,
 		},
 		{
 			name:      "folder mismatch",
 			mod:       func(cfg *Config) { cfg.Folder = "b1gotherfolder" },
 			call:      func(c *Client) error { _, err := c.Submit(t.Context(), prompt("x"), nil); return err },
-			wantClass: Permanent, wantCode: 3, wantMsg: "does not match",
+			wantClass: retry.Permanent, wantCode: 3, wantMsg: "does not match",
 		},
 		{
 			name:      "unknown operation",
 			call:      func(c *Client) error { _, err := c.Operation(t.Context(), "d7qunknown0000000000"); return err },
-			wantClass: NotFound, wantCode: 5,
+			wantClass: retry.NotFound, wantCode: 5,
 		},
 		{
 			name:      "malformed operation id",
 			call:      func(c *Client) error { _, err := c.Operation(t.Context(), "../../etc/passwd"); return err },
-			wantClass: NotFound, wantCode: 5,
+			wantClass: retry.NotFound, wantCode: 5,
 		},
 		{
 			name:      "unknown API key",
 			mod:       func(cfg *Config) { cfg.Credentials = keyCreds(otherKey) },
 			call:      func(c *Client) error { _, err := c.Submit(t.Context(), prompt("x"), nil); return err },
-			wantClass: Auth, wantCode: 16, wantMsg: "Unknown api key",
+			wantClass: retry.Auth, wantCode: 16, wantMsg: "Unknown api key",
 		},
 		{
 			name:      "bearer token unknown",
 			mod:       func(cfg *Config) { cfg.Credentials = &creds{headers: []string{"Bearer t1." + testKey}} },
 			call:      func(c *Client) error { _, err := c.Operation(t.Context(), "d7qunknown0000000000"); return err },
-			wantClass: Auth, wantCode: 16,
+			wantClass: retry.Auth, wantCode: 16,
 		},
 	}
 	for _, tt := range tests {
@@ -123,8 +124,8 @@ func TestEmulatorErrors(t *testing.T) {
 			if err == nil {
 				t.Fatal("no error")
 			}
-			if got := Classify(err); got != tt.wantClass {
-				t.Errorf("Classify(%v) = %v, want %v", err, got, tt.wantClass)
+			if got := retry.Classify(err); got != tt.wantClass {
+				t.Errorf("retry.Classify(%v) = %v, want %v", err, got, tt.wantClass)
 			}
 			e, ok := err.(*Error)
 			if !ok {
@@ -146,7 +147,7 @@ func TestEmulatorTransientFaults(t *testing.T) {
 		Seed:   7,
 		Faults: emulator.Faults{Rate500: 0.15, Rate503: 0.1, RateReset: 0.1, RateGarbage: 0.1},
 	})
-	c := emuClient(t, base, func(cfg *Config) { cfg.MaxAttempts = 30 })
+	c := emuClient(t, base, func(cfg *Config) { cfg.Retry.Attempts = 30 })
 	const n = 40
 	tries, inDoubt := 0, 0
 	var ids []string
@@ -189,9 +190,9 @@ func TestEmulatorTransientFaults(t *testing.T) {
 
 func TestEmulatorLostSubmission(t *testing.T) {
 	emu, base := startEmulator(t, emulator.Config{Faults: emulator.Faults{RateSubmitLost: 1}})
-	c := emuClient(t, base, func(cfg *Config) { cfg.MaxAttempts = 2 })
+	c := emuClient(t, base, func(cfg *Config) { cfg.Retry.Attempts = 2 })
 	sub, err := c.Submit(t.Context(), prompt("lost"), nil)
-	if err == nil || Classify(err) != Transient {
+	if err == nil || retry.Classify(err) != retry.Transient {
 		t.Fatalf("Submit = %+v, %v; want a transient error", sub, err)
 	}
 	if !sub.InDoubt || sub.Tries != 2 || sub.Doubts != 2 {
@@ -208,9 +209,9 @@ func TestEmulatorSubmitQuota(t *testing.T) {
 	pacer := NewPacer(50, 0)
 	c := emuClient(t, base, func(cfg *Config) {
 		cfg.SubmitPacer = pacer
-		cfg.MaxAttempts = 1 // 429s must not count
-		cfg.BackoffBase = 20 * time.Millisecond
-		cfg.BackoffMax = 200 * time.Millisecond
+		cfg.Retry.Attempts = 1 // 429s must not count
+		cfg.Retry.Backoff.Base = 20 * time.Millisecond
+		cfg.Retry.Backoff.Max = 200 * time.Millisecond
 	})
 	var wg sync.WaitGroup
 	for w := range 2 {

@@ -12,54 +12,17 @@ import (
 	"net/http"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/batchgpt/batchgpt/internal/codes"
+	"github.com/batchgpt/batchgpt/internal/retry"
 )
-
-// Class says what a caller should do about an error.
-type Class int
-
-const (
-	// Permanent errors fail the row (a 400, an unknown model): sending it again would fail again.
-	Permanent Class = iota
-	// Transient errors (5xx, connection resets, timeouts, garbage bodies) are retried with back-off.
-	Transient
-	// Quota errors (429) are retried after slowing the shared pacer.
-	Quota
-	// Auth errors (401, 403) stop the run unless the credentials can be refreshed.
-	Auth
-	// NotFound is a 404 for an operation: fresh (not visible yet) or purged after retention.
-	NotFound
-	// Canceled means the context ended.
-	Canceled
-	// Local is a failure on our side before anything was sent (the journal could not be written).
-	Local
-)
-
-func (c Class) String() string {
-	switch c {
-	case Permanent:
-		return "permanent"
-	case Transient:
-		return "transient"
-	case Quota:
-		return "quota"
-	case Auth:
-		return "auth"
-	case NotFound:
-		return "not-found"
-	case Canceled:
-		return "canceled"
-	case Local:
-		return "local"
-	}
-	return "unknown"
-}
 
 // Error is an error answer of the API. It carries both the HTTP status and the gRPC code because
 // the gateway (llm.api) and the generic Yandex Cloud REST body (operation.api) report them differently.
 type Error struct {
 	Op         string // "submit" or "get operation"
 	HTTPStatus int
-	Code       int // google.rpc.Code; 0 when the body did not say
+	Code       int // google.rpc.Code (see internal/codes); 0 when the body did not say
 	Message    string
 	RequestID  string // x-request-id of the answer, for support
 	RetryAfter string // raw Retry-After header, if any
@@ -96,51 +59,27 @@ func (e *BodyError) Unwrap() error { return e.Err }
 // ErrTooManyAttempts wraps the last error when a call gave up after its attempt limit.
 var ErrTooManyAttempts = errors.New("gave up after the attempt limit")
 
-// Classify decides what to do about an error returned by this package. It is the one place where
-// the retry policy is decided.
-func Classify(err error) Class {
-	if err == nil {
-		return Permanent
-	}
-	if errors.Is(err, errContext) {
-		return Canceled
-	}
-	var le *buildError
-	if errors.As(err, &le) {
-		return Local
-	}
-	var ae *Error
-	if errors.As(err, &ae) {
-		switch {
-		case ae.HTTPStatus == http.StatusTooManyRequests || ae.Code == 8:
-			return Quota
-		case ae.HTTPStatus == http.StatusUnauthorized || ae.HTTPStatus == http.StatusForbidden || ae.Code == 16 || ae.Code == 7:
-			return Auth
-		case ae.HTTPStatus == http.StatusNotFound:
-			return NotFound
-		case ae.HTTPStatus >= 500, ae.HTTPStatus == http.StatusRequestTimeout, ae.Code == 14, ae.Code == 4:
-			return Transient
-		}
-		return Permanent
-	}
-	var be *BodyError
-	if errors.As(err, &be) {
-		return Transient
-	}
-	var ne net.Error
-	if errors.As(err, &ne) {
-		return Transient
-	}
-	// Connection resets, unexpected EOFs and other transport failures.
-	return Transient
-}
+// The errors of this package know their class (retry.Classed), so that retry.Classify decides
+// what to do about any of them; what each class means is the retry package's.
+
+// RetryClass is the class of an error answer: retry.Of its HTTP status and gRPC code.
+func (e *Error) RetryClass() retry.Class { return retry.Of(e.HTTPStatus, codes.Code(e.Code)) }
+
+// RetryClass: an unreadable answer is transient, a proxy or an overloaded server produced it.
+func (e *BodyError) RetryClass() retry.Class { return retry.Transient }
+
+// RetryClass: nothing was sent, and sending it would not help.
+func (e *buildError) RetryClass() retry.Class { return retry.Local }
+
+// RetryClass: the caller's context ended.
+func (e *ctxError) RetryClass() retry.Class { return retry.Canceled }
 
 // PermissionDenied reports whether err is the API refusing what the request asks for (403,
 // PERMISSION_DENIED): a model that needs access on request, a folder the credentials cannot use
 // (docs/api.md §4). It is an Auth error; whether it concerns the run or one row is the caller's call.
 func PermissionDenied(err error) bool {
 	var ae *Error
-	return errors.As(err, &ae) && (ae.HTTPStatus == http.StatusForbidden || ae.Code == 7)
+	return errors.As(err, &ae) && (ae.HTTPStatus == http.StatusForbidden || codes.Code(ae.Code) == codes.PermissionDenied)
 }
 
 // reachedServer reports whether a failed submission may have created an operation on the server.
@@ -161,16 +100,6 @@ func reachedServer(err error) bool {
 		return false
 	}
 	return true
-}
-
-// TransientOperationCode reports whether a failed operation's google.rpc.Code is worth a new
-// submission: INTERNAL, UNAVAILABLE, RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED.
-func TransientOperationCode(code int) bool {
-	switch code {
-	case 13, 14, 8, 4:
-		return true
-	}
-	return false
 }
 
 // parseError builds an *Error from an error answer. Both body shapes of docs/api.md §4 are understood:

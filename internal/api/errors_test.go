@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/batchgpt/batchgpt/internal/retry"
 )
 
 func readTestdata(t *testing.T, name string) []byte {
@@ -36,104 +38,104 @@ func TestParseError(t *testing.T) {
 		wantCode   int
 		wantMsg    string // exact, unless wantMsgSub
 		wantMsgSub string
-		wantClass  Class
+		wantClass  retry.Class
 	}{
 		{
 			name: "gateway 429 (docs/api.md §4)", status: 429, body: readTestdata(t, "gateway-429.json"),
 			wantCode: 8, wantMsg: "ai.textGenerationCompletionSessionsCount.count gauge quota limit exceed: allowed 1 requests",
-			wantClass: Quota,
+			wantClass: retry.Quota,
 		},
 		{
 			name: "gateway 400 bad role", status: 400, body: readTestdata(t, "gateway-400-role.json"),
-			wantCode: 3, wantMsgSub: "invalid message role 'robot'", wantClass: Permanent,
+			wantCode: 3, wantMsgSub: "invalid message role 'robot'", wantClass: retry.Permanent,
 		},
 		{
 			name: "gateway 500", status: 500,
 			body:     []byte(`{"error":{"grpcCode":13,"httpCode":500,"message":"Internal error","httpStatus":"Internal Server Error","details":[]}}`),
-			wantCode: 13, wantMsg: "Internal error", wantClass: Transient,
+			wantCode: 13, wantMsg: "Internal error", wantClass: retry.Transient,
 		},
 		{
 			name: "gateway 503", status: 503,
 			body:     []byte(`{"error":{"grpcCode":14,"httpCode":503,"message":"Service is temporarily unavailable"}}`),
-			wantCode: 14, wantMsg: "Service is temporarily unavailable", wantClass: Transient,
+			wantCode: 14, wantMsg: "Service is temporarily unavailable", wantClass: retry.Transient,
 		},
 		{
 			name: "gateway 504 deadline", status: 504,
 			body:     []byte(`{"error":{"grpcCode":4,"httpCode":504,"message":"deadline exceeded"}}`),
-			wantCode: 4, wantMsg: "deadline exceeded", wantClass: Transient,
+			wantCode: 4, wantMsg: "deadline exceeded", wantClass: retry.Transient,
 		},
 		{
 			name: "gateway without grpcCode", status: 400,
 			body:     []byte(`{"error":{"message":"something odd"}}`),
-			wantCode: 0, wantMsg: "something odd", wantClass: Permanent,
+			wantCode: 0, wantMsg: "something odd", wantClass: retry.Permanent,
 		},
 		{
 			name: "gateway grpcCode as string is tolerated", status: 429,
 			body:     []byte(`{"error":{"grpcCode":"8","message":"quota"}}`),
-			wantCode: 0, wantMsgSub: `"grpcCode":"8"`, wantClass: Quota,
+			wantCode: 0, wantMsgSub: `"grpcCode":"8"`, wantClass: retry.Quota,
 		},
 		{
 			name: "generic 401 (docs/api.md §4)", status: 401, body: readTestdata(t, "generic-401.json"),
-			wantCode: 16, wantMsg: "Token is invalid or has expired.", wantClass: Auth,
+			wantCode: 16, wantMsg: "Token is invalid or has expired.", wantClass: retry.Auth,
 		},
 		{
 			name: "generic 403", status: 403,
 			body:     []byte(`{"code":7,"message":"Permission denied","details":[]}`),
-			wantCode: 7, wantMsg: "Permission denied", wantClass: Auth,
+			wantCode: 7, wantMsg: "Permission denied", wantClass: retry.Auth,
 		},
 		{
 			name: "generic 404", status: 404,
 			body:     []byte(`{"code":5,"message":"Operation not found","details":[]}`),
-			wantCode: 5, wantMsg: "Operation not found", wantClass: NotFound,
+			wantCode: 5, wantMsg: "Operation not found", wantClass: retry.NotFound,
 		},
 		{
 			name: "generic code as a string", status: 401,
 			body:     []byte(`{"code":"16","message":"Unknown api key"}`),
-			wantCode: 16, wantMsg: "Unknown api key", wantClass: Auth,
+			wantCode: 16, wantMsg: "Unknown api key", wantClass: retry.Auth,
 		},
 		{
 			name: "generic without message", status: 500,
 			body:     []byte(`{"code":13}`),
-			wantCode: 13, wantMsg: `{"code":13}`, wantClass: Transient,
+			wantCode: 13, wantMsg: `{"code":13}`, wantClass: retry.Transient,
 		},
 		{
 			name: "unmarshal error body (docs/api.md §4)", status: 400, body: readTestdata(t, "unmarshal-400.json"),
-			wantCode: 3, wantMsg: "invalid character 'x' looking for beginning of value", wantClass: Permanent,
+			wantCode: 3, wantMsg: "invalid character 'x' looking for beginning of value", wantClass: retry.Permanent,
 		},
 		{
 			name: "unmarshal error body, empty message", status: 400,
 			body:     []byte(`{"error":"proto: syntax error (line 1:2): unexpected token","code":3,"message":"","details":[]}`),
-			wantCode: 3, wantMsg: "proto: syntax error (line 1:2): unexpected token", wantClass: Permanent,
+			wantCode: 3, wantMsg: "proto: syntax error (line 1:2): unexpected token", wantClass: retry.Permanent,
 		},
 		{
 			name: "non-JSON proxy page", status: 502, body: readTestdata(t, "html-502.html"),
-			wantCode: 0, wantMsgSub: "<title>502 Bad Gateway</title>", wantClass: Transient,
+			wantCode: 0, wantMsgSub: "<title>502 Bad Gateway</title>", wantClass: retry.Transient,
 		},
 		{
 			name: "long non-JSON body is cut", status: 500, body: []byte(longText),
-			wantCode: 0, wantMsgSub: "line of a proxy page line of", wantClass: Transient,
+			wantCode: 0, wantMsgSub: "line of a proxy page line of", wantClass: retry.Transient,
 		},
 		{
 			// 2-byte runes at an odd offset: a cut at a fixed byte count would split one.
 			name: "long non-JSON body in Russian is cut at a rune", status: 502, body: []byte("xy" + strings.Repeat("шлюз недоступен ", 20)),
-			wantCode: 0, wantMsgSub: "xyшлюз недоступен", wantClass: Transient,
+			wantCode: 0, wantMsgSub: "xyшлюз недоступен", wantClass: retry.Transient,
 		},
 		{
 			name: "empty body", status: 503, body: nil,
-			wantCode: 0, wantMsg: "", wantClass: Transient,
+			wantCode: 0, wantMsg: "", wantClass: retry.Transient,
 		},
 		{
 			name: "JSON array", status: 400, body: []byte(`[1,2]`),
-			wantCode: 0, wantMsg: "[1,2]", wantClass: Permanent,
+			wantCode: 0, wantMsg: "[1,2]", wantClass: retry.Permanent,
 		},
 		{
 			name: "headers are kept", status: 429, body: []byte(`{"code":8,"message":"slow down"}`),
 			header:   map[string]string{"x-request-id": "req-1", "Retry-After": "3"},
-			wantCode: 8, wantMsg: "slow down", wantClass: Quota,
+			wantCode: 8, wantMsg: "slow down", wantClass: retry.Quota,
 		},
 		{
 			name: "408 is transient", status: 408, body: []byte(`{}`),
-			wantCode: 0, wantMsg: "{}", wantClass: Transient,
+			wantCode: 0, wantMsg: "{}", wantClass: retry.Transient,
 		},
 	}
 	for _, tt := range tests {
@@ -165,12 +167,12 @@ func TestParseError(t *testing.T) {
 			if got := e.RetryAfter; got != tt.header["Retry-After"] {
 				t.Errorf("retry-after = %q, want %q", got, tt.header["Retry-After"])
 			}
-			if got := Classify(e); got != tt.wantClass {
+			if got := retry.Classify(e); got != tt.wantClass {
 				t.Errorf("Classify = %v, want %v", got, tt.wantClass)
 			}
 			// The wrapped error is classified the same way.
-			if got := Classify(fmt.Errorf("row 7: %w", e)); got != tt.wantClass {
-				t.Errorf("Classify(wrapped) = %v, want %v", got, tt.wantClass)
+			if got := retry.Classify(fmt.Errorf("row 7: %w", e)); got != tt.wantClass {
+				t.Errorf("retry.Classify(wrapped) = %v, want %v", got, tt.wantClass)
 			}
 		})
 	}
@@ -205,58 +207,46 @@ func TestClassify(t *testing.T) {
 	tests := []struct {
 		name string
 		err  error
-		want Class
+		want retry.Class
 	}{
-		{"400 invalid argument", apiErr(400, 3), Permanent},
-		{"400 without code", apiErr(400, 0), Permanent},
-		{"409", apiErr(409, 0), Permanent},
-		{"413", apiErr(413, 3), Permanent},
-		{"401", apiErr(401, 16), Auth},
-		{"401 without code", apiErr(401, 0), Auth},
-		{"403", apiErr(403, 7), Auth},
-		{"code 16 on a 400", apiErr(400, 16), Auth},
-		{"code 7 on a 400", apiErr(400, 7), Auth},
-		{"404", apiErr(404, 5), NotFound},
-		{"404 without code", apiErr(404, 0), NotFound},
-		{"408", apiErr(408, 0), Transient},
-		{"429", apiErr(429, 8), Quota},
-		{"429 without code", apiErr(429, 0), Quota},
-		{"code 8 on a 400", apiErr(400, 8), Quota},
-		{"500", apiErr(500, 13), Transient},
-		{"502 without body", apiErr(502, 0), Transient},
-		{"503", apiErr(503, 14), Transient},
-		{"504", apiErr(504, 4), Transient},
-		{"code 14 on a 400", apiErr(400, 14), Transient},
-		{"code 4 on a 400", apiErr(400, 4), Transient},
-		{"body error", &BodyError{Op: "submit", Err: io.ErrUnexpectedEOF}, Transient},
-		{"too many attempts keeps the last class", fmt.Errorf("%w (3 tries): %w", ErrTooManyAttempts, apiErr(503, 14)), Transient},
-		{"connection refused", dialError(), Transient},
-		{"connection reset", &url.Error{Op: "Post", URL: "u", Err: syscall.ECONNRESET}, Transient},
-		{"unexpected EOF", &url.Error{Op: "Post", URL: "u", Err: io.ErrUnexpectedEOF}, Transient},
-		{"plain error", errors.New("something"), Transient},
-		{"context ended", &ctxError{context.Canceled}, Canceled},
-		{"context ended, wrapped", fmt.Errorf("row 3: %w", &ctxError{context.DeadlineExceeded}), Canceled},
-		{"local", &buildError{errors.New("journal full")}, Local},
-		{"local, wrapped", fmt.Errorf("x: %w", &buildError{errors.New("journal full")}), Local},
+		{"400 invalid argument", apiErr(400, 3), retry.Permanent},
+		{"400 without code", apiErr(400, 0), retry.Permanent},
+		{"409", apiErr(409, 0), retry.Permanent},
+		{"413", apiErr(413, 3), retry.Permanent},
+		{"401", apiErr(401, 16), retry.Auth},
+		{"401 without code", apiErr(401, 0), retry.Auth},
+		{"403", apiErr(403, 7), retry.Auth},
+		{"code 16 on a 400", apiErr(400, 16), retry.Auth},
+		{"code 7 on a 400", apiErr(400, 7), retry.Auth},
+		{"404", apiErr(404, 5), retry.NotFound},
+		{"404 without code", apiErr(404, 0), retry.NotFound},
+		{"408", apiErr(408, 0), retry.Transient},
+		{"429", apiErr(429, 8), retry.Quota},
+		{"429 without code", apiErr(429, 0), retry.Quota},
+		{"code 8 on a 400", apiErr(400, 8), retry.Quota},
+		{"500", apiErr(500, 13), retry.Transient},
+		{"502 without body", apiErr(502, 0), retry.Transient},
+		{"503", apiErr(503, 14), retry.Transient},
+		{"504", apiErr(504, 4), retry.Transient},
+		{"code 14 on a 400", apiErr(400, 14), retry.Transient},
+		{"code 4 on a 400", apiErr(400, 4), retry.Transient},
+		{"body error", &BodyError{Op: "submit", Err: io.ErrUnexpectedEOF}, retry.Transient},
+		{"too many attempts keeps the last class", fmt.Errorf("%w (3 tries): %w", ErrTooManyAttempts, apiErr(503, 14)), retry.Transient},
+		{"connection refused", dialError(), retry.Transient},
+		{"connection reset", &url.Error{Op: "Post", URL: "u", Err: syscall.ECONNRESET}, retry.Transient},
+		{"unexpected EOF", &url.Error{Op: "Post", URL: "u", Err: io.ErrUnexpectedEOF}, retry.Transient},
+		{"plain error", errors.New("something"), retry.Transient},
+		{"context ended", &ctxError{context.Canceled}, retry.Canceled},
+		{"context ended, wrapped", fmt.Errorf("row 3: %w", &ctxError{context.DeadlineExceeded}), retry.Canceled},
+		{"local", &buildError{errors.New("journal full")}, retry.Local},
+		{"local, wrapped", fmt.Errorf("x: %w", &buildError{errors.New("journal full")}), retry.Local},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := Classify(tt.err); got != tt.want {
-				t.Errorf("Classify(%v) = %v, want %v", tt.err, got, tt.want)
+			if got := retry.Classify(tt.err); got != tt.want {
+				t.Errorf("retry.Classify(%v) = %v, want %v", tt.err, got, tt.want)
 			}
 		})
-	}
-}
-
-func TestClassString(t *testing.T) {
-	want := map[Class]string{
-		Permanent: "permanent", Transient: "transient", Quota: "quota", Auth: "auth",
-		NotFound: "not-found", Canceled: "canceled", Local: "local", Class(99): "unknown",
-	}
-	for c, s := range want {
-		if got := c.String(); got != s {
-			t.Errorf("Class(%d).String() = %q, want %q", int(c), got, s)
-		}
 	}
 }
 
@@ -292,15 +282,6 @@ func TestReachedServer(t *testing.T) {
 	}
 }
 
-func TestTransientOperationCode(t *testing.T) {
-	for code := range 20 {
-		want := code == 4 || code == 8 || code == 13 || code == 14
-		if got := TransientOperationCode(code); got != want {
-			t.Errorf("TransientOperationCode(%d) = %v, want %v", code, got, want)
-		}
-	}
-}
-
 // FuzzParseError checks that no body makes parseError panic or lose the status, and that the
 // message stays one bounded line.
 func FuzzParseError(f *testing.F) {
@@ -321,7 +302,7 @@ func FuzzParseError(f *testing.F) {
 			t.Fatalf("status = %d, want %d", e.HTTPStatus, status)
 		}
 		_ = e.Error()
-		_ = Classify(e)
+		_ = retry.Classify(e)
 		if json.Valid(body) {
 			return // the server's own message is kept as sent
 		}

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/batchgpt/batchgpt/internal/emulator"
+	"github.com/batchgpt/batchgpt/internal/retry"
 )
 
 // recordingEmulator serves the emulator on loopback and keeps the headers of every request it
@@ -144,7 +145,7 @@ func TestFolderHeaderForUserAccounts(t *testing.T) {
 				t.Errorf("x-folder-id %q, want %q", f, tc.wantFolder)
 			}
 			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || Classify(err) != Auth {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || retry.Classify(err) != retry.Auth {
 					t.Fatalf("Submit = %v, want an auth error saying %q", err, tc.wantErr)
 				}
 				return
@@ -169,7 +170,7 @@ func TestAuthErrorKeepsServerMessage(t *testing.T) {
 	c := testClient(t, emu.URL, func(cfg *Config) { cfg.Credentials = &saCreds{staticCreds{token: userToken}} })
 	_, err := c.Submit(t.Context(), prompt("refused"), nil)
 	var ae *Error
-	if !errors.As(err, &ae) || Classify(err) != Auth {
+	if !errors.As(err, &ae) || retry.Classify(err) != retry.Auth {
 		t.Fatalf("Submit = %v, want an auth *Error", err)
 	}
 	if ae.HTTPStatus != 401 || ae.Code != 16 || ae.Message != "You have to specify folder ID for user account" || ae.RequestID == "" {

@@ -16,6 +16,9 @@ type Operation struct {
 	Response *CompletionResponse `json:"response,omitempty"`
 }
 
+// Finished reports whether the operation is done (the poller's Operation).
+func (o *Operation) Finished() bool { return o.Done }
+
 // Failed reports whether a done operation ended with an error (error.code > 0, as the Python SDK judges).
 func (o *Operation) Failed() bool { return o.Error != nil && o.Error.Code > 0 }
 

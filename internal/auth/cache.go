@@ -2,22 +2,18 @@ package auth
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/batchgpt/batchgpt/internal/retry"
 )
 
 // Tunables; variables so tests can shorten them.
 var (
-	// retryBaseDelay is the first back-off between transient fetch failures.
-	retryBaseDelay = 250 * time.Millisecond
-	// retryMaxDelay caps the back-off.
-	retryMaxDelay = 4 * time.Second
-	// fetchAttempts is how many times a transient failure is tried.
-	fetchAttempts = 4
+	// fetchPolicy retries a token fetch that failed transiently (a transport error, 429 or 5xx;
+	// anything else is retry.Unrecoverable): 4 tries, 250 ms apart and doubling, up to 4 s.
+	fetchPolicy = retry.Policy{Attempts: 4, Backoff: retry.Backoff{Base: 250 * time.Millisecond, Max: 4 * time.Second}}
 	// fetchTimeout bounds one refresh, retries included. A refresh is shared
 	// by all callers, so it does not run under any one caller's context.
 	fetchTimeout = time.Minute
@@ -164,41 +160,16 @@ func bearerToken(header string) string {
 	return ""
 }
 
-// permanentError marks an error not worth retrying.
-type permanentError struct{ err error }
+// fetched is one token fetch's answer, as retry.Do returns it.
+type fetched struct {
+	token    string
+	lifetime time.Duration
+}
 
-func (e permanentError) Error() string { return e.err.Error() }
-func (e permanentError) Unwrap() error { return e.err }
-
-// withRetry runs op up to fetchAttempts times while it fails transiently,
-// backing off exponentially with jitter.
-func withRetry(ctx context.Context, op func(ctx context.Context) (string, time.Duration, error)) (string, time.Duration, error) {
-	var err error
-	for attempt := 0; attempt < fetchAttempts; attempt++ {
-		if attempt > 0 {
-			d := min(retryBaseDelay<<(attempt-1), retryMaxDelay)
-			d = d/2 + rand.N(d/2+1)
-			t := time.NewTimer(d)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return "", 0, fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
-			case <-t.C:
-			}
-		}
-		var tok string
-		var lifetime time.Duration
-		tok, lifetime, err = op(ctx)
-		if err == nil {
-			return tok, lifetime, nil
-		}
-		var perm permanentError
-		if errors.As(err, &perm) {
-			return "", 0, perm.err
-		}
-		if ctx.Err() != nil {
-			return "", 0, err
-		}
+// tokenOf adapts a one-try token fetch to retry.Do.
+func tokenOf(op func(context.Context) (string, time.Duration, error)) func(context.Context) (fetched, error) {
+	return func(ctx context.Context) (fetched, error) {
+		tok, lifetime, err := op(ctx)
+		return fetched{tok, lifetime}, err
 	}
-	return "", 0, fmt.Errorf("giving up after %d attempts: %w", fetchAttempts, err)
 }

@@ -1,11 +1,14 @@
 package auth
 
-import "time"
+import (
+	"time"
+
+	"github.com/batchgpt/batchgpt/internal/retry"
+)
 
 // SetFastRetries shortens back-off delays and the error cool-down for tests.
 func SetFastRetries() {
-	retryBaseDelay = time.Millisecond
-	retryMaxDelay = 5 * time.Millisecond
+	fetchPolicy.Backoff = retry.Backoff{Base: time.Millisecond, Max: 5 * time.Millisecond}
 	errCooldown = 0
 	autoProbeTimeout = 2 * time.Second
 }
@@ -14,4 +17,4 @@ func SetFastRetries() {
 func SetAudience(s *ServiceAccount, aud string) { s.audience = aud }
 
 // FetchAttempts is how many times a transient failure is tried.
-func FetchAttempts() int { return fetchAttempts }
+func FetchAttempts() int { return fetchPolicy.Attempts }

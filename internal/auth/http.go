@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/batchgpt/batchgpt/internal/retry"
 )
 
 // maxResponseBody bounds token responses; real ones are ~1 KB.
@@ -32,10 +34,8 @@ func (e *TokenError) Error() string {
 	return s
 }
 
-// Temporary reports whether retrying may help (429 and 5xx).
-func (e *TokenError) Temporary() bool {
-	return e.StatusCode == http.StatusTooManyRequests || e.StatusCode >= 500
-}
+// Temporary reports whether retrying may help (retry.TokenTransient: 429 and 5xx).
+func (e *TokenError) Temporary() bool { return retry.TokenTransient(e.StatusCode) }
 
 func defaultClient(hc *http.Client) *http.Client {
 	if hc != nil {
@@ -59,7 +59,7 @@ func normalizeBase(raw, def string) (string, error) {
 
 // doJSON sends req and decodes a 200 JSON answer into out. Transport errors
 // and 429/5xx are returned as they are (retryable); other statuses as
-// permanentError wrapping *TokenError.
+// retry.Unrecoverable wrapping *TokenError.
 func doJSON(ctx context.Context, hc *http.Client, req *http.Request, out any) error {
 	resp, err := hc.Do(req.WithContext(ctx))
 	if err != nil {
@@ -76,10 +76,10 @@ func doJSON(ctx context.Context, hc *http.Client, req *http.Request, out any) er
 		if te.Temporary() {
 			return te
 		}
-		return permanentError{te}
+		return retry.Unrecoverable(te)
 	}
 	if err := json.Unmarshal(body, out); err != nil {
-		return permanentError{fmt.Errorf("invalid JSON in response (status %d)", resp.StatusCode)}
+		return retry.Unrecoverable(fmt.Errorf("invalid JSON in response (status %d)", resp.StatusCode))
 	}
 	return nil
 }

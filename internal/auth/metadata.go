@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/batchgpt/batchgpt/internal/retry"
 )
 
 // metadataTokenPath is the token endpoint of the VM metadata service.
@@ -79,19 +81,19 @@ func (m *Metadata) Probe(ctx context.Context, timeout time.Duration) bool {
 }
 
 func (m *Metadata) fetch(ctx context.Context) (string, time.Duration, error) {
-	tok, lifetime, err := withRetry(ctx, m.request)
+	t, err := retry.Do(ctx, fetchPolicy, tokenOf(m.request))
 	if err != nil {
 		return "", 0, fmt.Errorf("metadata service token: %w", err)
 	}
 	m.exchanges.Add(1)
-	return tok, lifetime, nil
+	return t.token, t.lifetime, nil
 }
 
 // request performs one GET of the token endpoint.
 func (m *Metadata) request(ctx context.Context) (string, time.Duration, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.tokenURL, nil)
 	if err != nil {
-		return "", 0, permanentError{fmt.Errorf("build request: %w", err)}
+		return "", 0, retry.Unrecoverable(fmt.Errorf("build request: %w", err))
 	}
 	req.Header.Set("Metadata-Flavor", "Google")
 	var out struct {
@@ -103,13 +105,13 @@ func (m *Metadata) request(ctx context.Context) (string, time.Duration, error) {
 		return "", 0, err
 	}
 	if out.AccessToken == "" {
-		return "", 0, permanentError{errors.New("response has no access_token")}
+		return "", 0, retry.Unrecoverable(errors.New("response has no access_token"))
 	}
 	if out.TokenType != "" && !strings.EqualFold(out.TokenType, "Bearer") {
-		return "", 0, permanentError{fmt.Errorf("unexpected token_type %q", truncate(out.TokenType, 32))}
+		return "", 0, retry.Unrecoverable(fmt.Errorf("unexpected token_type %q", truncate(out.TokenType, 32)))
 	}
 	if out.ExpiresIn <= 0 || out.ExpiresIn > 7*24*3600 {
-		return "", 0, permanentError{fmt.Errorf("invalid expires_in %d", out.ExpiresIn)}
+		return "", 0, retry.Unrecoverable(fmt.Errorf("invalid expires_in %d", out.ExpiresIn))
 	}
 	return out.AccessToken, time.Duration(out.ExpiresIn) * time.Second, nil
 }

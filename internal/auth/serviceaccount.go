@@ -13,6 +13,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/batchgpt/batchgpt/internal/api"
+	"github.com/batchgpt/batchgpt/internal/retry"
 )
 
 // iamAudience is the audience IAM requires in service account JWTs.
@@ -77,12 +78,12 @@ func (s *ServiceAccount) Authorization(ctx context.Context) (string, error) {
 func (s *ServiceAccount) Invalidate(header string) { s.cache.invalidate(bearerToken(header)) }
 
 func (s *ServiceAccount) fetch(ctx context.Context) (string, time.Duration, error) {
-	tok, lifetime, err := withRetry(ctx, s.exchange)
+	t, err := retry.Do(ctx, fetchPolicy, tokenOf(s.exchange))
 	if err != nil {
 		return "", 0, fmt.Errorf("service account %s: iam token exchange: %w", s.key.serviceAccountID, err)
 	}
 	s.exchanges.Add(1)
-	return tok, lifetime, nil
+	return t.token, t.lifetime, nil
 }
 
 // signJWT builds the PS256 JWT IAM exchanges for a token.
@@ -106,15 +107,15 @@ func (s *ServiceAccount) signJWT(now time.Time) (string, error) {
 func (s *ServiceAccount) exchange(ctx context.Context) (string, time.Duration, error) {
 	signed, err := s.signJWT(time.Now())
 	if err != nil {
-		return "", 0, permanentError{err}
+		return "", 0, retry.Unrecoverable(err)
 	}
 	body, err := json.Marshal(map[string]string{"jwt": signed})
 	if err != nil {
-		return "", 0, permanentError{err}
+		return "", 0, retry.Unrecoverable(err)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.tokenURL, bytes.NewReader(body))
 	if err != nil {
-		return "", 0, permanentError{fmt.Errorf("build request: %w", err)}
+		return "", 0, retry.Unrecoverable(fmt.Errorf("build request: %w", err))
 	}
 	req.Header.Set("Content-Type", "application/json")
 	var out struct {
@@ -125,15 +126,15 @@ func (s *ServiceAccount) exchange(ctx context.Context) (string, time.Duration, e
 		return "", 0, err
 	}
 	if out.IAMToken == "" {
-		return "", 0, permanentError{errors.New("response has no iamToken")}
+		return "", 0, retry.Unrecoverable(errors.New("response has no iamToken"))
 	}
 	exp, err := time.Parse(time.RFC3339Nano, out.ExpiresAt)
 	if err != nil {
-		return "", 0, permanentError{errors.New("response has no valid expiresAt")}
+		return "", 0, retry.Unrecoverable(errors.New("response has no valid expiresAt"))
 	}
 	lifetime := time.Until(exp)
 	if lifetime <= 0 {
-		return "", 0, permanentError{fmt.Errorf("iam returned a token expiring at %s, in the past: check the system clock", exp.Format(time.RFC3339))}
+		return "", 0, retry.Unrecoverable(fmt.Errorf("iam returned a token expiring at %s, in the past: check the system clock", exp.Format(time.RFC3339)))
 	}
 	return out.IAMToken, lifetime, nil
 }

@@ -28,6 +28,7 @@ import (
 
 	"github.com/batchgpt/batchgpt/batch"
 	"github.com/batchgpt/batchgpt/internal/api"
+	"github.com/batchgpt/batchgpt/internal/retry"
 	"github.com/batchgpt/batchgpt/poller"
 	"github.com/batchgpt/batchgpt/store"
 )
@@ -194,7 +195,7 @@ type Job struct {
 	cacheProblem string
 	failedByKind map[string]int
 	pending      map[int]*pendingRow
-	poll         *poller.Poller
+	poll         *poller.Poller[*api.Operation]
 	submitPacer  *api.Pacer
 	pollPacer    *api.Pacer
 	schedule     *poller.Schedule
@@ -665,8 +666,9 @@ func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, h s
 		Endpoint: cfg.Settings.Endpoint, OperationsEndpoint: cfg.Settings.OperationsEndpoint,
 		Credentials: cfg.Credentials, NoDataLogging: cfg.Settings.NoDataLogging, HTTPClient: cfg.HTTPClient,
 		SubmitPacer: submitPacer, PollPacer: pollPacer,
-		MaxAttempts: t.MaxAttempts, RequestTimeout: t.RequestTimeout, BackoffBase: t.BackoffBase,
-		Logger: j.log, InFlight: cfg.Kill,
+		Retry:          retry.Policy{Attempts: t.MaxAttempts, Backoff: retry.Backoff{Base: t.BackoffBase}},
+		RequestTimeout: t.RequestTimeout,
+		Logger:         j.log, InFlight: cfg.Kill,
 	})
 	if err != nil {
 		return sum, err
@@ -675,7 +677,7 @@ func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, h s
 	if schedule == nil {
 		schedule = poller.NewSchedule()
 	}
-	p := poller.New(client, poller.Config{Schedule: schedule, Concurrency: t.PollWorkers})
+	p := poller.New(client.Operation, retry.Poll, poller.Config{Schedule: schedule, Concurrency: t.PollWorkers})
 	j.mu.Lock()
 	j.poll, j.submitPacer, j.pollPacer, j.schedule = p, submitPacer, pollPacer, schedule
 	j.mu.Unlock()
@@ -691,10 +693,13 @@ func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, h s
 
 	rctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	// The first fatal error is the cause of fatal, which nothing else ends (not an interrupt).
+	fatal, stop := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer stop(nil)
 	g, gctx := errgroup.WithContext(rctx)
 	resubmit := make(chan work, 1024)
 	r := &runner{j: j, w: w, client: client, h: h, resubmit: resubmit, checkDone: checkDone, ctx: gctx, cancel: cancel,
-		plan: pl, models: map[string]string{}}
+		fatal: fatal, stop: stop, plan: pl, models: map[string]string{}}
 	if pl.dups.Count() > 0 {
 		rr, err := batch.OpenRereader(cfg.Input, cfg.Settings.Input)
 		if err != nil {
@@ -725,8 +730,8 @@ func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, h s
 	})
 	g.Go(func() error { return r.dispatch(gctx, pl, allDone) })
 	err = g.Wait()
-	if f := r.fatal.Load(); f != nil {
-		err = *f
+	if ferr := r.err(); ferr != nil {
+		err = ferr
 	}
 	if err == nil && j.resolved.Load() >= int64(h.Rows) {
 		err = j.finalize(w)

@@ -6,11 +6,14 @@ import (
 	"io"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/batchgpt/batchgpt/batch"
 	"github.com/batchgpt/batchgpt/internal/api"
+	"github.com/batchgpt/batchgpt/internal/codes"
+	"github.com/batchgpt/batchgpt/internal/retry"
 	"github.com/batchgpt/batchgpt/poller"
 	"github.com/batchgpt/batchgpt/store"
 )
@@ -23,13 +26,16 @@ type runner struct {
 	h         store.Header
 	resubmit  chan work
 	checkDone func()
-	fatal     atomic.Pointer[error]
-	gaveUp    atomic.Int32 // submissions in a row that exhausted their attempts
-	ctx       context.Context
-	cancel    context.CancelCauseFunc
-	plan      *plan
-	reread    *batch.Rereader // nil when no row follows another
-	cache     *cacheUse       // nil without a cache
+	// fatal ends with the first error that must stop the run (auth, disk), its cause; nothing
+	// else ends it, so an error after an interrupt is still reported.
+	fatal  context.Context
+	stop   context.CancelCauseFunc
+	gaveUp retry.Streak // submissions in a row that exhausted their attempts
+	ctx    context.Context
+	cancel context.CancelCauseFunc // ends ctx: the run stops
+	plan   *plan
+	reread *batch.Rereader // nil when no row follows another
+	cache  *cacheUse       // nil without a cache
 
 	modelsMu sync.Mutex
 	models   map[string]string // interned model URIs of pending rows
@@ -37,88 +43,100 @@ type runner struct {
 
 // setFatal records the first error that must stop the run (auth, disk) and stops everything.
 func (r *runner) setFatal(err error) {
-	r.fatal.CompareAndSwap(nil, &err)
+	r.stop(err) // the cause of fatal if it is the first
 	r.cancel(err)
+}
+
+// err is the error that stopped the run, or nil.
+func (r *runner) err() error {
+	if r.fatal.Err() == nil {
+		return nil
+	}
+	return context.Cause(r.fatal)
 }
 
 // dispatch streams the input: rows never submitted (or in doubt) go to the submit workers, rows
 // with an operation id go to the poller; then it serves resubmissions until every row is resolved.
 func (r *runner) dispatch(ctx context.Context, p *plan, allDone <-chan struct{}) error {
-	j := r.j
-	opts := j.cfg.Settings.Input
-	// A fixed pool of workers: a goroutine per row would grow a fresh stack for every request.
-	sctx := ctx
 	queue := make(chan work)
-	var workers sync.WaitGroup
-	for range j.cfg.Tuning.Concurrency {
-		workers.Add(1)
-		go func() {
-			defer workers.Done()
-			for wk := range queue {
-				r.submit(sctx, wk)
-			}
-		}()
-	}
+	workers := r.startSubmitters(ctx, queue)
 	launch := func(wk work) bool {
-		if r.fatal.Load() != nil {
-			return false
+		if ctx.Err() != nil {
+			return false // stopped: no new work
 		}
 		select {
 		case queue <- wk:
 			return true
-		case <-sctx.Done():
+		case <-ctx.Done():
 			return false
 		}
 	}
-	err := func() error {
-		if p.collect != nil {
-			r.collectPending(p)
+	err := r.feed(ctx, p, launch)
+	p.submitted = nil // every pending operation was handed to the poller
+	if err != nil {
+		r.setFatal(err)
+	} else {
+		r.serveResubmissions(ctx, allDone, launch)
+	}
+	close(queue)
+	_ = workers.Wait() // submit reports its failures through setFatal
+	return r.err()
+}
+
+// startSubmitters starts the submit workers, which take rows from queue until it is closed. A
+// fixed pool: a goroutine per row would grow a fresh stack for every request.
+func (r *runner) startSubmitters(ctx context.Context, queue <-chan work) *errgroup.Group {
+	var g errgroup.Group
+	for range r.j.cfg.Tuning.Concurrency {
+		g.Go(func() error {
+			for wk := range queue {
+				r.submit(ctx, wk)
+			}
+			return nil
+		})
+	}
+	return &g
+}
+
+// feed hands every unresolved row of the run to the submit workers (through launch) or to the
+// poller; for a collection, every outstanding operation to the poller.
+func (r *runner) feed(ctx context.Context, p *plan, launch func(work) bool) error {
+	if p.collect != nil {
+		r.collectPending(p)
+		return nil
+	}
+	if c := p.counts; c.New+c.InFlight+c.Submitted == 0 {
+		return nil // everything resolved: nothing to read
+	}
+	j := r.j
+	rd, err := batch.Open(j.cfg.Input, j.cfg.Settings.Input)
+	if err != nil {
+		return fmt.Errorf("open input: %w", err)
+	}
+	defer rd.Close()
+	var lookups []work // rows for the cache, looked up lookupBatch at a time
+	for {
+		row, err := rd.Next()
+		if err == io.EOF {
+			if len(lookups) > 0 {
+				r.lookupAndLaunch(ctx, lookups, launch)
+			}
 			return nil
 		}
-		if c := p.counts; c.New+c.InFlight+c.Submitted == 0 {
-			return nil // everything resolved: nothing to read
-		}
-		rd, err := batch.Open(j.cfg.Input, opts)
 		if err != nil {
-			return fmt.Errorf("open input: %w", err)
+			return fmt.Errorf("read input: %w", err)
 		}
-		defer rd.Close()
-		var lookups []work
-		for {
-			row, err := rd.Next()
-			if err == io.EOF {
-				if len(lookups) > 0 {
-					r.lookupAndLaunch(ctx, lookups, launch)
-				}
+		if row.Index >= p.rows {
+			return fmt.Errorf("input %s has more rows than the checkpoint's %d", j.cfg.Input, p.rows)
+		}
+		wk, send := r.route(p, row)
+		switch {
+		case !send:
+		case r.cache == nil:
+			if !launch(wk) {
 				return nil
 			}
-			if err != nil {
-				return fmt.Errorf("read input: %w", err)
-			}
-			if row.Index >= p.rows {
-				return fmt.Errorf("input %s has more rows than the checkpoint's %d", j.cfg.Input, p.rows)
-			}
-			if p.following(row.Index) {
-				continue // resolved with its leader's answer
-			}
-			rs := p.row(row.Index)
-			switch rs.Phase {
-			case store.PhaseResolved:
-				continue
-			case store.PhaseSubmitted:
-				j.addPending(row, int(rs.Attempt), r.key(row), r.model(row))
-				j.poll.Add(poller.Item{Row: row.Index, OpID: rs.OpID, SubmittedAt: time.UnixMilli(rs.SubmittedAt)})
-				continue
-			}
-			// New, or in doubt: the request may have reached the API before the crash, and
-			// sending it again may bill twice. The cache may answer either without a submission.
-			wk := work{row: row, key: r.key(row), attempt: int(rs.Attempt) + 1, fresh: true, inDoubt: rs.Phase == store.PhaseInFlight}
-			if r.cache == nil {
-				if !launch(wk) {
-					return nil
-				}
-				continue
-			}
+		default:
 			lookups = append(lookups, wk)
 			if len(lookups) == lookupBatch {
 				if !r.lookupAndLaunch(ctx, lookups, launch) {
@@ -127,32 +145,44 @@ func (r *runner) dispatch(ctx context.Context, p *plan, allDone <-chan struct{})
 				lookups = lookups[:0]
 			}
 		}
-	}()
-	p.submitted = nil // every pending operation was handed to the poller
-	if err != nil {
-		r.setFatal(err)
 	}
-	if err == nil {
-	serve:
-		for {
-			select {
-			case wk := <-r.resubmit:
-				if !launch(wk) {
-					break serve
-				}
-			case <-allDone:
-				break serve
-			case <-sctx.Done():
-				break serve
+}
+
+// route decides what becomes of one input row: nothing (resolved, or resolved with its leader's
+// answer), polling (it has an operation id), or a submission (send, of wk).
+func (r *runner) route(p *plan, row batch.Row) (wk work, send bool) {
+	if p.following(row.Index) {
+		return work{}, false // resolved with its leader's answer
+	}
+	rs := p.row(row.Index)
+	switch rs.Phase {
+	case store.PhaseResolved:
+		return work{}, false
+	case store.PhaseSubmitted:
+		r.j.addPending(row, int(rs.Attempt), r.key(row), r.model(row))
+		r.j.poll.Add(poller.Item{Row: row.Index, OpID: rs.OpID, SubmittedAt: time.UnixMilli(rs.SubmittedAt)})
+		return work{}, false
+	}
+	// New, or in doubt: the request may have reached the API before the crash, and sending it
+	// again may bill twice. The cache may answer either without a submission.
+	return work{row: row, key: r.key(row), attempt: int(rs.Attempt) + 1, fresh: true, inDoubt: rs.Phase == store.PhaseInFlight}, true
+}
+
+// serveResubmissions launches the rows handed back for another submission until every row is
+// resolved or the run stops.
+func (r *runner) serveResubmissions(ctx context.Context, allDone <-chan struct{}, launch func(work) bool) {
+	for {
+		select {
+		case wk := <-r.resubmit:
+			if !launch(wk) {
+				return
 			}
+		case <-allDone:
+			return
+		case <-ctx.Done():
+			return
 		}
 	}
-	close(queue)
-	workers.Wait()
-	if f := r.fatal.Load(); f != nil {
-		return *f
-	}
-	return nil
 }
 
 // collectPending hands every outstanding operation of a collection to the poller, named as the
@@ -289,45 +319,11 @@ func (r *runner) submit(ctx context.Context, wk work) {
 			return
 		}
 	}
-	if err != nil && api.Classify(err) == api.Canceled {
-		r.unsent(row.Index, sub)
-		return
-	}
 	if err != nil {
-		switch api.Classify(err) {
-		case api.Local:
-			r.setFatal(fmt.Errorf("checkpoint: %w", err))
-			return
-		case api.Auth:
-			if r.deniedOwnModel(row, err) {
-				r.resolve(row.Index, wk.key, "", failure(row.ID, "", wk.attempt, KindPermissionDenied, err))
-				return
-			}
-			r.unsent(row.Index, sub)
-			r.setFatal(fmt.Errorf("%w: %w", ErrAuth, err))
-			return
-		case api.Permanent, api.NotFound:
-			r.resolve(row.Index, wk.key, "", failure(row.ID, "", wk.attempt, KindInvalid, err))
-		default:
-			// One row that keeps failing is that row's problem; several in a row mean the API
-			// is down or unreachable, and failing every row until it is back would leave a
-			// night's work to --retry-failed: stop instead, resumable.
-			if r.gaveUp.Add(1) >= gaveUpStop {
-				r.unsent(row.Index, sub)
-				r.setFatal(fmt.Errorf("%w: %d submissions in a row kept failing, the last: %w", ErrUnavailable, gaveUpStop, err))
-				return
-			}
-			if wk.attempt < j.cfg.Tuning.MaxAttempts {
-				r.unsent(row.Index, sub)
-				j.log.Warn("submission kept failing; the row goes to the back of the queue", "id", row.ID, "attempt", wk.attempt, "err", err)
-				r.requeue(work{row: row, key: wk.key, attempt: wk.attempt + 1, fresh: wk.fresh})
-				return
-			}
-			r.resolve(row.Index, wk.key, "", failure(row.ID, "", wk.attempt, KindGaveUp, err))
-		}
+		r.submitFailed(wk, sub, err)
 		return
 	}
-	r.gaveUp.Store(0)
+	r.gaveUp.Succeeded()
 	now := time.Now() // the API's answer has just arrived
 	lag := j.cfg.JournalLag
 	// The row counts as submitted once its operation id is durable: until then a kill -9 leaves
@@ -349,8 +345,45 @@ func (r *runner) submit(ctx context.Context, wk work) {
 	j.poll.Add(poller.Item{Row: row.Index, OpID: sub.OpID, SubmittedAt: now})
 }
 
-// gaveUpStop is how many submissions in a row may exhaust their attempts before the run stops.
-const gaveUpStop = 3
+// submitFailed settles a submission that ended without an operation id, by the class of its
+// error: the run stops (the journal failed, the credentials were refused, or retry.StopAfter
+// submissions in a row gave up: the API is down), or the row fails, or it goes to the back of the
+// queue for another submission while it has attempts left.
+func (r *runner) submitFailed(wk work, sub api.Submission, err error) {
+	j := r.j
+	row := wk.row
+	switch retry.Classify(err) {
+	case retry.Canceled:
+		r.unsent(row.Index, sub)
+	case retry.Local:
+		r.setFatal(fmt.Errorf("checkpoint: %w", err))
+	case retry.Auth:
+		if r.deniedOwnModel(row, err) {
+			r.resolve(row.Index, wk.key, "", failure(row.ID, "", wk.attempt, KindPermissionDenied, err))
+			return
+		}
+		r.unsent(row.Index, sub)
+		r.setFatal(fmt.Errorf("%w: %w", ErrAuth, err))
+	case retry.Permanent, retry.NotFound:
+		r.resolve(row.Index, wk.key, "", failure(row.ID, "", wk.attempt, KindInvalid, err))
+	default:
+		// One row that keeps failing is that row's problem; several in a row mean the API is
+		// down or unreachable, and failing every row until it is back would leave a night's
+		// work to --retry-failed: stop instead, resumable.
+		if r.gaveUp.GaveUp() {
+			r.unsent(row.Index, sub)
+			r.setFatal(fmt.Errorf("%w: %d submissions in a row kept failing, the last: %w", ErrUnavailable, retry.StopAfter, err))
+			return
+		}
+		if wk.attempt < j.cfg.Tuning.MaxAttempts {
+			r.unsent(row.Index, sub)
+			j.log.Warn("submission kept failing; the row goes to the back of the queue", "id", row.ID, "attempt", wk.attempt, "err", err)
+			r.requeue(work{row: row, key: wk.key, attempt: wk.attempt + 1, fresh: wk.fresh})
+			return
+		}
+		r.resolve(row.Index, wk.key, "", failure(row.ID, "", wk.attempt, KindGaveUp, err))
+	}
+}
 
 // unsent handles a submission that ended without an operation id and without a verdict on the
 // row. With no try sent there is no intent either (a row in doubt stays so, to be counted when it
@@ -365,7 +398,7 @@ func (r *runner) unsent(row int, sub api.Submission) {
 }
 
 // handle takes a finished operation from the poller.
-func (r *runner) handle(o poller.Outcome) {
+func (r *runner) handle(o poller.Outcome[*api.Operation]) {
 	j := r.j
 	pr := j.takePending(o.Row)
 	if pr == nil {
@@ -374,14 +407,14 @@ func (r *runner) handle(o poller.Outcome) {
 	}
 	var res *Result
 	switch {
-	case o.Err != nil && api.Classify(o.Err) == api.NotFound:
+	case o.Err != nil && retry.Classify(o.Err) == retry.NotFound:
 		if r.again(o, pr, "operation not found: a result is kept 3 days on the server, or the operation never became visible; submitting the row again") {
 			return
 		}
 		res = failure(pr.id, o.OpID, pr.attempt, KindNotFound, o.Err)
 	case o.Err != nil:
 		res = failure(pr.id, o.OpID, pr.attempt, KindGaveUp, o.Err)
-	case o.Op.Failed() && api.TransientOperationCode(o.Op.Error.Code):
+	case o.Op.Failed() && retry.Resubmit(codes.Code(o.Op.Error.Code)):
 		if r.again(o, pr, fmt.Sprintf("operation failed with transient code %d (%s); submitting the row again", o.Op.Error.Code, o.Op.Error.Message)) {
 			return
 		}
@@ -393,7 +426,7 @@ func (r *runner) handle(o poller.Outcome) {
 }
 
 // again queues a row for a new submission if attempts remain (never while collecting).
-func (r *runner) again(o poller.Outcome, pr *pendingRow, why string) bool {
+func (r *runner) again(o poller.Outcome[*api.Operation], pr *pendingRow, why string) bool {
 	j := r.j
 	if pr.attempt >= j.cfg.Tuning.MaxAttempts || r.plan.collect != nil {
 		return false

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/batchgpt/batchgpt/internal/api"
+	"github.com/batchgpt/batchgpt/internal/retry"
 	"github.com/batchgpt/batchgpt/poller"
 )
 
@@ -30,8 +31,8 @@ func DefaultTuning() Tuning {
 		SubmitPerHour:  5000,
 		PollRPS:        50,
 		PollWorkers:    poller.DefaultConcurrency,
-		MaxAttempts:    api.DefaultMaxAttempts,
+		MaxAttempts:    retry.DefaultAttempts,
 		RequestTimeout: api.DefaultRequestTimeout,
-		BackoffBase:    api.DefaultBackoffBase,
+		BackoffBase:    retry.DefaultBackoffBase,
 	}
 }
