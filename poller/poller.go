@@ -228,18 +228,13 @@ func (p *Poller[O]) Run(ctx context.Context, handle func(Outcome[O])) error {
 		p.mu.Unlock()
 
 		if e == nil {
+			// Since Go 1.23 Reset never leaves a stale tick in the channel: no drain needed.
 			timer.Reset(wait)
 			select {
 			case <-ctx.Done():
 				return context.Cause(ctx)
 			case <-p.wake:
 			case <-timer.C:
-			}
-			if !timer.Stop() {
-				select {
-				case <-timer.C:
-				default:
-				}
 			}
 			continue
 		}
