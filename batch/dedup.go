@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"slices"
@@ -36,7 +35,6 @@ func RequestKey(scope string, body []byte) Key {
 }
 
 // String returns the key in hex.
-func (k Key) String() string { return hex.EncodeToString(k[:]) }
 
 // Pos locates a row in its input file, so that it can be read again.
 type Pos struct {
