@@ -228,7 +228,7 @@ func TestMetricsDuringRun(t *testing.T) {
 		t.Error("every row succeeded before the interruption: the test proves nothing")
 	}
 
-	r := runCmd(t, withKey(command(url, "resume", "--submit-rps", "0", "--poll-rps", "0", "--metrics-file", prom, filepath.Join(dir, "in.checkpoint.json")), testKey))
+	r := runCmd(t, withKey(command(url, "resume", "--submit-rps", "0", "--poll-rps", "0", "--progress-interval", "10ms", "--metrics-file", prom, filepath.Join(dir, "in.checkpoint.json")), testKey))
 	if r.code != 0 {
 		t.Fatalf("resume: exit %d\n%s", r.code, r.stderr)
 	}

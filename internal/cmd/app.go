@@ -7,7 +7,8 @@
 //	config.go   flags → runConfig, where every usage mistake is found
 //	run.go      the commands, and the wiring that builds the job and runs it
 //	dryrun.go   run --dry-run
-//	summary.go  the final summary, printed and as JSON
+//	summary.go  the final summary, printed
+//	report.go   the summary JSON, --metrics-file and --notify
 //	logging.go  the run's logger, which keeps secrets out of log lines
 //	exit.go     the error a command ended with → the exit code, the one map main and the
 //	            metrics file use
