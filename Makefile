@@ -6,8 +6,10 @@ STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 
 .PHONY: build test lint vet staticcheck unit demo bench bench-smoke fuzz tidy-check clean
 
+# -buildvcs=auto: in a git checkout the binary carries its commit (batchgpt --version), even
+# where GOFLAGS says -buildvcs=false.
 build:
-	$(GO) build -o $(BIN) .
+	$(GO) build -buildvcs=auto -o $(BIN) .
 
 # The README's test command: vet, staticcheck, then every test with the race detector.
 test: lint unit

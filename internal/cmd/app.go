@@ -7,8 +7,12 @@
 //	config.go   flags → runConfig, where every usage mistake is found
 //	run.go      the commands, and the wiring that builds the job and runs it
 //	dryrun.go   run --dry-run
-//	summary.go  the final summary, printed and as JSON
+//	summary.go  the final summary, printed
+//	report.go   the summary JSON, --metrics-file and --notify
 //	logging.go  the run's logger, which keeps secrets out of log lines
+//	exit.go     the error a command ended with → the exit code, the one map main and the
+//	            metrics file use
+//	version.go  --version and the version command
 package cmd
 
 import (
@@ -92,10 +96,16 @@ func App(stdout io.Writer, con *Console, kill context.Context) *cli.App {
 			e.cacheCommand(),
 			e.emulatorCommand(),
 			e.completionCommand(),
+			e.versionCommand(),
 		},
+		Flags: []cli.Flag{versionFlag},
 		// A word that is no command is bad usage (exit 2), not urfave/cli's "No help topic" (exit 3,
 		// which our exit codes reserve for failed rows).
 		Action: func(c *cli.Context) error {
+			if c.Bool(versionFlag.Name) {
+				e.printVersion()
+				return nil
+			}
 			if c.Args().Present() {
 				return &UsageError{Msg: fmt.Sprintf("unknown command %q", c.Args().First()), Help: "batchgpt --help"}
 			}

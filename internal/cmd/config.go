@@ -12,6 +12,7 @@ import (
 	"github.com/batchgpt/batchgpt/internal/auth"
 	"github.com/batchgpt/batchgpt/internal/emulator"
 	"github.com/batchgpt/batchgpt/internal/job"
+	"github.com/batchgpt/batchgpt/internal/report"
 )
 
 // runConfig is everything run and resume take from their command line. parseRunFlags reads every
@@ -49,6 +50,8 @@ type runConfig struct {
 	logJSON          bool
 	progressInterval time.Duration
 	summaryJSON      string
+	metricsFile      string          // --metrics-file; "" = none
+	notify           *report.Webhook // --notify; nil = none
 }
 
 // cacheConfig is the result cache the flags name.
@@ -111,6 +114,7 @@ func parseRunFlags(c *cli.Context, resume bool) (*runConfig, error) {
 	}
 	rc.quiet, rc.verbose, rc.noProgress = c.Bool("quiet"), c.Bool("verbose"), c.Bool("no-progress")
 	rc.progressInterval, rc.summaryJSON = c.Duration("progress-interval"), c.String("summary-json")
+	rc.metricsFile = c.String("metrics-file")
 	rc.cache.path = c.String("cache")
 
 	prices, err := job.ParsePrices(c.String("price"))
@@ -137,6 +141,11 @@ func parseRunFlags(c *cli.Context, resume bool) (*runConfig, error) {
 			if _, err := api.CheckEndpoint("--iam-endpoint", rc.auth.IAMEndpoint); err != nil {
 				return rc, &UsageError{Msg: err.Error()}
 			}
+		}
+	}
+	if v := c.String("notify"); v != "" {
+		if rc.notify, err = report.NewWebhook(v); err != nil {
+			return rc, &UsageError{Msg: err.Error()}
 		}
 	}
 	if v := c.String("cache-ttl"); v != "" {

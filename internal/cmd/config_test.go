@@ -41,7 +41,7 @@ func parseArgs(t *testing.T, resume bool, args ...string) (*runConfig, error) {
 // clearFlagEnv unsets the environment variables that flags read, for the test.
 func clearFlagEnv(t *testing.T) {
 	for _, k := range []string{"YC_FOLDER_ID", "BATCHGPT_ENDPOINT", "BATCHGPT_OPERATIONS_ENDPOINT", "BATCHGPT_CACHE",
-		"YC_SERVICE_ACCOUNT_KEY_FILE", "BATCHGPT_IAM_ENDPOINT", "BATCHGPT_METADATA_URL"} {
+		"YC_SERVICE_ACCOUNT_KEY_FILE", "BATCHGPT_IAM_ENDPOINT", "BATCHGPT_METADATA_URL", "BATCHGPT_NOTIFY_URL"} {
 		t.Setenv(k, "") // restored after the test
 		os.Unsetenv(k)
 	}
@@ -131,6 +131,15 @@ func TestParseRunFlags(t *testing.T) {
 					t.Errorf("config %+v", rc)
 				}
 			}},
+
+		{name: "metrics and webhook", resume: true, args: []string{"--metrics-file", "m.prom", "--notify", "https://hooks.example.com/x?token=t0k", "c.json"},
+			check: func(t *testing.T, rc *runConfig) {
+				if rc.metricsFile != "m.prom" || rc.notify == nil || rc.notify.String() != "https://hooks.example.com/…" {
+					t.Errorf("config %+v", rc)
+				}
+			}},
+		{name: "webhook over plain http", args: []string{folder, "--notify", "http://hooks.example.com/x", "in.jsonl"},
+			usage: "--notify http://hooks.example.com/…: plain http is only allowed on loopback"},
 
 		{name: "no input", args: []string{folder}, usage: "run: want exactly one INPUT file, got 0 arguments"},
 		{name: "two inputs", args: []string{folder, "a.jsonl", "b.jsonl"}, usage: "got 2 arguments"},

@@ -104,6 +104,8 @@ func outputFlags() []cli.Flag {
 		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log format: text or json"},
 		&cli.BoolFlag{Name: "verbose", Usage: "log every retry"},
 		&cli.StringFlag{Name: "summary-json", Usage: "also write the final summary as JSON to `PATH`"},
+		&cli.StringFlag{Name: "metrics-file", Usage: "write Prometheus metrics to `PATH` (e.g. for node_exporter's textfile collector: a .prom file in its directory) at every --progress-interval and at exit"},
+		&cli.StringFlag{Name: "notify", EnvVars: []string{"BATCHGPT_NOTIFY_URL"}, Usage: "at the end, POST the summary JSON to this webhook `URL` (https, or http to loopback); a failure is logged and changes nothing else"},
 	}
 }
 

@@ -121,41 +121,52 @@ func (e *env) newProgress(rc *runConfig) *progress {
 	return p
 }
 
-// start begins reporting j's progress until the returned stop is called.
-func (p *progress) start(rc *runConfig, j *job.Job, logger *slog.Logger) {
-	if rc.quiet {
+// start begins reporting j's progress until stop is called: bars redrawn four times a second on a
+// terminal, and every --progress-interval a log line (not on a terminal, not with --quiet) and
+// a call of each (the metrics file, whatever stderr is). --progress-interval 0 turns the
+// interval off.
+func (p *progress) start(rc *runConfig, j *job.Job, logger *slog.Logger, each func()) {
+	bars := p.bars != nil
+	logLines := !rc.quiet && !bars
+	interval := rc.progressInterval > 0 && (logLines || each != nil)
+	if !bars && !interval {
 		return
-	}
-	interval := rc.progressInterval
-	if p.bars != nil {
-		interval = 250 * time.Millisecond
-	}
-	if interval <= 0 {
-		return // --progress-interval 0: no progress lines
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(interval)
-		defer t.Stop()
+		var barTick, lineTick <-chan time.Time
+		if bars {
+			t := time.NewTicker(250 * time.Millisecond)
+			defer t.Stop()
+			barTick = t.C
+		}
+		if interval {
+			t := time.NewTicker(rc.progressInterval)
+			defer t.Stop()
+			lineTick = t.C
+		}
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case <-t.C:
+			case <-barTick:
+				if pr := j.Progress(); pr.Rows > 0 {
+					p.bars.update(pr, pr.ETA)
+				}
+			case <-lineTick:
+				if each != nil {
+					each()
+				}
+				pr := j.Progress()
+				if !logLines || pr.Rows == 0 {
+					continue
+				}
+				logger.Info("progress", "rows", pr.Rows, "submitted", pr.Submitted, "resolved", pr.Resolved,
+					"succeeded", pr.Succeeded, "failed", pr.Failed, "cached", pr.Cached, "deduplicated", pr.Deduplicated, "polling", pr.Pending,
+					"submit_rate", fmt.Sprintf("%.1f/s", pr.SubmitRate), "eta", pr.ETA.Round(time.Second).String())
 			}
-			pr := j.Progress()
-			if pr.Rows == 0 {
-				continue
-			}
-			if p.bars != nil {
-				p.bars.update(pr, pr.ETA)
-				continue
-			}
-			logger.Info("progress", "rows", pr.Rows, "submitted", pr.Submitted, "resolved", pr.Resolved,
-				"succeeded", pr.Succeeded, "failed", pr.Failed, "cached", pr.Cached, "deduplicated", pr.Deduplicated, "polling", pr.Pending,
-				"submit_rate", fmt.Sprintf("%.1f/s", pr.SubmitRate), "eta", pr.ETA.Round(time.Second).String())
 		}
 	}()
 	p.stop = func() {

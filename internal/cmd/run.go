@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"github.com/batchgpt/batchgpt/internal/auth"
 	"github.com/batchgpt/batchgpt/internal/emulator"
 	"github.com/batchgpt/batchgpt/internal/job"
+	"github.com/batchgpt/batchgpt/internal/version"
 	"github.com/batchgpt/batchgpt/store"
 )
 
@@ -76,10 +78,22 @@ func (e *env) usageError(rc *runConfig, err error) error {
 	return err
 }
 
-// execute runs or resumes the job rc describes.
+// execute runs or resumes the job rc describes, then reports how it ended: the summary JSON,
+// the metrics file with the exit code main will exit with, the webhook.
 func (e *env) execute(ctx context.Context, rc *runConfig) error {
 	prog := e.newProgress(rc)
 	logger := e.logger(rc, prog.logOut)
+	build := version.Get()
+	logger.Info("batchgpt starting", build.LogAttrs()...)
+	rep := newRunReport(rc, build, logger)
+	j, sum, err := e.runJob(ctx, rc, prog, logger, rep)
+	doc, err := writeSummary(rc, sum, build, err)
+	rep.finish(e.kill, j, sum, exitCode(err), doc)
+	return err
+}
+
+// runJob builds the job rc describes and runs it; j is nil when it could not be made.
+func (e *env) runJob(ctx context.Context, rc *runConfig, prog *progress, logger *slog.Logger, rep *runReport) (*job.Job, job.Summary, error) {
 	cfg := job.Config{
 		Input: rc.input, Checkpoint: rc.checkpoint, Output: rc.output, Force: rc.force,
 		DiscardPending: rc.discardPending, RetryFailed: rc.retryFailed,
@@ -98,7 +112,7 @@ func (e *env) execute(ctx context.Context, rc *runConfig) error {
 	if rc.emulator {
 		srv, key, err := startEmulator(rc.emulatorLatency, rc.emulatorFaults)
 		if err != nil {
-			return err
+			return nil, job.Summary{}, err
 		}
 		defer srv.Close()
 		cfg.Settings.Endpoint, cfg.Settings.OperationsEndpoint = srv.URL, srv.URL
@@ -121,7 +135,7 @@ func (e *env) execute(ctx context.Context, rc *runConfig) error {
 	}
 
 	j := job.New(cfg)
-	prog.start(rc, j, logger)
+	prog.start(rc, j, logger, rep.tick(j))
 	var sum job.Summary
 	var err error
 	if rc.resume {
@@ -144,31 +158,26 @@ func (e *env) execute(ctx context.Context, rc *runConfig) error {
 	if sum.Rows > 0 && !rc.quiet {
 		e.printSummary(sum)
 	}
-	if p := rc.summaryJSON; p != "" && sum.Rows > 0 {
-		if werr := writeSummaryJSON(p, sum); werr != nil && err == nil {
-			err = werr
-		}
-	}
 	if err != nil {
 		var ve *batch.ValidationError
 		switch {
 		case errors.As(err, &ve):
-			return err
+			return j, sum, err
 		case errors.Is(err, store.ErrExists):
-			return &UsageError{Msg: err.Error()}
+			return j, sum, &UsageError{Msg: err.Error()}
 		case sum.Rows > 0 && (errors.Is(err, job.ErrInterrupted) || errors.Is(err, job.ErrAuth) || sum.Pending > 0):
 			msg, resumeCmd := auth.Redact(err.Error()), "batchgpt resume "+shellQuote(cfg.Checkpoint)
 			e.console.Error(msg+"; every operation id is saved",
 				fmt.Sprintf("batchgpt: %s\nbatchgpt: every operation id is saved; to continue run:\n    %s\n", msg, resumeCmd),
 				"resume", resumeCmd)
-			return errors.Join(err, ErrReported)
+			return j, sum, errors.Join(err, ErrReported)
 		}
-		return err
+		return j, sum, err
 	}
 	if sum.Failed > rc.tolerated(sum.Rows) {
-		return &FailedRowsError{Failed: sum.Failed, Rows: sum.Rows}
+		return j, sum, &FailedRowsError{Failed: sum.Failed, Rows: sum.Rows}
 	}
-	return nil
+	return j, sum, nil
 }
 
 type emulatorHandle struct {

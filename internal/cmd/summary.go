@@ -1,9 +1,7 @@
 package cmd
 
 import (
-	"encoding/json"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -54,15 +52,4 @@ func (e *env) printSummary(s job.Summary) {
 	case s.Cache != "":
 		fmt.Fprintf(w, "cache: %s\n", s.Cache)
 	}
-}
-
-func writeSummaryJSON(path string, s job.Summary) error {
-	b, err := json.MarshalIndent(s, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(path, append(b, '\n'), 0o600); err != nil {
-		return fmt.Errorf("write summary: %w", err)
-	}
-	return nil
 }
