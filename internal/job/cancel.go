@@ -69,6 +69,10 @@ func (j *Job) Cancel(ctx context.Context) (sum CancelSummary, err error) {
 		}
 	}()
 	sum.Results = st.Header.Results
+	if s.Emulator {
+		return sum, fmt.Errorf("checkpoint %s was made against the built-in emulator: its operations ended with that process; "+
+			"resume it with --emulator", j.cfg.Checkpoint)
+	}
 	if err := j.adopt(st.Header, s); err != nil {
 		return sum, err
 	}
