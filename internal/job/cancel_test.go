@@ -3,6 +3,9 @@ package job_test
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -183,5 +186,81 @@ func TestCancelLocked(t *testing.T) {
 	defer w.Close()
 	if _, err := job.New(cfg).Cancel(t.Context()); !errors.Is(err, store.ErrLocked) {
 		t.Fatalf("cancel of a locked checkpoint: %v", err)
+	}
+}
+
+// A cancel that keeps failing is retried under the policy, then leaves its row pending; a row in
+// flight at a crash (no operation id) cannot be cancelled and is left as it is.
+func TestCancelFailuresStayPending(t *testing.T) {
+	emu := emulator.New(emulator.Config{APIKeys: []string{"test-key"}, Latency: emulator.Latency{Median: time.Hour}})
+	var mu sync.Mutex
+	broken := map[string]int{} // operation id → cancels answered 503
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id, ok := strings.CutSuffix(strings.TrimPrefix(r.URL.Path, "/operations/"), ":cancel"); ok {
+			mu.Lock()
+			_, bad := broken[id]
+			if bad || len(broken) < 3 {
+				broken[id]++
+				mu.Unlock()
+				w.WriteHeader(http.StatusServiceUnavailable)
+				w.Write([]byte(`{"code":14,"message":"Service is temporarily unavailable","details":[]}`))
+				return
+			}
+			mu.Unlock()
+		}
+		emu.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	const n = 20
+	in := writeJSONL(t, dir, n)
+	cfg := config(dir, in, srv.URL)
+	cfg.Tuning.SubmitRPS = 40
+	interruptedRun(t, cfg, 8)
+	// A crash while row k was being sent: an intent without an operation id.
+	before, err := job.ReadStatus(cfg.Checkpoint, 0, 0, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, st, err := store.Open(cfg.Checkpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := -1
+	for i, r := range st.Rows {
+		if r.Phase == store.PhaseNew {
+			k = i
+			break
+		}
+	}
+	if k < 0 {
+		t.Fatal("every row was submitted")
+	}
+	if err := w.Intent(k, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg.Tuning.MaxAttempts = 3
+	sum, err := job.New(cfg).Cancel(t.Context())
+	ops := before.Submitted
+	if !errors.Is(err, job.ErrCancelIncomplete) || sum.Pending != 3 || sum.Cancelled != ops-3 || sum.InFlight != 1 || sum.NotSubmitted != n-ops-1 {
+		t.Fatalf("cancel: %+v, %v; want 3 pending of %d", sum, err, ops)
+	}
+	mu.Lock()
+	for id, tries := range broken {
+		if tries != 3 {
+			t.Errorf("operation %s: %d cancels, want the policy's 3 tries", id, tries)
+		}
+	}
+	mu.Unlock()
+	after, err := job.ReadStatus(cfg.Checkpoint, 0, 0, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Failed != ops-3 || after.Pending != n-ops+3 || after.InDoubt != 1 {
+		t.Fatalf("status after the cancel: %+v", after)
 	}
 }
