@@ -27,6 +27,8 @@ func TestCheck(t *testing.T) {
 		{"refused key", "AQVNwrongkey", url, nil, 4, []string{"model                FAILED tokenize: HTTP 401 (code 16): Unknown api key", "operations endpoint  skipped\n"}},
 		{"denied model", testKey, url, []string{"--model", "yandexgpt"}, 4, []string{
 			"model                FAILED tokenize: HTTP 403 (code 7): Access to model gpt://" + testFolder + "/yandexgpt/latest denied"}},
+		// The API refuses the model URI (a ds:// URI without a folder, which the emulator wants): 400.
+		{"refused model", testKey, url, []string{"--model", "ds://abc"}, 4, []string{"model                FAILED tokenize: HTTP 400 (code 3)", "Failed to parse model URI"}},
 		{"unreachable", testKey, "http://127.0.0.1:9", []string{"--request-timeout", "2s"}, 1, []string{"model                FAILED", "connection refused"}},
 		{"no folder", testKey, url, []string{"--folder", ""}, 2, nil},
 	} {
