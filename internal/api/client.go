@@ -45,7 +45,8 @@ type Config struct {
 	NoDataLogging      bool   // send x-data-logging-enabled: false
 	HTTPClient         *http.Client
 	SubmitPacer        *Pacer
-	PollPacer          *Pacer
+	PollPacer          *Pacer // operation reads and cancels
+	TokenizePacer      *Pacer // the tokenizer's own quota (docs/api.md §5)
 	// Retry bounds the tries of one call on transient errors (5xx, resets, garbage) and spaces
 	// them; 429 answers do not count, they are waited out through the pacer. Unset fields take
 	// the retry package's defaults (Policy.API).
@@ -64,6 +65,7 @@ type Client struct {
 	cfg       Config
 	submitURL string
 	opsURL    string
+	baseURL   string // the endpoint without a trailing slash: the tokenizer's host
 
 	needsFolder bool // the credentials are FolderScoped
 	// refused is the API's latest 401, until a request succeeds: the reason for credentials
@@ -115,6 +117,9 @@ func New(cfg Config) (*Client, error) {
 	if cfg.PollPacer == nil {
 		cfg.PollPacer = NewPacer(0, 0)
 	}
+	if cfg.TokenizePacer == nil {
+		cfg.TokenizePacer = NewPacer(0, 0)
+	}
 	cfg.Retry = cfg.Retry.API()
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = DefaultRequestTimeout
@@ -130,6 +135,7 @@ func New(cfg Config) (*Client, error) {
 		cfg:       cfg,
 		submitURL: strings.TrimRight(ep.String(), "/") + "/foundationModels/v1/completionAsync",
 		opsURL:    strings.TrimRight(ops.String(), "/") + "/operations/",
+		baseURL:   strings.TrimRight(ep.String(), "/"),
 	}
 	c.needsFolder = ok && fs.NeedsFolderID()
 	return c, nil

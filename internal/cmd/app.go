@@ -93,6 +93,8 @@ func App(stdout io.Writer, con *Console, kill context.Context) *cli.App {
 			e.runCommand(),
 			e.resumeCommand(),
 			e.statusCommand(),
+			e.cancelCommand(),
+			e.checkCommand(),
 			e.cacheCommand(),
 			e.emulatorCommand(),
 			e.completionCommand(),

@@ -28,6 +28,7 @@ type runConfig struct {
 	// collecting them; retryFailed (resume) submits the failed rows again.
 	discardPending, retryFailed bool
 	dryRun                      bool
+	exactTokens                 bool // --dry-run --exact-tokens: the tokenizer counts
 
 	// settings are the request settings of a run; resume takes them from the checkpoint, all but
 	// NoCache.
@@ -101,6 +102,9 @@ func parseRunFlags(c *cli.Context, resume bool) (*runConfig, error) {
 			return rc, &UsageError{Msg: err.Error()}
 		}
 		rc.force, rc.discardPending, rc.dryRun = c.Bool("force"), c.Bool("discard-pending"), c.Bool("dry-run")
+		if rc.exactTokens = c.Bool("exact-tokens"); rc.exactTokens && !rc.dryRun {
+			return rc, usagef("--exact-tokens counts tokens for a dry run: use it with --dry-run")
+		}
 	}
 
 	rc.tuning = job.DefaultTuning()

@@ -11,7 +11,8 @@ import (
 )
 
 // dryRun validates the input and prints what a run would cost and take, without credentials and
-// without sending anything.
+// without sending anything; with --exact-tokens the API's free tokenizer counts the input tokens
+// of the rows to submit (credentials needed; no completion is sent).
 func (e *env) dryRun(ctx context.Context, rc *runConfig) error {
 	input, s, prices := rc.input, rc.settings, rc.prices
 	logger := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn, ReplaceAttr: redactAttr}))
@@ -21,7 +22,16 @@ func (e *env) dryRun(ctx context.Context, rc *runConfig) error {
 	if oc.cache != nil {
 		rcache = oc.cache
 	}
-	pl, err := job.DryRun(ctx, input, s, rcache, oc.ttl, 50)
+	var count job.TokenCounter
+	if rc.exactTokens {
+		c, stop, err := e.tokenCounter(ctx, rc, logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		count = c
+	}
+	pl, err := job.DryRunTokens(ctx, input, s, rcache, oc.ttl, 50, count)
 	if err != nil {
 		return err
 	}
@@ -46,7 +56,11 @@ func (e *env) dryRun(ctx context.Context, rc *runConfig) error {
 		fmt.Fprintf(w, "cache:            %d rows answered by %s (not submitted)\n", pl.CacheHits, oc.path)
 	}
 	fmt.Fprintf(w, "to submit:        %d rows\n", pl.ToSubmit)
-	fmt.Fprintf(w, "input tokens:     ~%d for the rows to submit (estimate: characters / 4; Russian text usually needs more)\n", pl.SubmitTokens)
+	if pl.ExactTokens {
+		fmt.Fprintf(w, "input tokens:     %d for the rows to submit (counted by the API's free tokenizer)\n", pl.SubmitTokens)
+	} else {
+		fmt.Fprintf(w, "input tokens:     ~%d for the rows to submit (estimate: characters / 4; Russian text usually needs more; --exact-tokens counts them)\n", pl.SubmitTokens)
+	}
 	uri, _ := batch.ModelURI(s.Input.Folder, s.Input.Model)
 	if price, ok := prices.For(uri); ok {
 		fmt.Fprintf(w, "input cost:       ~%.2f %s at %g per 1,000 tokens (async); answers are billed too", job.Cost(pl.SubmitTokens, price), job.DefaultCurrency, price)
@@ -58,6 +72,10 @@ func (e *env) dryRun(ctx context.Context, rc *runConfig) error {
 	eta := job.SubmitETA(pl.ToSubmit, 0, rc.tuning.SubmitRPS, rc.tuning.SubmitPerHour)
 	fmt.Fprintf(w, "submission time:  %s at %g/s and %d/hour, plus the operations' own time (minutes to hours)\n",
 		eta.Round(time.Second), rc.tuning.SubmitRPS, rc.tuning.SubmitPerHour)
-	fmt.Fprintln(w, "nothing was sent (--dry-run)")
+	if pl.ExactTokens {
+		fmt.Fprintln(w, "nothing was submitted (--dry-run); only the free tokenizer was asked")
+	} else {
+		fmt.Fprintln(w, "nothing was sent (--dry-run)")
+	}
 	return nil
 }

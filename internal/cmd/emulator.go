@@ -17,7 +17,10 @@ func (e *env) emulatorCommand() *cli.Command {
 		Name:  "emulator",
 		Usage: "serve an emulation of the YandexGPT async API (and IAM) on loopback, for trying and testing batchgpt",
 		Description: "Serves POST /foundationModels/v1/completionAsync, GET /operations/{id}, GET /operations/{id}:cancel,\n" +
-			"POST /iam/v1/tokens, the VM metadata token path and GET /emulator/stats, with the API's bodies and errors.\n" +
+			"POST /foundationModels/v1/tokenize and /tokenizeCompletion (the free tokenizer: one token per word, as the usage\n" +
+			"of its answers counts), POST /iam/v1/tokens, the VM metadata token path and GET /emulator/stats, with the API's\n" +
+			"bodies and errors. A cancel stops a running operation (it then reads as done with error code 1 CANCELLED) and\n" +
+			"leaves a finished one as it is.\n" +
 			"Latency: 0, 2s, uniform:100ms:2s, lognormal:1s:0.8[:max]. Faults: kind=rate pairs, kinds\n" +
 			"429, 500, 503, reset, slow, garbage, op_error, op_perm_error, fresh404, no_done, submit_lost, content_filter, vanish;\n" +
 			"slow_delay=DURATION.\n" +
@@ -35,6 +38,7 @@ func (e *env) emulatorCommand() *cli.Command {
 			&cli.Float64Flag{Name: "submit-rps", Usage: "enforce a submission quota per second (0 = none)"},
 			&cli.IntFlag{Name: "submit-per-hour", Usage: "enforce a submission quota per hour (0 = none)"},
 			&cli.Float64Flag{Name: "poll-rps", Usage: "enforce a poll quota per second (0 = none)"},
+			&cli.Float64Flag{Name: "tokenize-rps", Usage: "enforce a tokenizer quota per second (0 = none; the API's default is 50)"},
 			&cli.StringSliceFlag{Name: "api-key", Usage: "accepted API key (repeatable; default: any key)"},
 			&cli.StringSliceFlag{Name: "deny-model", Usage: "answer 403 PERMISSION_DENIED to completionAsync for model `URI` (repeatable)"},
 			&cli.StringSliceFlag{Name: "user-token", Usage: "accept `TOKEN` as the IAM token of a person's account: completionAsync then needs x-folder-id, as the real API does (repeatable)"},
@@ -54,7 +58,7 @@ func (e *env) emulatorCommand() *cli.Command {
 			}
 			iam := emulator.NewIAM(c.Duration("token-lifetime"), nil)
 			cfg := emulator.Config{Latency: lat, Faults: faults, SubmitRPS: c.Float64("submit-rps"),
-				SubmitPerHour: c.Int("submit-per-hour"), PollRPS: c.Float64("poll-rps"), APIKeys: c.StringSlice("api-key"),
+				SubmitPerHour: c.Int("submit-per-hour"), PollRPS: c.Float64("poll-rps"), TokenizeRPS: c.Float64("tokenize-rps"), APIKeys: c.StringSlice("api-key"),
 				UserTokens: c.StringSlice("user-token"), DeniedModels: c.StringSlice("deny-model"),
 				Retention: c.Duration("retention"), IAM: iam, Seed: time.Now().UnixNano()}
 			if c.Bool("log") {

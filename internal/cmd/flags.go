@@ -25,6 +25,7 @@ func runFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "discard-pending", Usage: "when an earlier run at the checkpoint's path is retired: drop its outstanding operations instead of collecting them"},
 		&cli.StringFlag{Name: "order", Value: "completion", Usage: "result `ORDER`: completion (as rows resolve) or input (rewritten in input order at the end)"},
 		&cli.BoolFlag{Name: "dry-run", Usage: "validate the input, count rows, the rows the cache answers and the duplicates; estimate tokens, cost and time under the quota; send nothing"},
+		&cli.BoolFlag{Name: "exact-tokens", Usage: "with --dry-run: count the input tokens with the API's free tokenizer (needs credentials; submits nothing) instead of estimating them"},
 		&cli.BoolFlag{Name: "refresh", Usage: "submit every row even if the cache has its answer, and store the new answers (e.g. to sample again with temperature > 0)"},
 		&cli.BoolFlag{Name: "no-dedup", Usage: "submit every row, even one whose request an earlier row of the file sends too"},
 		&cli.BoolFlag{Name: "accept-filtered", Usage: "keep answers stopped by the API's content filter as succeeded rows (by default they fail with error kind content-filter; kept by resume)"},

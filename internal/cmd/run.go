@@ -8,9 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"strings"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -119,19 +117,7 @@ func (e *env) runJob(ctx context.Context, rc *runConfig, prog *progress, logger 
 		cfg.Credentials = auth.APIKey(key)
 		logger.Info("using the built-in emulator", "url", srv.URL)
 	} else {
-		cfg.Connect = func(ctx context.Context) (api.Credentials, error) {
-			ac := rc.auth
-			ac.APIKey, ac.IAMToken = os.Getenv("YC_API_KEY"), os.Getenv("YC_IAM_TOKEN")
-			src, desc, err := auth.FromConfig(ctx, ac, &http.Client{Transport: api.NewTransport(), Timeout: 30 * time.Second})
-			if err != nil {
-				if errors.Is(err, auth.ErrNoCredentials) {
-					return nil, usagef("%v (or use --emulator to try batchgpt against its built-in emulator)", err)
-				}
-				return nil, fmt.Errorf("%w: %w", job.ErrAuth, err)
-			}
-			logger.Info("credentials", "using", desc)
-			return src, nil
-		}
+		cfg.Connect = connector(rc.auth, logger)
 	}
 
 	j := job.New(cfg)

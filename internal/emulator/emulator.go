@@ -49,6 +49,7 @@ type Config struct {
 	SubmitRPS     float64
 	SubmitPerHour int
 	PollRPS       float64
+	TokenizeRPS   float64 // the tokenizer's own quota (docs/api.md §5: 50 a second by default)
 
 	Faults Faults
 
@@ -91,6 +92,13 @@ type Stats struct {
 	// than maxTokens) or ALTERNATIVE_STATUS_CONTENT_FILTER (the trigger or the content_filter fault).
 	Truncated       int64 `json:"truncated"`
 	ContentFiltered int64 `json:"contentFiltered"`
+	// Cancels are authenticated :cancel requests; Cancelled the operations they stopped while
+	// running (a cancel of a finished operation leaves it as it was).
+	Cancels   int64 `json:"cancels"`
+	Cancelled int64 `json:"cancelled"`
+	// Tokenizes are authenticated tokenizer requests (tokenize and tokenizeCompletion), whatever
+	// their outcome.
+	Tokenizes int64 `json:"tokenizes"`
 }
 
 // Server is the emulator. It is an http.Handler and safe for concurrent use.
@@ -120,6 +128,7 @@ type Server struct {
 		opsCreated, opsDone, opsFailed, unauthorized          atomic.Int64
 		permissionDenied                                      atomic.Int64
 		truncated, contentFiltered                            atomic.Int64
+		cancels, cancelled, tokenizes                         atomic.Int64
 		faults                                                [numFaults]atomic.Int64
 	}
 
@@ -256,6 +265,9 @@ func (s *Server) Stats() Stats {
 		PermissionDenied:     s.st.permissionDenied.Load(),
 		Truncated:            s.st.truncated.Load(),
 		ContentFiltered:      s.st.contentFiltered.Load(),
+		Cancels:              s.st.cancels.Load(),
+		Cancelled:            s.st.cancelled.Load(),
+		Tokenizes:            s.st.tokenizes.Load(),
 		Faults:               make(map[string]int64, numFaults),
 	}
 	for i, k := range faultKinds {
@@ -309,6 +321,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case p == pathSubmit:
 		if allowMethod(w, r, http.MethodPost, reqID) {
 			s.handleSubmit(w, r, reqID)
+		}
+	case p == pathTokenize, p == pathTokenizeCompletion:
+		if allowMethod(w, r, http.MethodPost, reqID) {
+			s.handleTokenize(w, r, reqID, p == pathTokenizeCompletion)
 		}
 	case strings.HasPrefix(p, pathOps):
 		if id, ok := strings.CutSuffix(p[len(pathOps):], ":cancel"); ok {
@@ -527,13 +543,7 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request, reqID stri
 		rerr = semanticErr("Specified folder ID does not match with service account")
 	}
 	if rerr != nil {
-		if rerr.protoJSON {
-			writeUnmarshalErr(w, rerr.msg)
-			return
-		}
-		msg := fmt.Sprintf("Error in session internal_id=%s&request_id=%s&client_request_id=%s&folder_id=%s: %s",
-			reqID, reqID, r.Header.Get("x-client-request-id"), folderID, rerr.msg)
-		writeGatewayErr(w, http.StatusBadRequest, codeInvalidArgument, msg)
+		writeRequestErr(w, r, reqID, folderID, rerr)
 		return
 	}
 	view := s.createOp(&req, f, now.UnixNano())
@@ -551,6 +561,18 @@ func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request, reqID stri
 		body = garble(body) // the operation exists; only its answer is mangled
 	}
 	emuWriteRaw(w, http.StatusOK, body)
+}
+
+// writeRequestErr answers a rejected body: the grpc-gateway unmarshal body for proto-JSON errors,
+// the gateway's 400 with its session prefix otherwise (docs/api.md §4).
+func writeRequestErr(w http.ResponseWriter, r *http.Request, reqID, folderID string, rerr *requestError) {
+	if rerr.protoJSON {
+		writeUnmarshalErr(w, rerr.msg)
+		return
+	}
+	msg := fmt.Sprintf("Error in session internal_id=%s&request_id=%s&client_request_id=%s&folder_id=%s: %s",
+		reqID, reqID, r.Header.Get("x-client-request-id"), folderID, rerr.msg)
+	writeGatewayErr(w, http.StatusBadRequest, codeInvalidArgument, msg)
 }
 
 // createOp stores a new operation for req and returns its first view.
@@ -723,6 +745,7 @@ func (s *Server) handleCancel(w http.ResponseWriter, r *http.Request, reqID, raw
 	if !s.authorize(w, r, reqID) {
 		return
 	}
+	s.st.cancels.Add(1)
 	res := lookupNotFound
 	var v opView
 	if id, ok := parseOpID(rawID); ok {

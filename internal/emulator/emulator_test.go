@@ -876,6 +876,13 @@ func TestCancel(t *testing.T) {
 			if st := s.Stats(); st.OpsDone+st.OpsFailed != 1 || (tc.wantCode != 0) != (st.OpsFailed == 1) {
 				t.Errorf("OpsDone %d OpsFailed %d", st.OpsDone, st.OpsFailed)
 			}
+			// A second cancel changes nothing: the operation is done either way.
+			if op := decodeOp(t, mustDo(t, http.MethodGet, base+"/operations/"+id+":cancel", "", nil)); op.Done == nil || !*op.Done {
+				t.Errorf("second cancel: %+v", op)
+			}
+			if st := s.Stats(); st.Cancels != 2 || (tc.wantCode != 0) != (st.Cancelled == 1) || st.Cancelled > 1 {
+				t.Errorf("Cancels %d Cancelled %d", st.Cancels, st.Cancelled)
+			}
 			checkGenericError(t, mustDo(t, http.MethodGet, base+"/operations/d7qqr3frkl81js0udlr9:cancel", "", nil), http.StatusNotFound, 5, "Operation not found")
 		})
 	}

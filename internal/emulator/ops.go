@@ -222,8 +222,9 @@ func (s *Server) observe(id opID, now int64, cancel bool) (opView, lookupResult)
 		return opView{}, lookupFresh404
 	}
 	if !op.finished && cancel && now < op.doneAt {
-		// Best effort cancel succeeds only while the operation runs.
+		// Best effort cancel succeeds only while the operation runs (docs/api.md §8).
 		op.outcome, op.doneAt = outcomeCancelled, now
+		s.st.cancelled.Add(1)
 	}
 	if !op.finished && now >= op.doneAt {
 		op.finished = true

@@ -13,6 +13,7 @@ const (
 	quotaSubmitPerSecond = "ai.textGenerationAsyncCompletionRequestsPerSecond.rate"
 	quotaSubmitPerHour   = "ai.textGenerationAsyncCompletionRequestsPerHour.rate"
 	quotaPollPerSecond   = "ai.operationGetRequestsPerSecond.rate"
+	quotaTokenizePerSec  = "ai.tokenizerRequestsPerSecond.rate"
 )
 
 // folderState holds the quotas of one folder; it is shared by the folder's
@@ -25,6 +26,7 @@ type folderState struct {
 	submitSec  slidingWindow
 	submitHour slidingWindow
 	pollSec    slidingWindow
+	tokenize   slidingWindow
 }
 
 func newFolderState(id string, cfg *Config) *folderState {
@@ -34,6 +36,7 @@ func newFolderState(id string, cfg *Config) *folderState {
 		submitSec:  rateWindow(cfg.SubmitRPS),
 		submitHour: slidingWindow{limit: max(cfg.SubmitPerHour, 0), span: int64(time.Hour)},
 		pollSec:    rateWindow(cfg.PollRPS),
+		tokenize:   rateWindow(cfg.TokenizeRPS),
 	}
 }
 
@@ -61,6 +64,17 @@ func (f *folderState) allowPoll(now int64) string {
 		return quotaMessage(quotaPollPerSecond, f.pollSec.limit)
 	}
 	f.pollSec.add(now)
+	return ""
+}
+
+// allowTokenize is allowSubmit for the tokenizer's quota.
+func (f *folderState) allowTokenize(now int64) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.tokenize.room(now) {
+		return quotaMessage(quotaTokenizePerSec, f.tokenize.limit)
+	}
+	f.tokenize.add(now)
 	return ""
 }
 

@@ -29,6 +29,9 @@ type completionRequest struct {
 type requestError struct {
 	protoJSON bool
 	msg       string
+	// tooLong: the request is well formed but longer than the context (the tokenizer still
+	// counts it).
+	tooLong bool
 }
 
 func protoErr(format string, args ...any) *requestError {
@@ -166,7 +169,9 @@ func parseCompletionRequest(body []byte) (completionRequest, *requestError) {
 		return req, semanticErr("temperature must be in the range [0, 1], got %v", *temperature)
 	}
 	if tokens > maxInputTokens {
-		return req, semanticErr("number of input tokens must be no more than %d, got %d", maxInputTokens, tokens)
+		rerr := semanticErr("number of input tokens must be no more than %d, got %d", maxInputTokens, tokens)
+		rerr.tooLong = true
+		return req, rerr
 	}
 	return req, nil
 }

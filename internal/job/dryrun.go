@@ -16,13 +16,22 @@ type Plan struct {
 	Duplicates   int   // rows that send the same request as an earlier row: not submitted
 	CacheHits    int   // rows the cache answers: not submitted
 	ToSubmit     int   // the rest
-	SubmitTokens int64 // estimated input tokens of the rows to submit
+	SubmitTokens int64 // input tokens of the rows to submit: estimated, or counted (ExactTokens)
+	// ExactTokens: SubmitTokens were counted by the API's tokenizer, row by row.
+	ExactTokens  bool
 	CacheProblem string
 }
 
 // DryRun validates the input and finds the rows that would not be submitted: duplicates of an
 // earlier row and rows the cache answers (c may be nil). It sends nothing and writes nothing.
 func DryRun(ctx context.Context, path string, s Settings, c ResultCache, ttl time.Duration, maxErrors int) (Plan, error) {
+	return DryRunTokens(ctx, path, s, c, ttl, maxErrors, nil)
+}
+
+// DryRunTokens is DryRun with the input tokens of the rows to submit counted by count (the API's
+// free tokenizer, see tokens.go) instead of estimated; count nil estimates. Only the rows that
+// would be submitted are counted, each once.
+func DryRunTokens(ctx context.Context, path string, s Settings, c ResultCache, ttl time.Duration, maxErrors int, count TokenCounter) (Plan, error) {
 	scope := s.keyScope()
 	sum, dups, err := validate(path, s, maxErrors)
 	if err != nil {
@@ -47,23 +56,35 @@ func DryRun(ctx context.Context, path string, s Settings, c ResultCache, ttl tim
 	defer rd.Close()
 	var keys []batch.Key
 	var chars []int
+	var bodies [][]byte // with count only
 	var submitChars int64
-	flush := func() {
+	var toCount [][]byte
+	flush := func() error {
 		var hits = make([]bool, len(keys))
 		if cu != nil {
 			for i, e := range cu.lookup(ctx, keys) {
 				hits[i] = e != nil
 			}
 		}
+		toCount = toCount[:0]
 		for i := range keys {
 			if hits[i] {
 				p.CacheHits++
 			} else {
 				p.ToSubmit++
 				submitChars += int64(chars[i])
+				if count != nil {
+					toCount = append(toCount, bodies[i])
+				}
 			}
 		}
-		keys, chars = keys[:0], chars[:0]
+		keys, chars, bodies = keys[:0], chars[:0], bodies[:0]
+		if count == nil {
+			return nil
+		}
+		n, err := countTokens(ctx, toCount, count)
+		p.SubmitTokens += n
+		return err
 	}
 	for {
 		row, err := rd.Next()
@@ -78,14 +99,24 @@ func DryRun(ctx context.Context, path string, s Settings, c ResultCache, ttl tim
 		}
 		keys = append(keys, batch.RequestKey(scope, row.Body))
 		chars = append(chars, row.PromptChars)
+		if count != nil {
+			bodies = append(bodies, row.Body)
+		}
 		if len(keys) == lookupBatch {
-			flush()
+			if err := flush(); err != nil {
+				return p, err
+			}
 		}
 	}
-	flush()
+	if err := flush(); err != nil {
+		return p, err
+	}
 	if cu != nil {
 		p.CacheProblem = cu.why
 	}
-	p.SubmitTokens = batch.EstimateTokens(submitChars)
+	if count == nil {
+		p.SubmitTokens = batch.EstimateTokens(submitChars)
+	}
+	p.ExactTokens = count != nil
 	return p, nil
 }

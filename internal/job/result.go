@@ -15,6 +15,7 @@ import (
 	"github.com/gocarina/gocsv"
 
 	"github.com/batchgpt/batchgpt/internal/api"
+	"github.com/batchgpt/batchgpt/internal/codes"
 )
 
 // Result is one line of the results file. The format is documented in the README.
@@ -48,7 +49,7 @@ type Usage struct {
 
 // ResultError says why a row failed.
 type ResultError struct {
-	Kind      string `json:"kind"` // invalid-request, operation-failed, not-found, gave-up, content-filter, ...
+	Kind      string `json:"kind"` // invalid-request, operation-failed, not-found, gave-up, content-filter, cancelled, ...
 	Code      int    `json:"code"`
 	Message   string `json:"message"`
 	RequestID string `json:"request_id,omitempty"` // x-request-id of the API's answer, for support
@@ -70,6 +71,9 @@ const (
 	KindMalformed = "malformed-response"
 	// KindContentFilter: the API's content filter stopped the answer (unless --accept-filtered).
 	KindContentFilter = "content-filter"
+	// KindCancelled: the operation was cancelled (batchgpt cancel, or anyone else) and finished
+	// with code 1 CANCELLED; resume --retry-failed submits the row again.
+	KindCancelled = "cancelled"
 )
 
 // csvResult is Result flattened for CSV output (usage and error), written and read with gocsv. New
@@ -239,7 +243,11 @@ func fromOperation(id string, op *api.Operation, attempts int, acceptFiltered bo
 	r := &Result{ID: id, OperationID: op.ID, Attempts: attempts}
 	if op.Failed() {
 		r.Status = StatusFailed
-		r.Error = &ResultError{Kind: KindOpFailed, Code: op.Error.Code, Message: op.Error.Message}
+		kind := KindOpFailed
+		if codes.Code(op.Error.Code) == codes.Canceled {
+			kind = KindCancelled // batchgpt cancel, or anyone else, cancelled it
+		}
+		r.Error = &ResultError{Kind: kind, Code: op.Error.Code, Message: op.Error.Message}
 		return r
 	}
 	if op.Response == nil || len(op.Response.Alternatives) == 0 {
