@@ -91,6 +91,10 @@ type Stats struct {
 	// than maxTokens) or ALTERNATIVE_STATUS_CONTENT_FILTER (the trigger or the content_filter fault).
 	Truncated       int64 `json:"truncated"`
 	ContentFiltered int64 `json:"contentFiltered"`
+	// InputTokens and OutputTokens are the usage of the operations created to answer (not to
+	// fail), as their answers report it: what the API bills.
+	InputTokens  int64 `json:"inputTokens"`
+	OutputTokens int64 `json:"outputTokens"`
 }
 
 // Server is the emulator. It is an http.Handler and safe for concurrent use.
@@ -120,6 +124,7 @@ type Server struct {
 		opsCreated, opsDone, opsFailed, unauthorized          atomic.Int64
 		permissionDenied                                      atomic.Int64
 		truncated, contentFiltered                            atomic.Int64
+		inputTokens, outputTokens                             atomic.Int64
 		faults                                                [numFaults]atomic.Int64
 	}
 
@@ -256,6 +261,8 @@ func (s *Server) Stats() Stats {
 		PermissionDenied:     s.st.permissionDenied.Load(),
 		Truncated:            s.st.truncated.Load(),
 		ContentFiltered:      s.st.contentFiltered.Load(),
+		InputTokens:          s.st.inputTokens.Load(),
+		OutputTokens:         s.st.outputTokens.Load(),
 		Faults:               make(map[string]int64, numFaults),
 	}
 	for i, k := range faultKinds {
@@ -634,6 +641,8 @@ func (s *Server) createOp(req *completionRequest, f *folderState, now int64) opV
 		s.st.faults[faultContentFilter].Add(1)
 	}
 	if snapshot.outcome == outcomeOK {
+		s.st.inputTokens.Add(int64(snapshot.inTokens))
+		s.st.outputTokens.Add(int64(snapshot.outTokens))
 		switch snapshot.status {
 		case altTruncated:
 			s.st.truncated.Add(1)
