@@ -14,6 +14,7 @@ import (
 // without sending anything.
 func (e *env) dryRun(ctx context.Context, rc *runConfig) error {
 	input, s, prices := rc.input, rc.settings, rc.prices
+	s.Limits = rc.limits.Apply(nil)
 	logger := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn, ReplaceAttr: redactAttr}))
 	oc := e.openCache(rc.cache, logger, s.NoCache, true)
 	defer oc.close()
@@ -21,7 +22,7 @@ func (e *env) dryRun(ctx context.Context, rc *runConfig) error {
 	if oc.cache != nil {
 		rcache = oc.cache
 	}
-	pl, err := job.DryRun(ctx, input, s, rcache, oc.ttl, 50)
+	pl, err := job.DryRunPriced(ctx, input, s, rcache, oc.ttl, 50, prices)
 	if err != nil {
 		return err
 	}
@@ -55,6 +56,7 @@ func (e *env) dryRun(ctx context.Context, rc *runConfig) error {
 		}
 		fmt.Fprintln(w)
 	}
+	fmt.Fprint(w, dryRunLimits(pl, s.Limits))
 	eta := job.SubmitETA(pl.ToSubmit, 0, rc.tuning.SubmitRPS, rc.tuning.SubmitPerHour)
 	fmt.Fprintf(w, "submission time:  %s at %g/s and %d/hour, plus the operations' own time (minutes to hours)\n",
 		eta.Round(time.Second), rc.tuning.SubmitRPS, rc.tuning.SubmitPerHour)

@@ -83,6 +83,7 @@ func (e *env) execute(ctx context.Context, rc *runConfig) error {
 	cfg := job.Config{
 		Input: rc.input, Checkpoint: rc.checkpoint, Output: rc.output, Force: rc.force,
 		DiscardPending: rc.discardPending, RetryFailed: rc.retryFailed,
+		Limits: rc.limits, Prices: rc.prices,
 		Settings:   rc.settings,
 		Tuning:     rc.tuning,
 		HTTPClient: &http.Client{Transport: api.NewTransport()},
@@ -156,6 +157,8 @@ func (e *env) execute(ctx context.Context, rc *runConfig) error {
 			return err
 		case errors.Is(err, store.ErrExists):
 			return &UsageError{Msg: err.Error()}
+		case errors.Is(err, job.ErrSpendLimit):
+			return e.stoppedAtLimit(sum, cfg.Checkpoint, err)
 		case sum.Rows > 0 && (errors.Is(err, job.ErrInterrupted) || errors.Is(err, job.ErrAuth) || sum.Pending > 0):
 			msg, resumeCmd := auth.Redact(err.Error()), "batchgpt resume "+shellQuote(cfg.Checkpoint)
 			e.console.Error(msg+"; every operation id is saved",

@@ -18,12 +18,30 @@ type Plan struct {
 	ToSubmit     int   // the rest
 	SubmitTokens int64 // estimated input tokens of the rows to submit
 	CacheProblem string
+	// Estimate is the tokens, input and output, the rows to submit are estimated to bill, as the
+	// spend limits estimate a row before any answer (see estimate), and EstimatedCost their cost
+	// at the price of each row's model. FitRows of the rows to submit, in input order, go out
+	// before the first that would cross the limits of the run's settings (all of them without).
+	Estimate      int64
+	EstimatedCost float64
+	FitRows       int
 }
 
 // DryRun validates the input and finds the rows that would not be submitted: duplicates of an
 // earlier row and rows the cache answers (c may be nil). It sends nothing and writes nothing.
 func DryRun(ctx context.Context, path string, s Settings, c ResultCache, ttl time.Duration, maxErrors int) (Plan, error) {
+	return DryRunPriced(ctx, path, s, c, ttl, maxErrors, nil)
+}
+
+// DryRunPriced is DryRun with the price table of the cost estimates (nil: DefaultPrices).
+func DryRunPriced(ctx context.Context, path string, s Settings, c ResultCache, ttl time.Duration, maxErrors int, prices Prices) (Plan, error) {
 	scope := s.keyScope()
+	var limits Limits
+	if s.Limits != nil {
+		limits = *s.Limits
+	}
+	b := newBudget(limits, prices, slog.New(slog.DiscardHandler))
+	fits := true
 	sum, dups, err := validate(path, s, maxErrors)
 	if err != nil {
 		return Plan{}, err
@@ -47,6 +65,8 @@ func DryRun(ctx context.Context, path string, s Settings, c ResultCache, ttl tim
 	defer rd.Close()
 	var keys []batch.Key
 	var chars []int
+	var ests []int64
+	var costs []float64
 	var submitChars int64
 	flush := func() {
 		var hits = make([]bool, len(keys))
@@ -61,9 +81,16 @@ func DryRun(ctx context.Context, path string, s Settings, c ResultCache, ttl tim
 			} else {
 				p.ToSubmit++
 				submitChars += int64(chars[i])
+				p.Estimate += ests[i]
+				p.EstimatedCost += costs[i]
+				fits = fits && (limits.MaxTotalTokens <= 0 || p.Estimate <= limits.MaxTotalTokens) &&
+					(limits.MaxCost <= 0 || p.EstimatedCost <= limits.MaxCost)
+				if fits {
+					p.FitRows++
+				}
 			}
 		}
-		keys, chars = keys[:0], chars[:0]
+		keys, chars, ests, costs = keys[:0], chars[:0], ests[:0], costs[:0]
 	}
 	for {
 		row, err := rd.Next()
@@ -78,6 +105,9 @@ func DryRun(ctx context.Context, path string, s Settings, c ResultCache, ttl tim
 		}
 		keys = append(keys, batch.RequestKey(scope, row.Body))
 		chars = append(chars, row.PromptChars)
+		est := estimate(row, 0) // before any answer
+		ests = append(ests, est)
+		costs = append(costs, Cost(est, b.price(batch.ModelOf(row.Body))))
 		if len(keys) == lookupBatch {
 			flush()
 		}
