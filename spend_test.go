@@ -204,3 +204,19 @@ func TestMaxTotalTokens(t *testing.T) {
 	}
 	checkSpendResults(t, srv, filepath.Join(dir, "in.results.jsonl"))
 }
+
+// --dry-run says whether the estimated run fits the limits, and how far it would go.
+func TestDryRunLimits(t *testing.T) {
+	t.Parallel()
+	_, input, _ := spendInput(t)
+	for _, tc := range []struct{ limit, want string }{
+		{"100", "--max-total-tokens 100: the run does not fit: ~225 tokens"},
+		{"100", "about 11 of the 25 rows to submit go out before it stops (exit 6)"},
+		{"225", "--max-total-tokens 225: the run fits: ~225 tokens"},
+	} {
+		res := runCmd(t, command("http://127.0.0.1:9", "run", "--dry-run", "--max-tokens", spendMaxToks, "--max-total-tokens", tc.limit, input))
+		if res.code != 0 || !bytes.Contains([]byte(res.stdout), []byte(tc.want)) {
+			t.Errorf("--max-total-tokens %s: exit %d, output lacks %q:\n%s%s", tc.limit, res.code, tc.want, res.stdout, res.stderr)
+		}
+	}
+}
