@@ -40,7 +40,7 @@ func TestBudgetAdmit(t *testing.T) {
 		t.Fatal("rows within the limit refused")
 	}
 	b.settle(0, &Usage{InputTokens: 3, CompletionTokens: 2}) // 5 spent, 10 in flight
-	if !b.admit(r(2), "gpt://f/yandexgpt-lite") {             // 25
+	if !b.admit(r(2), "gpt://f/yandexgpt-lite") {            // 25
 		t.Fatal("third row refused at 25 of 30")
 	}
 	if b.admit(r(3), "gpt://f/yandexgpt-lite") { // 35 > 30
