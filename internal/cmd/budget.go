@@ -19,9 +19,9 @@ func limitFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.Float64Flag{Name: "max-cost", Usage: "spend limit of the whole run, in the currency of the price table (see --price): " +
 			"a row is submitted only if the spend so far plus the estimates of the rows in flight and of that row stay within it; " +
-			"then the run waits for what is in flight and exits 6, resumable. Kept in the checkpoint: resume without it keeps it, " +
+			"otherwise nothing more is submitted, the run writes what is in flight and exits 6, resumable. Kept in the checkpoint: resume without it keeps it, " +
 			"resume --max-cost `AMOUNT` raises it, 0 removes it"},
-		&cli.Int64Flag{Name: "max-total-tokens", Usage: "token budget of the whole run, billed input + output tokens, as --max-cost (0 removes it). " +
+		&cli.Int64Flag{Name: "max-total-tokens", Usage: "token budget of the whole run: at most `N` billed input + output tokens, as --max-cost (0 removes it). " +
 			"Not --max-tokens, which caps the length of each answer (completionOptions.maxTokens) and keeps that meaning"},
 	}
 }
