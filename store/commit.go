@@ -18,7 +18,7 @@ func (w *Writer) run() {
 		}
 		for rest := batch; len(rest) > 0; {
 			i := 0
-			for i < len(rest) && rest[i].kind != kindCompact && rest[i].kind != kindFinalizeQ {
+			for i < len(rest) && !alone(rest[i].kind) {
 				i++
 			}
 			// Only the last part of a batch may take in requests queued since: they come
@@ -38,12 +38,15 @@ func (w *Writer) run() {
 			clear(w.late)
 			w.late = w.late[:0]
 			if i < len(rest) {
-				// Compact and Finalize run alone, after everything queued
-				// before them is durable.
+				// Compact, Finalize and SetSettings run alone, after
+				// everything queued before them is durable.
 				if err == nil {
-					if rest[i].kind == kindCompact {
+					switch rest[i].kind {
+					case kindCompact:
 						err = w.compact()
-					} else {
+					case kindSettingsQ:
+						err = w.setSettings(rest[i].line)
+					default:
 						err = w.finalize(rest[i].failed)
 					}
 				}
@@ -55,6 +58,12 @@ func (w *Writer) run() {
 		clear(batch) // drop references to result lines
 		w.spare = batch[:0]
 	}
+}
+
+// alone reports whether a request kind rewrites a whole file, and so runs on
+// its own, after everything queued before it is durable.
+func alone(kind byte) bool {
+	return kind == kindCompact || kind == kindFinalizeQ || kind == kindSettingsQ
 }
 
 // unresolve notes that row's result line, if any, is superseded.

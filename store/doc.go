@@ -19,6 +19,8 @@
 //	compact.go   snapshots of the journal (Compact, and the one Finalize,
 //	             Open and Archive write)
 //	finalize.go  Finalize: one line per row, the F record
+//	settings.go  SetSettings: the header's settings replaced, every other
+//	             record copied as it is (the run's spend limits change)
 //	archive.go   Archive: a finished run moved aside
 //	fsutil.go    atomic files, temp files, directory fsync, the lock, the
 //	             hooks tests use to inject failures
@@ -97,6 +99,10 @@
 // record, Open checks the results file against it: a match means the process
 // died between the renames and Open finishes the job; otherwise the old
 // results file is intact and the F record is void.
+//
+// The header is written once, by Create; SetSettings alone replaces it (its
+// settings only), by rewriting the journal through a temp file and a rename,
+// as a snapshot is written.
 //
 // Writes take no context on purpose: an operation id lost to a Ctrl-C would be
 // a duplicate, billed request on resume.

@@ -125,10 +125,11 @@ type State struct {
 	finalized bool // an interrupted Finalize was completed in memory
 	voidFinal bool // an interrupted Finalize was rolled back
 	preamble  []byte
-	validEnd  int64    // journal bytes up to the end of the last good record
-	overflown int      // problems beyond maxProblems
-	model     string   // the latest model URI, shared by the rows named with it
-	keepNames []uint64 // rows whose names a resolution does not drop (see namesOf)
+	validEnd  int64               // journal bytes up to the end of the last good record
+	overflown int                 // problems beyond maxProblems
+	model     string              // the latest model URI, shared by the rows named with it
+	models    map[string]struct{} // every model URI named in the journal
+	keepNames []uint64            // rows whose names a resolution does not drop (see namesOf)
 }
 
 // Counts tallies the rows by phase.
@@ -151,6 +152,19 @@ func (s *State) Counts() Counts {
 		}
 	}
 	return c
+}
+
+// Models returns every model URI the journal names in an N record, of rows
+// resolved or not, sorted. A snapshot (Finalize, Archive, Compact) keeps the
+// names of open rows only: after one, the models of the rows resolved before
+// it are not known any more.
+func (s *State) Models() []string {
+	out := make([]string, 0, len(s.models))
+	for m := range s.models {
+		out = append(out, m)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // SupersededBytes returns how many bytes of the results file (up to
@@ -404,6 +418,10 @@ func (s *State) apply(r *record) {
 		}
 		if string(r.model) != s.model { // no allocation to compare
 			s.model = string(r.model)
+			if s.models == nil {
+				s.models = make(map[string]struct{})
+			}
+			s.models[s.model] = struct{}{}
 		}
 		s.Named[r.row] = Named{ID: r.id, Key: r.key, Model: s.model}
 	case kindIntent:

@@ -22,7 +22,7 @@ const maxOpID = 256
 // maxNamedID bounds a row id in an N record, as encoded (JSON, with quotes).
 const maxNamedID = 64 << 10
 
-// Record kinds; 0, 'C' and 'Z' are only used inside the writer's queue.
+// Record kinds; 0, 'C', 'Y' and 'Z' are only used inside the writer's queue.
 const (
 	kindHeader    = 'H'
 	kindIntent    = 'I'
@@ -36,6 +36,7 @@ const (
 	kindFlush     = 0
 	kindCompact   = 'C'
 	kindFinalizeQ = 'Z'
+	kindSettingsQ = 'Y'
 )
 
 // appendSum finishes the record whose payload starts at dst[start:].

@@ -33,6 +33,7 @@ const (
 	ExitRowsFailed  = 3   // the run finished but more rows failed than tolerated
 	ExitAuth        = 4   // authentication failed; resumable once credentials are fixed
 	ExitLocked      = 5   // another batchgpt process holds the checkpoint
+	ExitSpendLimit  = 6   // stopped at the spend limit (--max-cost, --max-total-tokens); resumable
 	ExitInterrupted = 130 // stopped by a signal; resumable
 )
 
@@ -43,6 +44,8 @@ const exitCodesHelp = `EXIT CODES:
    3    the run finished but rows failed beyond --max-failed
    4    authentication failed (resumable once credentials are fixed)
    5    another batchgpt process holds the checkpoint
+   6    stopped at the spend limit (--max-cost, --max-total-tokens): what was submitted is written,
+        the rest was not sent (resumable with a higher limit: the command is printed)
    130  interrupted by a signal (resumable: the command to resume is printed)`
 
 // UsageError is a mistake in the command line: exit code 2. It prints as one line that names the

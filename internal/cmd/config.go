@@ -35,6 +35,7 @@ type runConfig struct {
 	settings  job.Settings
 	tuning    job.Tuning
 	tolerated func(rows int) int // --max-failed: the failed rows tolerated out of rows
+	limits    job.LimitChange    // --max-cost, --max-total-tokens (budget.go)
 	prices    job.Prices
 	cache     cacheConfig
 
@@ -126,6 +127,9 @@ func parseRunFlags(c *cli.Context, resume bool) (*runConfig, error) {
 		return rc, &UsageError{Msg: "--price: " + err.Error()}
 	}
 	rc.prices = prices
+	if rc.limits, err = parseLimits(c); err != nil {
+		return rc, err
+	}
 	// A dry run checks the whole command line too: the run it stands for must not fail on it.
 	{
 		if rc.tolerated, err = parseMaxFailed(c.String("max-failed")); err != nil {

@@ -15,6 +15,7 @@ import (
 // of the rows to submit (credentials needed; no completion is sent).
 func (e *env) dryRun(ctx context.Context, rc *runConfig) error {
 	input, s, prices := rc.input, rc.settings, rc.prices
+	s.Limits = rc.limits.Apply(nil)
 	logger := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn, ReplaceAttr: redactAttr}))
 	oc := e.openCache(rc.cache, logger, s.NoCache, true)
 	defer oc.close()
@@ -31,7 +32,7 @@ func (e *env) dryRun(ctx context.Context, rc *runConfig) error {
 		defer stop()
 		count = c
 	}
-	pl, err := job.DryRunTokens(ctx, input, s, rcache, oc.ttl, 50, count)
+	pl, err := job.DryRunWith(ctx, input, s, rcache, oc.ttl, 50, job.DryRunOptions{Count: count, Prices: prices})
 	if err != nil {
 		return err
 	}
@@ -69,6 +70,7 @@ func (e *env) dryRun(ctx context.Context, rc *runConfig) error {
 		}
 		fmt.Fprintln(w)
 	}
+	fmt.Fprint(w, dryRunLimits(pl, s.Limits))
 	eta := job.SubmitETA(pl.ToSubmit, 0, rc.tuning.SubmitRPS, rc.tuning.SubmitPerHour)
 	fmt.Fprintf(w, "submission time:  %s at %g/s and %d/hour, plus the operations' own time (minutes to hours)\n",
 		eta.Round(time.Second), rc.tuning.SubmitRPS, rc.tuning.SubmitPerHour)

@@ -47,9 +47,12 @@ func exitCode(err error) int {
 	var ve *batch.ValidationError
 	var ue *UsageError
 	var fe *FailedRowsError
+	var se *SpendLimitError
 	switch {
 	case errors.As(err, &fe):
 		return ExitRowsFailed
+	case errors.As(err, &se):
+		return ExitSpendLimit
 	case errors.As(err, &ve), errors.As(err, &ue):
 		return ExitUsage
 	case errors.Is(err, job.ErrInterrupted):

@@ -95,6 +95,7 @@ func (e *env) runJob(ctx context.Context, rc *runConfig, prog *progress, logger 
 	cfg := job.Config{
 		Input: rc.input, Checkpoint: rc.checkpoint, Output: rc.output, Force: rc.force,
 		DiscardPending: rc.discardPending, RetryFailed: rc.retryFailed,
+		Limits: rc.limits, Prices: rc.prices,
 		Settings:   rc.settings,
 		Tuning:     rc.tuning,
 		HTTPClient: &http.Client{Transport: api.NewTransport()},
@@ -151,6 +152,8 @@ func (e *env) runJob(ctx context.Context, rc *runConfig, prog *progress, logger 
 			return j, sum, err
 		case errors.Is(err, store.ErrExists):
 			return j, sum, &UsageError{Msg: err.Error()}
+		case errors.Is(err, job.ErrSpendLimit):
+			return j, sum, e.stoppedAtLimit(sum, cfg.Checkpoint, err)
 		case sum.Rows > 0 && (errors.Is(err, job.ErrInterrupted) || errors.Is(err, job.ErrAuth) || sum.Pending > 0):
 			msg, resumeCmd := auth.Redact(err.Error()), "batchgpt resume "+shellQuote(cfg.Checkpoint)
 			e.console.Error(msg+"; every operation id is saved",

@@ -45,6 +45,7 @@ func (e *env) printSummary(s job.Summary) {
 		fmt.Fprintf(w, "  estimated cost: %.2f %s (async prices; see --price)", s.EstimatedCost, s.Currency)
 	}
 	fmt.Fprintf(w, "  elapsed: %s\n", s.Elapsed.Round(time.Millisecond))
+	fmt.Fprint(w, spendLine(s))
 	fmt.Fprintf(w, "results: %s\ncheckpoint: %s\n", s.Results, s.Checkpoint)
 	switch {
 	case s.CacheProblem != "":

@@ -99,6 +99,10 @@ type Stats struct {
 	// Tokenizes are authenticated tokenizer requests (tokenize and tokenizeCompletion), whatever
 	// their outcome.
 	Tokenizes int64 `json:"tokenizes"`
+	// InputTokens and OutputTokens are the usage of the operations created to answer (not to
+	// fail), as their answers report it: what the API bills.
+	InputTokens  int64 `json:"inputTokens"`
+	OutputTokens int64 `json:"outputTokens"`
 }
 
 // Server is the emulator. It is an http.Handler and safe for concurrent use.
@@ -129,6 +133,7 @@ type Server struct {
 		permissionDenied                                      atomic.Int64
 		truncated, contentFiltered                            atomic.Int64
 		cancels, cancelled, tokenizes                         atomic.Int64
+		inputTokens, outputTokens                             atomic.Int64
 		faults                                                [numFaults]atomic.Int64
 	}
 
@@ -268,6 +273,8 @@ func (s *Server) Stats() Stats {
 		Cancels:              s.st.cancels.Load(),
 		Cancelled:            s.st.cancelled.Load(),
 		Tokenizes:            s.st.tokenizes.Load(),
+		InputTokens:          s.st.inputTokens.Load(),
+		OutputTokens:         s.st.outputTokens.Load(),
 		Faults:               make(map[string]int64, numFaults),
 	}
 	for i, k := range faultKinds {
@@ -656,6 +663,8 @@ func (s *Server) createOp(req *completionRequest, f *folderState, now int64) opV
 		s.st.faults[faultContentFilter].Add(1)
 	}
 	if snapshot.outcome == outcomeOK {
+		s.st.inputTokens.Add(int64(snapshot.inTokens))
+		s.st.outputTokens.Add(int64(snapshot.outTokens))
 		switch snapshot.status {
 		case altTruncated:
 			s.st.truncated.Add(1)

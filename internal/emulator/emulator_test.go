@@ -904,6 +904,14 @@ func TestStatsAndDuplicates(t *testing.T) {
 	}
 	st := s.Stats()
 	want := emulator.Stats{Submissions: 5, DuplicateSubmissions: 2, Polls: 2, OpsCreated: 4, OpsDone: 2, Faults: st.Faults}
+	// Usage of the 4 operations created, polled or not, as their answers report it.
+	for _, msgs := range [][]emulator.Message{a, b, a, a} {
+		for _, m := range msgs {
+			want.InputTokens += emulator.CountTokens(m.Text)
+		}
+		_, _, out := emulator.Completion(testModel, msgs, 0)
+		want.OutputTokens += out
+	}
 	if !reflect.DeepEqual(st, want) {
 		t.Errorf("stats %+v, want %+v", st, want)
 	}

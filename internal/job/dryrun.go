@@ -20,19 +20,39 @@ type Plan struct {
 	// ExactTokens: SubmitTokens were counted by the API's tokenizer, row by row.
 	ExactTokens  bool
 	CacheProblem string
+	// Estimate is the tokens, input and output, the rows to submit are estimated to bill, as the
+	// spend limits estimate a row before any answer (see estimate), and EstimatedCost their cost
+	// at the price of each row's model. FitRows of the rows to submit, in input order, go out
+	// before the first that would cross the limits of the run's settings (all of them without).
+	Estimate      int64
+	EstimatedCost float64
+	FitRows       int
 }
 
 // DryRun validates the input and finds the rows that would not be submitted: duplicates of an
 // earlier row and rows the cache answers (c may be nil). It sends nothing and writes nothing.
 func DryRun(ctx context.Context, path string, s Settings, c ResultCache, ttl time.Duration, maxErrors int) (Plan, error) {
-	return DryRunTokens(ctx, path, s, c, ttl, maxErrors, nil)
+	return DryRunWith(ctx, path, s, c, ttl, maxErrors, DryRunOptions{})
 }
 
-// DryRunTokens is DryRun with the input tokens of the rows to submit counted by count (the API's
-// free tokenizer, see tokens.go) instead of estimated; count nil estimates. Only the rows that
-// would be submitted are counted, each once.
-func DryRunTokens(ctx context.Context, path string, s Settings, c ResultCache, ttl time.Duration, maxErrors int, count TokenCounter) (Plan, error) {
+// DryRunOptions are what a dry run may do beyond DryRun: count the input tokens with the API's free
+// tokenizer (Count, see tokens.go; nil estimates them), and price the estimates (Prices, nil:
+// DefaultPrices).
+type DryRunOptions struct {
+	Count  TokenCounter
+	Prices Prices
+}
+
+// DryRunWith is DryRun with options. Only the rows that would be submitted are counted, each once.
+func DryRunWith(ctx context.Context, path string, s Settings, c ResultCache, ttl time.Duration, maxErrors int, o DryRunOptions) (Plan, error) {
+	count, prices := o.Count, o.Prices
 	scope := s.keyScope()
+	var limits Limits
+	if s.Limits != nil {
+		limits = *s.Limits
+	}
+	b := newBudget(limits, prices, slog.New(slog.DiscardHandler))
+	fits := true
 	sum, dups, err := validate(path, s, maxErrors)
 	if err != nil {
 		return Plan{}, err
@@ -57,6 +77,8 @@ func DryRunTokens(ctx context.Context, path string, s Settings, c ResultCache, t
 	var keys []batch.Key
 	var chars []int
 	var bodies [][]byte // with count only
+	var ests []int64
+	var costs []float64
 	var submitChars int64
 	var toCount [][]byte
 	flush := func() error {
@@ -73,12 +95,19 @@ func DryRunTokens(ctx context.Context, path string, s Settings, c ResultCache, t
 			} else {
 				p.ToSubmit++
 				submitChars += int64(chars[i])
+				p.Estimate += ests[i]
+				p.EstimatedCost += costs[i]
+				fits = fits && (limits.MaxTotalTokens <= 0 || p.Estimate <= limits.MaxTotalTokens) &&
+					(limits.MaxCost <= 0 || p.EstimatedCost <= limits.MaxCost)
+				if fits {
+					p.FitRows++
+				}
 				if count != nil {
 					toCount = append(toCount, bodies[i])
 				}
 			}
 		}
-		keys, chars, bodies = keys[:0], chars[:0], bodies[:0]
+		keys, chars, bodies, ests, costs = keys[:0], chars[:0], bodies[:0], ests[:0], costs[:0]
 		if count == nil {
 			return nil
 		}
@@ -102,6 +131,9 @@ func DryRunTokens(ctx context.Context, path string, s Settings, c ResultCache, t
 		if count != nil {
 			bodies = append(bodies, row.Body)
 		}
+		est := estimate(row, 0) // before any answer
+		ests = append(ests, est)
+		costs = append(costs, Cost(est, b.price(batch.ModelOf(row.Body))))
 		if len(keys) == lookupBatch {
 			if err := flush(); err != nil {
 				return p, err

@@ -54,6 +54,9 @@ type Settings struct {
 	// success, and lets the cache answer with one; without it such a row fails. It decides what
 	// the results say, so resume keeps it.
 	AcceptFiltered bool `json:"accept_filtered,omitempty"`
+	// Limits are the run's spend limits (budget.go). They change nothing that is sent: a run over
+	// the same input with other limits is the same run, and a resume may change them.
+	Limits *Limits `json:"limits,omitempty"`
 }
 
 // keyScope is where the run's requests go, part of every request key: an answer of the
@@ -97,6 +100,10 @@ type Config struct {
 	// (or when Settings.NoCache). Entries stored longer than CacheTTL ago are ignored (0: any age).
 	Cache    ResultCache
 	CacheTTL time.Duration
+	// Limits (run and resume) sets or removes the spend limits; unset fields keep the
+	// checkpoint's. Prices price them (nil: DefaultPrices).
+	Limits LimitChange
+	Prices Prices
 	// JournalLag, if set, is told for every operation id how long after the API's answer its S
 	// record became durable: the window in which a kill -9 leaves the row in doubt (for
 	// measurement; it runs on the journal's goroutine and must be quick).
@@ -152,6 +159,10 @@ type Summary struct {
 	// result lines this process wrote, as FailedByKind does.
 	ContentFiltered int64 `json:"content_filtered"`
 	Truncated       int64 `json:"truncated"`
+	// StoppedAtLimit: the run stopped submitting at its spend limit (ErrSpendLimit); Spend is
+	// what the run spent against its limits (nil without limits).
+	StoppedAtLimit bool   `json:"stopped_at_limit"`
+	Spend          *Spend `json:"spend,omitempty"`
 }
 
 // ModelURI is the run's default model URI ("" when the rows carry their own).
@@ -190,6 +201,8 @@ type Job struct {
 	truncated       atomic.Int64 // answers cut at maxTokens
 	contentFiltered atomic.Int64 // content-filtered answers, failed or accepted
 	csvCols         []string     // columns of a CSV results file's header, in which its lines are written
+	budget          *budget      // nil without spend limits
+	leftByLimit     atomic.Int64 // rows left unsubmitted at the spend limit, their waiting duplicates too
 
 	mu           sync.Mutex
 	cacheProblem string
@@ -272,6 +285,7 @@ func DefaultPaths(input string) (checkpoint, results string) {
 // Run validates the input, creates the checkpoint and processes every row.
 func (j *Job) Run(ctx context.Context) (Summary, error) {
 	start := time.Now()
+	j.cfg.Settings.Limits = j.cfg.Limits.Apply(nil)
 	cfg := j.cfg
 	j.scope = cfg.Settings.keyScope()
 	sum, dups, err := validate(cfg.Input, cfg.Settings, cfg.MaxInputErrors)
@@ -326,6 +340,9 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 	if err != nil {
 		return Summary{}, err
 	}
+	if l := cfg.Settings.Limits; l.any() {
+		j.budget = newBudget(*l, cfg.Prices, j.log)
+	}
 	// A new run has no row state: every row is new.
 	return j.execute(ctx, start, w, h, newPlan(&store.State{Header: h}, dups), nil)
 }
@@ -339,6 +356,8 @@ func sameSettings(raw json.RawMessage, s Settings) bool {
 	if old.Emulator && s.Emulator { // its address changes with every start
 		old.Endpoint, old.OperationsEndpoint = s.Endpoint, s.OperationsEndpoint
 	}
+	old.Limits = s.Limits // limits change nothing that is sent; resume takes the new ones
+
 	return reflect.DeepEqual(old, s)
 }
 
@@ -456,6 +475,10 @@ func (j *Job) Resume(ctx context.Context) (Summary, error) {
 	}
 	if st.Doubts > 0 {
 		j.log.Warn("earlier runs of this checkpoint made submissions that may have been billed twice", "in_doubt", st.Doubts)
+	}
+	if err := j.limits(w, st, s); err != nil {
+		w.Close()
+		return Summary{}, err
 	}
 	if j.cfg.RetryFailed {
 		reopened := 0
@@ -650,6 +673,9 @@ func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, h s
 		if sum.Interrupted && err == nil {
 			err = ErrInterrupted
 		}
+		if sum.StoppedAtLimit && err == nil {
+			err = ErrSpendLimit
+		}
 	}()
 
 	if h.ResultsFormat == FormatCSV {
@@ -685,7 +711,7 @@ func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, h s
 	allDone := make(chan struct{})
 	var doneOnce sync.Once
 	checkDone := func() {
-		if j.resolved.Load() >= target {
+		if j.resolved.Load()+j.leftByLimit.Load() >= target {
 			doneOnce.Do(func() { close(allDone) })
 		}
 	}
@@ -778,5 +804,10 @@ func (j *Job) summary(h store.Header, start time.Time, interrupted bool) Summary
 		s.Throttled = j.submitPacer.Throttles() + j.pollPacer.Throttles()
 	}
 	j.mu.Unlock()
+	if j.budget != nil {
+		left := j.leftByLimit.Load()
+		s.Spend = j.budget.spend(left)
+		s.StoppedAtLimit = left > 0 && s.Pending > 0
+	}
 	return s
 }

@@ -159,6 +159,9 @@ func (r *runner) route(p *plan, row batch.Row) (wk work, send bool) {
 	case store.PhaseResolved:
 		return work{}, false
 	case store.PhaseSubmitted:
+		if b := r.j.budget; b != nil {
+			b.hold(row, r.model(row)) // in flight, at its estimate until it is answered
+		}
 		r.j.addPending(row, int(rs.Attempt), r.key(row), r.model(row))
 		r.j.poll.Add(poller.Item{Row: row.Index, OpID: rs.OpID, SubmittedAt: time.UnixMilli(rs.SubmittedAt)})
 		return work{}, false
@@ -290,6 +293,9 @@ func (j *Job) takePending(index int) *pendingRow {
 func (r *runner) submit(ctx context.Context, wk work) {
 	j := r.j
 	row := wk.row
+	if !r.admit(row) {
+		return // over the spend limit: the row stays as it is, unsubmitted (budget.go)
+	}
 	sub, err := r.client.Submit(ctx, row.Body, func(afterDoubt bool) error {
 		if afterDoubt {
 			// Durable (with the intent) before the next try leaves: a crash during that try
@@ -520,6 +526,13 @@ func (r *runner) write(index int, res *Result, durable func()) bool {
 	}
 	if reused {
 		j.submitted.Add(1) // past the submission stage without one
+	}
+	if b := j.budget; b != nil {
+		var billed *Usage
+		if !reused {
+			billed = res.Usage
+		}
+		b.settle(index, billed)
 	}
 	if res.Usage != nil {
 		if reused {
