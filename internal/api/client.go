@@ -186,18 +186,7 @@ func (c *Client) Submit(ctx context.Context, body []byte, beforeSend func(afterD
 			}
 		}
 		sub.InDoubt = false // told, or there was no hook to tell
-		req, err := http.NewRequest(http.MethodPost, c.submitURL, bytes.NewReader(body))
-		if err != nil {
-			return nil, err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		if folder != "" {
-			req.Header.Set("x-folder-id", folder)
-		}
-		if c.cfg.NoDataLogging {
-			req.Header.Set("x-data-logging-enabled", "false")
-		}
-		return req, nil
+		return c.post(c.submitURL, body, folder)
 	}, &op, func(tryErr error) {
 		sub.Tries++
 		if tryErr != nil && reachedServer(tryErr) {
@@ -216,6 +205,23 @@ func (c *Client) Submit(ctx context.Context, body []byte, beforeSend func(afterD
 	}
 	sub.OpID = op.ID
 	return sub, nil
+}
+
+// post builds a POST of a JSON body to url, with the folder header when folder is set and the
+// data-logging opt-out when the run asked for it.
+func (c *Client) post(url string, body []byte, folder string) (*http.Request, error) {
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if folder != "" {
+		req.Header.Set("x-folder-id", folder)
+	}
+	if c.cfg.NoDataLogging {
+		req.Header.Set("x-data-logging-enabled", "false")
+	}
+	return req, nil
 }
 
 // modelFolder returns the folder of the request's modelUri (gpt://<folder>/<model>... or

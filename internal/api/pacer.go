@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/batchgpt/batchgpt/internal/retry"
 )
 
 // Pacer enforces one quota for the whole process: a per-second rate that adapts to 429 answers
@@ -46,7 +48,7 @@ type Pacer struct {
 // NewPacer returns a pacer for perSecond requests a second (0 = unlimited) and at most perHour
 // requests in any sliding hour (0 = unlimited).
 func NewPacer(perSecond float64, perHour int) *Pacer {
-	p := &Pacer{cap: perSecond, current: perSecond, perHour: perHour, now: time.Now, sleep: sleepCtx}
+	p := &Pacer{cap: perSecond, current: perSecond, perHour: perHour, now: time.Now, sleep: retry.Sleep}
 	if perSecond > 0 {
 		// Not above the cap: a 429 must never raise the rate.
 		p.floor = math.Min(math.Max(perSecond/50, 0.2), perSecond)
@@ -235,14 +237,3 @@ func (p *Pacer) InWindow() int {
 
 // Limits returns the configured per-second and per-hour caps.
 func (p *Pacer) Limits() (perSecond float64, perHour int) { return p.cap, p.perHour }
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/batchgpt/batchgpt/internal/retry"
 )
 
 // fakeClock replaces a pacer's clock: sleeping advances it at once and is recorded.
@@ -294,7 +296,7 @@ func TestPacerWaitCanceled(t *testing.T) {
 		started := make(chan struct{})
 		p.sleep = func(ctx context.Context, d time.Duration) error {
 			close(started)
-			return sleepCtx(ctx, d)
+			return retry.Sleep(ctx, d)
 		}
 		p.Throttled(time.Hour)
 		ctx, cancel := context.WithCancel(t.Context())

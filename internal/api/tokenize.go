@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -54,18 +53,7 @@ func (c *Client) tokenize(ctx context.Context, op, path string, body []byte) (*T
 		folder = modelFolder(body)
 	}
 	err := c.do(ctx, op, c.cfg.TokenizePacer, func() (*http.Request, error) {
-		req, err := http.NewRequest(http.MethodPost, c.baseURL+path, bytes.NewReader(body))
-		if err != nil {
-			return nil, err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		if folder != "" {
-			req.Header.Set("x-folder-id", folder)
-		}
-		if c.cfg.NoDataLogging {
-			req.Header.Set("x-data-logging-enabled", "false")
-		}
-		return req, nil
+		return c.post(c.baseURL+path, body, folder)
 	}, &out, nil)
 	if err != nil {
 		return nil, err

@@ -501,25 +501,36 @@ func garble(b []byte) []byte {
 	return b[:len(b)/2]
 }
 
-func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request, reqID string) {
+// readFolderRequest authorizes a request that acts in a folder (a completion, a tokenization),
+// counts it in counter and reads its body; false means the error answer was written.
+func (s *Server) readFolderRequest(w http.ResponseWriter, r *http.Request, reqID string, counter *atomic.Int64) ([]byte, bool) {
 	if !s.authorize(w, r, reqID) {
-		return
+		return nil, false
 	}
 	if r.Header.Get("x-folder-id") == "" && s.userAccount(r) {
 		// A person's token names no folder of its own (docs/api.md §6). Polls and cancels are
-		// served without the header, as the documented poll example sends none (UNCONFIRMED).
+		// served without the header, as the documented poll example sends none (UNCONFIRMED);
+		// that the tokenizer asks for it too is UNCONFIRMED.
 		s.st.unauthorized.Add(1)
 		writeGenericErr(w, http.StatusUnauthorized, codeUnauthenticated, "You have to specify folder ID for user account", reqID)
-		return
+		return nil, false
 	}
-	s.st.submissions.Add(1)
+	counter.Add(1)
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
 			writeGatewayErr(w, http.StatusRequestEntityTooLarge, codeInvalidArgument, "request body too large")
-			return
+			return nil, false
 		}
 		writeUnmarshalErr(w, "cannot read request body: "+err.Error())
+		return nil, false
+	}
+	return body, true
+}
+
+func (s *Server) handleSubmit(w http.ResponseWriter, r *http.Request, reqID string) {
+	body, ok := s.readFolderRequest(w, r, reqID, &s.st.submissions)
+	if !ok {
 		return
 	}
 	req, rerr := parseCompletionRequest(body)

@@ -1,9 +1,7 @@
 package emulator
 
 import (
-	"errors"
 	"hash/fnv"
-	"io"
 	"net/http"
 	"strings"
 	"unicode"
@@ -55,23 +53,8 @@ func tokenize(texts []string) []tokenJSON {
 // than the context is still counted: finding that out is what the tokenizer is for (what the real
 // one does then is UNCONFIRMED).
 func (s *Server) handleTokenize(w http.ResponseWriter, r *http.Request, reqID string, completion bool) {
-	if !s.authorize(w, r, reqID) {
-		return
-	}
-	if r.Header.Get("x-folder-id") == "" && s.userAccount(r) {
-		// As for completions (docs/api.md §6); that the tokenizer asks for it too is UNCONFIRMED.
-		s.st.unauthorized.Add(1)
-		writeGenericErr(w, http.StatusUnauthorized, codeUnauthenticated, "You have to specify folder ID for user account", reqID)
-		return
-	}
-	s.st.tokenizes.Add(1)
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
-	if err != nil {
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			writeGatewayErr(w, http.StatusRequestEntityTooLarge, codeInvalidArgument, "request body too large")
-			return
-		}
-		writeUnmarshalErr(w, "cannot read request body: "+err.Error())
+	body, ok := s.readFolderRequest(w, r, reqID, &s.st.tokenizes)
+	if !ok {
 		return
 	}
 	var modelURI, folder string
