@@ -212,6 +212,7 @@ type Job struct {
 	submitPacer  *api.Pacer
 	pollPacer    *api.Pacer
 	schedule     *poller.Schedule
+	pace         pace // rows leaving the queue at recent progress reports, for the ETA
 }
 
 type pendingRow struct {
@@ -269,6 +270,13 @@ func (j *Job) Progress() Progress {
 	p.SubmitRate = j.submitPacer.Rate()
 	_, perHour := j.submitPacer.Limits()
 	eta := SubmitETA(int(p.Rows-p.Submitted), j.submitPacer.InWindow(), p.SubmitRate, perHour)
+	// The quota bounds the pace from above; the run's own pace (the API's latency, the cache, the
+	// machine) may be slower, and without a quota it is all there is.
+	done := p.Submitted + p.Cached + p.Deduplicated
+	j.pace.add(time.Now(), done)
+	if observed, ok := j.pace.eta(p.Rows - done); ok && observed > eta {
+		eta = observed
+	}
 	if med, ok := j.schedule.Median(); ok && p.Resolved < p.Rows {
 		eta += med
 	}

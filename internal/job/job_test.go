@@ -609,3 +609,40 @@ func TestRunOverADamagedCheckpoint(t *testing.T) {
 	}
 	checkAll(t, readResults(t, cfg.Output), 4)
 }
+
+// With no quota the ETA follows the run's own pace (it once said a few milliseconds with most of
+// the rows left: the quota was all it knew).
+func TestETAWithoutQuota(t *testing.T) {
+	_, url := startEmulator(t, emulator.Config{})
+	dir := t.TempDir()
+	const n = 4000
+	cfg := config(dir, writeJSONL(t, dir, n), url)
+	cfg.Tuning.Concurrency = 4
+	cfg.Tuning.SubmitRPS, cfg.Tuning.SubmitPerHour, cfg.Tuning.PollRPS = 0, 0, 0
+	j := job.New(cfg)
+	done := make(chan error, 1)
+	go func() { _, err := j.Run(context.Background()); done <- err }()
+	var best job.Progress
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+wait:
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			break wait
+		case <-tick.C:
+			if p := j.Progress(); p.Submitted > n/4 && p.Submitted < n*3/4 && best.Rows == 0 {
+				best = p
+			}
+		}
+	}
+	if best.Rows == 0 {
+		t.Skip("the run was too fast to be seen half way")
+	}
+	if best.ETA < 100*time.Millisecond {
+		t.Fatalf("eta %v with %d of %d rows submitted and no quota", best.ETA, best.Submitted, best.Rows)
+	}
+}
