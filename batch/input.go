@@ -322,6 +322,8 @@ type scanner interface {
 	// next returns the next row. spec is never nil; errs lists the row's
 	// problems. err is io.EOF at the end, or an I/O error.
 	next() (pos rowPos, spec *rowSpec, errs []*InputError, err error)
+	// skip is next without parsing the row: it returns only the row's position.
+	skip() (rowPos, error)
 	// reread parses the row at pos again (to confirm a duplicate id).
 	reread(pos rowPos) (*rowSpec, []*InputError, error)
 }
