@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"sync"
@@ -43,12 +45,59 @@ type Pos struct {
 	Offset int64 // byte offset of the row's first byte
 }
 
-// keyRow is one valid row's key fingerprint while duplicates are being found.
-type keyRow struct {
-	hash   uint64 // the first 8 bytes of the row's Key
-	index  int32
-	line   int32
-	offset int64
+// keyList holds one record per valid row while duplicates are found: the row's fingerprint in the
+// high bits and its index in the low bits, so that sorting the records sorts the rows by
+// fingerprint, then by index, in 8 bytes a row. The index takes as many bits as the rows need
+// (20 up to a million rows, 24 up to sixteen million): the fingerprint keeps the other 40 or
+// more, and two different requests share them (a group the full keys then tell apart, see
+// [Duplicates]) about 45 times in ten million rows of different requests, 0.03 times in a million.
+type keyList struct {
+	recs u64s
+	bits uint // of the index
+}
+
+func newKeyList() *keyList { return &keyList{bits: 20} }
+
+func (l *keyList) mask() uint64 { return 1<<l.bits - 1 }
+
+// add notes row index's fingerprint fp.
+func (l *keyList) add(fp uint64, index int) {
+	for uint64(index) > l.mask() {
+		// One more bit for the index, one fewer for the fingerprint: its lowest goes.
+		old := l.mask()
+		l.bits++
+		for i, r := range l.recs.s {
+			l.recs.s[i] = r&^l.mask() | r&old
+		}
+	}
+	l.recs.add(fp&^l.mask() | uint64(index))
+}
+
+// duplicates sorts the records in place and returns the rows that follow an earlier row with
+// their leader, sorted by index, without their line and offset. It frees the records.
+func (l *keyList) duplicates() []follower {
+	recs, mask := l.recs.s, l.mask()
+	defer l.recs.free()
+	slices.Sort(recs)
+	n := 0
+	for i := 1; i < len(recs); i++ {
+		if recs[i]&^mask == recs[i-1]&^mask {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil
+	}
+	fs := make([]follower, 0, n) // counted first: no garbage from growing it
+	for i := 0; i < len(recs); {
+		j := i + 1
+		for ; j < len(recs) && recs[j]&^mask == recs[i]&^mask; j++ {
+			fs = append(fs, follower{leader: int32(recs[i] & mask), index: int32(recs[j] & mask)})
+		}
+		i = j
+	}
+	slices.SortFunc(fs, func(a, b follower) int { return int(a.index) - int(b.index) })
+	return fs
 }
 
 // follower is a row whose request is (by fingerprint) the same as an earlier row's, its leader.
@@ -60,43 +109,58 @@ type follower struct {
 }
 
 // Duplicates lists the rows of an input whose request is the same as an earlier row's. The
-// earliest row of each group is its leader; the others follow it. Groups are found by a 64-bit
-// fingerprint of the key, so a follower's full key must be compared with its leader's before
-// the leader's answer is used for it (see [Rereader]): a fingerprint collision then simply makes
-// the row independent.
+// earliest row of each group is its leader; the others follow it. Groups are found by a
+// fingerprint of the key (see keyList), so a follower's full key must be compared with its
+// leader's before the leader's answer is used for it (see [Rereader]): a fingerprint collision
+// then simply makes the row independent.
 //
-// It takes about 24 bytes per follower; while the input is read, 24 bytes per row.
+// It takes 24 bytes per follower; while the input is read, 8 bytes per row.
 type Duplicates struct {
 	followers []follower // sorted by leader, then index
 }
 
-// findDuplicates groups rows by fingerprint. It reorders keys.
-func findDuplicates(keys []keyRow) *Duplicates {
-	slices.SortFunc(keys, func(a, b keyRow) int {
-		if a.hash != b.hash {
-			if a.hash < b.hash {
-				return -1
-			}
-			return 1
-		}
-		return int(a.index) - int(b.index)
-	})
-	d := &Duplicates{}
-	for i := 0; i < len(keys); {
-		j := i + 1
-		for j < len(keys) && keys[j].hash == keys[i].hash {
-			d.followers = append(d.followers, follower{leader: keys[i].index, index: keys[j].index, line: keys[j].line, offset: keys[j].offset})
-			j++
-		}
-		i = j
+// placeFollowers fills in the line and offset of the followers fs, sorted by index, reading the
+// rows of path again without parsing them (their positions are all that is needed), up to the
+// last follower; then it sorts fs by leader, then index.
+func placeFollowers(c *config, path string, fs []follower) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("open input: %w", err)
 	}
-	slices.SortFunc(d.followers, func(a, b follower) int {
+	defer f.Close()
+	sc, hdrErrs, err := newScanner(c, f, f)
+	if err == nil && sc == nil {
+		err = fmt.Errorf("the header has changed: %w", errors.Join(errs(hdrErrs)...))
+	}
+	for i := 0; i < len(fs) && err == nil; {
+		var pos rowPos
+		pos, err = sc.skip()
+		if err == io.EOF {
+			err = fmt.Errorf("no row %d: the input has changed", fs[i].index+1)
+		}
+		if err == nil && pos.index == int(fs[i].index) {
+			fs[i].line, fs[i].offset = int32(pos.line), pos.offset
+			i++
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: %w", path, err)
+	}
+	slices.SortFunc(fs, func(a, b follower) int {
 		if a.leader != b.leader {
 			return int(a.leader) - int(b.leader)
 		}
 		return int(a.index) - int(b.index)
 	})
-	return d
+	return nil
+}
+
+func errs(ies []*InputError) []error {
+	out := make([]error, len(ies))
+	for i, e := range ies {
+		out[i] = e
+	}
+	return out
 }
 
 // Count returns the number of follower rows.
@@ -160,31 +224,38 @@ func ScanDedup(path string, opt Options, scope string) (Summary, *Duplicates, er
 }
 
 func dedup(path string, opt Options, maxErrors int, checkIDs bool, scope string) (Summary, *Duplicates, error) {
-	var keys []keyRow
+	keys := newKeyList()
+	defer keys.recs.free()
 	var size int64
 	if fi, err := os.Stat(path); err == nil {
 		size = fi.Size()
 	}
+	var c *config
 	var buf bytes.Buffer
-	sum, err := validate(path, opt, maxErrors, checkIDs, func(c *config, pos rowPos, spec *rowSpec) error {
-		if len(keys) == sizingRows && size > pos.offset && pos.offset > 0 {
-			// Size the list for the whole file from its first rows, once: growing it by
-			// doubling would leave up to twice its size in garbage at the peak of validation.
-			want := int(float64(len(keys)) * float64(size) / float64(pos.offset) * 1.05)
-			keys = slices.Grow(keys, min(want, MaxRowsHint)-len(keys))
+	sum, err := validate(path, opt, maxErrors, checkIDs, func(cfg *config, pos rowPos, spec *rowSpec) error {
+		c = cfg
+		if len(keys.recs.s) == sizingRows {
+			// Room for the whole file from its first rows, once: growing the list as it
+			// fills would copy it, with old and new side by side at the peak of validation.
+			keys.recs.reserve(rowsHint(sizingRows, pos.offset, size))
 		}
 		body, err := c.encode(spec, &buf)
 		if err != nil {
 			return fmt.Errorf("line %d: %w", pos.line, err)
 		}
-		keys = append(keys, keyRow{hash: fingerprint(RequestKey(scope, body)),
-			index: int32(pos.index), line: int32(pos.line), offset: pos.offset})
+		keys.add(fingerprint(RequestKey(scope, body)), pos.index)
 		return nil
 	})
 	if err != nil {
 		return sum, nil, err
 	}
-	return sum, findDuplicates(keys), nil
+	d := &Duplicates{followers: keys.duplicates()}
+	if len(d.followers) > 0 {
+		if err := placeFollowers(c, path, d.followers); err != nil {
+			return sum, nil, err
+		}
+	}
+	return sum, d, nil
 }
 
 // sizingRows is how many rows ValidateDedup reads before it sizes its list for the whole file.

@@ -172,3 +172,64 @@ func TestScanDedup(t *testing.T) {
 		t.Fatalf("followers of row 0: %+v", got)
 	}
 }
+
+func TestDuplicatesPositions(t *testing.T) {
+	t.Parallel()
+	// Every follower's line and offset are those the Reader gives the row, blank lines, multi-line
+	// records and invalid rows before it included.
+	for _, tc := range []struct{ file, content string }{
+		{"in.jsonl", "\n{\"prompt\":\"a\"}\n\n\r\n{\"prompt\":\"b\"}\n{\"prompt\":\"a\"}\n\n{\"prompt\":\"b\"}\n{\"prompt\":\"a\"}"},
+		{"in.csv", "\xef\xbb\xbfid,prompt\n1,a\n2,\"b\nb\"\n\n3,\"a\"\r\n\r\n4,\"b\nb\"\n5,a\n"},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			path := writeInput(t, tc.file, tc.content)
+			rows := readAll(t, path, defaults)
+			_, dups, err := batch.ValidateDedup(path, defaults, 10, "s")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if dups.Count() != 3 {
+				t.Fatalf("%d followers, want 3", dups.Count())
+			}
+			dups.Groups(func(leader int, fs []batch.Pos) bool {
+				for _, f := range fs {
+					r := rows[f.Index]
+					if f.Line != r.Line || f.Offset != r.Offset || string(r.Body) != string(rows[leader].Body) {
+						t.Errorf("follower %+v of row %d; the reader's row: line %d, offset %d", f, leader, r.Line, r.Offset)
+					}
+				}
+				return true
+			})
+		})
+	}
+}
+
+func TestDuplicatesFingerprintCollisionKeepsPositions(t *testing.T) {
+	// Colliding fingerprints group different requests; each row still has its own position, so
+	// that comparing the full keys (the runner's job) tells them apart.
+	defer batch.SetFingerprint(func(k batch.Key) uint64 { return uint64(k[0] & 1) })()
+	path := writeInput(t, "in.jsonl", "{\"prompt\":\"a\"}\n\n{\"prompt\":\"b\"}\n{\"prompt\":\"c\"}\n{\"prompt\":\"a\"}\n{\"prompt\":\"d\"}\n")
+	rows := readAll(t, path, defaults)
+	_, dups, err := batch.ValidateDedup(path, defaults, 10, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	dups.Groups(func(leader int, fs []batch.Pos) bool {
+		for _, f := range fs {
+			n++
+			r := rows[f.Index]
+			if f.Line != r.Line || f.Offset != r.Offset || f.Index <= leader {
+				t.Errorf("follower %+v of row %d; the reader's row: line %d, offset %d", f, leader, r.Line, r.Offset)
+			}
+			same := batch.RequestKey("s", r.Body) == batch.RequestKey("s", rows[leader].Body)
+			if same != (string(r.Body) == string(rows[leader].Body)) {
+				t.Errorf("row %d and its leader %d: equal keys %v", f.Index, leader, same)
+			}
+		}
+		return true
+	})
+	if n != len(rows)-2 && n != len(rows)-1 { // one group per fingerprint bit used
+		t.Fatalf("%d followers of %d rows", n, len(rows))
+	}
+}

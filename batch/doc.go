@@ -3,14 +3,19 @@
 // request body.
 //
 // Inputs are streamed: a file of millions of rows, with lines of any length,
-// is read with constant memory except for the set of row ids that Validate
-// keeps to find duplicates.
+// is read with constant memory except for 8 bytes a row that Validate keeps to
+// find duplicate ids, and 8 more that ValidateDedup keeps to find duplicate
+// requests, both in flat arrays outside the Go heap (flat.go).
 //
 // What it owns, file by file:
 //
 //	input.go         Options, Row, Summary, the errors (InputError,
 //	                 ValidationError), Validate, CheckOptions and the scanner
 //	                 interface both formats implement
+//	ids.go           the duplicate-id check: a sorted array of id hashes, and
+//	                 a second pass over the rows only when a hash repeats
+//	flat.go          the flat arrays of a pass, mapped outside the Go heap
+//	                 (flat_mmap.go; flat_heap.go elsewhere)
 //	input_reader.go  Reader (Open, Next) and ReadRow, which re-reads one row
 //	                 by its offset
 //	linereader.go    lines of any length with their offsets and numbers
@@ -22,7 +27,8 @@
 //	input_csv.go     CSV rows: the header, the columns, the prompt template
 //	request.go       the completionAsync request body (docs/api.md §2) and
 //	                 model URIs
-//	dedup.go         request keys, and rows that send the same request
+//	dedup.go         request keys, and rows that send the same request: a
+//	                 sorted array of fingerprints packed with row indexes
 //
 // It imports no other package of this module: not the internal packages (the
 // API client, auth, the job), nor store, poller or cache. They are built on

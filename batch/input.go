@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"hash/maphash"
 	"io"
 	"math"
 	"os"
@@ -323,6 +322,8 @@ type scanner interface {
 	// next returns the next row. spec is never nil; errs lists the row's
 	// problems. err is io.EOF at the end, or an I/O error.
 	next() (pos rowPos, spec *rowSpec, errs []*InputError, err error)
+	// skip is next without parsing the row: it returns only the row's position.
+	skip() (rowPos, error)
 	// reread parses the row at pos again (to confirm a duplicate id).
 	reread(pos rowPos) (*rowSpec, []*InputError, error)
 }
@@ -394,14 +395,27 @@ func validate(path string, opt Options, maxErrors int, checkIDs bool, valid vali
 		return Summary{}, fmt.Errorf("read %s: %w", path, err)
 	}
 	add(hdrErrs)
+	var ids *idSet
+	if checkIDs {
+		ids = newIDSet()
+		defer ids.free()
+	}
 	if sc != nil { // nil after header problems: the rows cannot be checked
-		if err := validateRows(c, sc, &sum, add, checkIDs, valid); err != nil {
+		if err := validateRows(c, sc, &sum, add, ids, valid, fileSize(f)); err != nil {
 			return Summary{}, fmt.Errorf("read %s: %w", path, err)
 		}
 	}
 	// Hash whatever the scanner did not need to read.
 	if _, err := io.Copy(io.Discard, tee); err != nil {
 		return Summary{}, fmt.Errorf("read %s: %w", path, err)
+	}
+	if ids != nil && ids.suspects() {
+		// Some ids may repeat: the rows are read again, their problems found again in the same
+		// order, now with the duplicate ids among them.
+		verr.Errors, verr.More = nil, 0
+		if err := recheckRows(c, f, add, ids); err != nil {
+			return Summary{}, fmt.Errorf("read %s: %w", path, err)
+		}
 	}
 	if sum.Rows == 0 && len(hdrErrs) == 0 {
 		add([]*InputError{{File: path, Msg: "no data rows"}})
@@ -415,8 +429,9 @@ func validate(path string, opt Options, maxErrors int, checkIDs bool, valid vali
 	return sum, nil
 }
 
-func validateRows(c *config, sc scanner, sum *Summary, add func([]*InputError), checkIDs bool, valid validRowFunc) error {
-	ids := newIDSet(sc)
+// validateRows checks every row of sc and, with ids, notes each row's id in it; valid is called
+// for each row without problems. size is the file's size (0 if unknown), to size ids.
+func validateRows(c *config, sc scanner, sum *Summary, add func([]*InputError), ids *idSet, valid validRowFunc, size int64) error {
 	for {
 		pos, spec, errs, err := sc.next()
 		if err == io.EOF {
@@ -426,15 +441,12 @@ func validateRows(c *config, sc scanner, sum *Summary, add func([]*InputError), 
 			return err
 		}
 		sum.Rows++
+		if sum.Rows == sizingRows && ids != nil {
+			ids.hashes.reserve(rowsHint(sum.Rows, pos.offset, size))
+		}
 		add(errs)
-		if spec.id != "" && checkIDs {
-			first, err := ids.add(spec.id, pos)
-			if err != nil {
-				return err
-			}
-			if first != nil {
-				add([]*InputError{c.errAt(pos.line, "id", "duplicate id %q (first on line %d)", spec.id, first.line)})
-			}
+		if spec.id != "" && ids != nil {
+			ids.add(spec.id)
 		}
 		if len(errs) == 0 {
 			sum.PromptChars += int64(c.promptChars(spec))
@@ -447,6 +459,52 @@ func validateRows(c *config, sc scanner, sum *Summary, add func([]*InputError), 
 	}
 }
 
+// recheckRows reads the rows of f again after ids found suspects: it reports each row's problems
+// as validateRows did, and the rows whose id is that of an earlier row.
+func recheckRows(c *config, f *os.File, add func([]*InputError), ids *idSet) error {
+	sc, _, err := newScanner(c, section(f, 0), f)
+	if err != nil || sc == nil { // the first pass read the header without a problem
+		return err
+	}
+	for {
+		pos, spec, errs, err := sc.next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		add(errs)
+		if spec.id == "" {
+			continue
+		}
+		first, err := ids.check(sc, spec.id, pos)
+		if err != nil {
+			return err
+		}
+		if first != nil {
+			add([]*InputError{c.errAt(pos.line, "id", "duplicate id %q (first on line %d)", spec.id, first.line)})
+		}
+	}
+}
+
+// fileSize returns the size of f, or 0 if it cannot tell.
+func fileSize(f *os.File) int64 {
+	if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+		return fi.Size()
+	}
+	return 0
+}
+
+// rowsHint estimates the rows of a file of size bytes whose first rows rows took offset bytes
+// (rounded up by 5%), at most MaxRowsHint; rows when it cannot tell.
+func rowsHint(rows int, offset, size int64) int {
+	if size <= offset || offset <= 0 {
+		return rows
+	}
+	return int(min(float64(rows)*float64(size)/float64(offset)*1.05, MaxRowsHint))
+}
+
 // countingHash hashes and counts what is written to it.
 type countingHash struct {
 	h hash.Hash
@@ -456,73 +514,6 @@ type countingHash struct {
 func (c *countingHash) Write(p []byte) (int, error) {
 	c.n += int64(len(p))
 	return c.h.Write(p)
-}
-
-// idLoc is where an id was first seen, kept small: the id set holds one per row.
-type idLoc struct {
-	offset int64
-	line   int32
-	index  int32
-}
-
-// idSet finds duplicate ids with 64-bit hashes instead of the ids themselves
-// (about 30 bytes per row instead of 50+). A hash match is confirmed by
-// re-reading the first row, so a hash collision never reports a false
-// duplicate.
-type idSet struct {
-	sc     scanner
-	seed   maphash.Seed
-	hashes map[uint64]idLoc
-	// confirmed caches the id behind a hash already confirmed by a re-read.
-	confirmed map[uint64]string
-	// exact holds the ids whose hash collided with a different id.
-	exact map[string]idLoc
-}
-
-// idHash is a variable so that a test can force collisions.
-var idHash = maphash.String
-
-func newIDSet(sc scanner) *idSet {
-	return &idSet{sc: sc, seed: maphash.MakeSeed(), hashes: make(map[uint64]idLoc)}
-}
-
-// add records id at pos and returns where it was first seen if it is a
-// duplicate.
-func (s *idSet) add(id string, pos rowPos) (*idLoc, error) {
-	// int32 line and index numbers keep the set small; inputs have fewer
-	// than 2^31 lines in practice.
-	loc := idLoc{offset: pos.offset, line: int32(pos.line), index: int32(pos.index)}
-	h := idHash(s.seed, id)
-	first, ok := s.hashes[h]
-	if !ok {
-		s.hashes[h] = loc
-		return nil, nil
-	}
-	firstID, ok := s.confirmed[h]
-	if !ok {
-		spec, _, err := s.sc.reread(rowPos{index: int(first.index), line: int(first.line), offset: first.offset})
-		if err != nil {
-			return nil, fmt.Errorf("re-read line %d: %w", first.line, err)
-		}
-		firstID = spec.id
-		if firstID == id {
-			if s.confirmed == nil {
-				s.confirmed = make(map[uint64]string)
-			}
-			s.confirmed[h] = id
-		}
-	}
-	if firstID == id {
-		return &first, nil
-	}
-	if s.exact == nil {
-		s.exact = make(map[string]idLoc)
-	}
-	if prev, ok := s.exact[id]; ok {
-		return &prev, nil
-	}
-	s.exact[id] = loc
-	return nil, nil
 }
 
 // CheckOptions reports a problem with the options themselves (format, model, template, ranges)

@@ -154,6 +154,25 @@ func csvErrMsg(pe *csv.ParseError) string {
 }
 
 func (s *csvScanner) next() (rowPos, *rowSpec, []*InputError, error) {
+	pos, rec, errs, err := s.advance()
+	if err != nil {
+		return rowPos{}, nil, nil, err
+	}
+	if errs != nil {
+		return pos, &rowSpec{}, errs, nil
+	}
+	spec, errs := s.parseRecord(rec, pos)
+	return pos, spec, errs, nil
+}
+
+func (s *csvScanner) skip() (rowPos, error) {
+	pos, _, _, err := s.advance()
+	return pos, err
+}
+
+// advance reads the next record and returns it with its position, or the problem that makes it
+// unreadable (a CSV syntax error, a wrong number of fields).
+func (s *csvScanner) advance() (rowPos, []string, []*InputError, error) {
 	rec, err := s.cr.Read()
 	if err == io.EOF {
 		return rowPos{}, nil, nil, io.EOF
@@ -166,7 +185,7 @@ func (s *csvScanner) next() (rowPos, *rowSpec, []*InputError, error) {
 		pos.line = s.lineBase + pe.StartLine
 		s.prevEndLine = s.lineBase + pe.Line
 		s.prevEnd = s.base + s.cr.InputOffset()
-		return pos, &rowSpec{}, []*InputError{s.c.errAt(s.lineBase+pe.Line, "", "%s", csvErrMsg(pe))}, nil
+		return pos, nil, []*InputError{s.c.errAt(s.lineBase+pe.Line, "", "%s", csvErrMsg(pe))}, nil
 	}
 	if err != nil && pe == nil {
 		return rowPos{}, nil, nil, err
@@ -181,10 +200,9 @@ func (s *csvScanner) next() (rowPos, *rowSpec, []*InputError, error) {
 	}
 	s.recordEnd(rec)
 	if pe != nil {
-		return pos, &rowSpec{}, []*InputError{s.c.errAt(pos.line, "", "wrong number of fields: %d (the header has %d)", len(rec), len(s.hdr.names))}, nil
+		return pos, nil, []*InputError{s.c.errAt(pos.line, "", "wrong number of fields: %d (the header has %d)", len(rec), len(s.hdr.names))}, nil
 	}
-	spec, errs := s.parseRecord(rec, pos)
-	return pos, spec, errs, nil
+	return pos, rec, nil, nil
 }
 
 // skipBlankLines returns the offset after n blank lines ("\n" or "\r\n")

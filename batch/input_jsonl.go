@@ -27,18 +27,32 @@ func newJSONLScanner(c *config, r io.Reader, f io.ReaderAt) *jsonlScanner {
 }
 
 func (s *jsonlScanner) next() (rowPos, *rowSpec, []*InputError, error) {
+	pos, data, err := s.advance()
+	if err != nil {
+		return rowPos{}, nil, nil, err // io.EOF at the end
+	}
+	spec, errs := s.c.parseJSONL(data, pos, &s.obj)
+	return pos, spec, errs, nil
+}
+
+func (s *jsonlScanner) skip() (rowPos, error) {
+	pos, _, err := s.advance()
+	return pos, err
+}
+
+// advance returns the next row's line, valid until the next call, and its position.
+func (s *jsonlScanner) advance() (rowPos, []byte, error) {
 	for {
 		data, start, line, err := s.lr.next()
 		if err != nil {
-			return rowPos{}, nil, nil, err // io.EOF at the end
+			return rowPos{}, nil, err
 		}
 		if isBlank(data) {
 			continue
 		}
 		pos := rowPos{index: s.index, line: line, offset: start}
 		s.index++
-		spec, errs := s.c.parseJSONL(data, pos, &s.obj)
-		return pos, spec, errs, nil
+		return pos, data, nil
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -384,6 +385,63 @@ func TestDuplicateIDsWithHashCollisions(t *testing.T) {
 			got := problems(t, writeInput(t, tt.file, tt.content), defaults, 0)
 			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
 				t.Errorf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+		})
+	}
+}
+
+func TestDuplicateIDsAmongOtherProblems(t *testing.T) {
+	// Duplicate ids are found after the first pass; the problems must still come in line order
+	// and stop at the limit, with the rest counted, with or without colliding hashes.
+	content := "{\"id\": \"a\", \"prompt\": \"x\"}\n" + // 1
+		"{\"id\": \"b\", \"promt\": \"x\"}\n" + // 2: unknown field, no prompt
+		"{\"id\": \"a\", \"prompt\": \"\"}\n" + // 3: empty prompt and a duplicate
+		"{\"id\": \"cc\", \"prompt\": \"x\"}\n" + // 4
+		"{\"id\": \"b\", \"prompt\": \"x\"}\n" + // 5: duplicate
+		"{\"id\": \"dd\", \"prompt\": \"x\"}\n" + // 6
+		"not json\n" + // 7
+		"{\"id\": \"cc\", \"prompt\": \"x\"}\n" // 8: duplicate
+	path := writeInput(t, "in.jsonl", content)
+	all := problems(t, path, defaults, 0)
+	var dups []string
+	for _, p := range all {
+		if strings.Contains(p, "duplicate id") {
+			dups = append(dups, p)
+		}
+	}
+	wantDups := []string{
+		`in.jsonl:3: field "id": duplicate id "a" (first on line 1)`,
+		`in.jsonl:5: field "id": duplicate id "b" (first on line 2)`,
+		`in.jsonl:8: field "id": duplicate id "cc" (first on line 4)`,
+	}
+	if !slices.Equal(dups, wantDups) || len(all) < 6 {
+		t.Fatalf("problems:\n%s", strings.Join(all, "\n"))
+	}
+	if i := slices.Index(all, wantDups[0]); i < 1 || !strings.HasPrefix(all[i-1], "in.jsonl:3:") {
+		t.Fatalf("the duplicate id of line 3 does not follow the line's other problem:\n%s", strings.Join(all, "\n"))
+	}
+	for _, hash := range []struct {
+		name string
+		h    func(string) uint64
+	}{{"maphash", nil}, {"by length", func(id string) uint64 { return uint64(len(id)) }}, {"one hash", func(string) uint64 { return 7 }}} {
+		t.Run(hash.name, func(t *testing.T) {
+			if hash.h != nil {
+				defer batch.SetIDHash(hash.h)()
+			}
+			if got := problems(t, path, defaults, 0); !slices.Equal(got, all) {
+				t.Fatalf("problems:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(all, "\n"))
+			}
+			for limit := 1; limit <= len(all); limit++ {
+				_, err := batch.Validate(path, defaults, limit)
+				var verr *batch.ValidationError
+				if !errors.As(err, &verr) || len(verr.Errors) != limit || verr.More != len(all)-limit {
+					t.Fatalf("limit %d: %v", limit, err)
+				}
+				for i, e := range verr.Errors {
+					if got := strings.TrimPrefix(e.Error(), filepath.Dir(path)+string(filepath.Separator)); got != all[i] {
+						t.Fatalf("limit %d: problem %d = %q, want %q", limit, i, got, all[i])
+					}
+				}
 			}
 		})
 	}
