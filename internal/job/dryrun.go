@@ -58,10 +58,10 @@ func DryRunWith(ctx context.Context, path string, s Settings, c ResultCache, ttl
 		return Plan{}, err
 	}
 	p := Plan{Input: sum, Duplicates: dups.Count()}
-	follower := make(map[int]bool, dups.Count())
+	follower := make([]uint64, (sum.Rows+63)/64) // a bit per row: a map costs ~40 B a follower
 	dups.Groups(func(_ int, fs []batch.Pos) bool {
 		for _, f := range fs {
-			follower[f.Index] = true
+			follower[f.Index/64] |= 1 << (f.Index % 64)
 		}
 		return true
 	})
@@ -123,7 +123,7 @@ func DryRunWith(ctx context.Context, path string, s Settings, c ResultCache, ttl
 		if err != nil {
 			return p, fmt.Errorf("read input: %w", err)
 		}
-		if follower[row.Index] {
+		if follower[row.Index/64]&(1<<(row.Index%64)) != 0 {
 			continue
 		}
 		keys = append(keys, batch.RequestKey(scope, row.Body))

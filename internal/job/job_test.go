@@ -646,3 +646,25 @@ wait:
 		t.Fatalf("eta %v with %d of %d rows submitted and no quota", best.ETA, best.Submitted, best.Rows)
 	}
 }
+
+// A dry run counts the rows that repeat an earlier row's request as duplicates, not as rows to
+// submit.
+func TestDryRunDuplicates(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.jsonl")
+	var b strings.Builder
+	for i := range 10 {
+		fmt.Fprintf(&b, "{\"id\":\"r%d\",\"prompt\":%q}\n", i, prompt(i%5))
+	}
+	if err := os.WriteFile(in, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config(dir, in, "http://127.0.0.1:9")
+	pl, err := job.DryRun(context.Background(), in, cfg.Settings, nil, 0, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pl.Duplicates != 5 || pl.ToSubmit != 5 || pl.CacheHits != 0 {
+		t.Fatalf("plan %+v: want 5 duplicates and 5 rows to submit", pl)
+	}
+}
