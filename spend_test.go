@@ -15,7 +15,7 @@ import (
 	"github.com/batchgpt/batchgpt/internal/job"
 )
 
-// Spend limits (issue 13), through the binary against the emulator.
+// Spend limits, through the binary against the emulator.
 //
 // The prompts are made so that the budget's estimate of every row is its usage exactly: four
 // words of three characters (15 characters, estimated 4 tokens; the emulator counts words), and

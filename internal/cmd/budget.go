@@ -11,7 +11,7 @@ import (
 	"github.com/batchgpt/batchgpt/internal/job"
 )
 
-// The spend limits of a run (issue 13): --max-cost and --max-total-tokens on run and resume, kept
+// The spend limits of a run: --max-cost and --max-total-tokens on run and resume, kept
 // in the checkpoint; the run stops submitting at them and exits ExitSpendLimit.
 
 // limitFlags are the spend limits (run and resume).

@@ -14,7 +14,7 @@ import (
 	"github.com/batchgpt/batchgpt/store"
 )
 
-// Spend limits (issue 13). A run may be given a budget in money (--max-cost, in the price
+// Spend limits. A run may be given a budget in money (--max-cost, in the price
 // table's currency) and in tokens (--max-total-tokens). Before each submission the spend so far
 // plus the estimates of the rows in flight plus the estimate of the row about to go must stay
 // within every limit; the first row that would cross one stops all further submissions of the
