@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"slices"
 	"strconv"
 	"sync"
 
@@ -170,28 +169,11 @@ func (b *budget) price(model string) float64 {
 // A checkpoint that names none (written before names were kept, or snapshotted by a finalize)
 // falls back on the run's model, else on the highest price of the table.
 func (b *budget) past(st *store.State, defaultModel string) error {
-	var current func(int64) bool
-	if st.SupersededBytes() > 0 {
-		ends := st.LineEnds()
-		current = func(end int64) bool {
-			_, ok := slices.BinarySearch(ends, end)
-			return ok
-		}
-	}
-	var in, out, answered int64
-	err := eachResult(st.Header.Results, st.Header.ResultsFormat, st.ResultsEnd, func(r *Result, end int64) {
-		if (current != nil && !current(end)) || r.Usage == nil || r.Cached || r.DeduplicatedFrom != "" {
-			return
-		}
-		in += r.Usage.InputTokens
-		out += r.Usage.CompletionTokens
-		if r.Usage.InputTokens+r.Usage.CompletionTokens > 0 {
-			answered++
-		}
-	})
+	t, err := tallyResults(st.Header.Results, st.Header.ResultsFormat, st.ResultsEnd, latestLines(st))
 	if err != nil {
 		return fmt.Errorf("spend so far: %w", err)
 	}
+	in, out, answered := t.InputTokens, t.OutTokens, int64(t.BilledRows)
 	models := st.Models()
 	if defaultModel != "" {
 		models = append(models, defaultModel)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/batchgpt/batchgpt/internal/api"
 	"github.com/batchgpt/batchgpt/internal/codes"
+	"github.com/batchgpt/batchgpt/store"
 )
 
 // Result is one line of the results file. The format is documented in the README.
@@ -318,6 +319,7 @@ func failure(id, opID string, attempts int, kind string, err error) *Result {
 type Tally struct {
 	Succeeded, Failed      int
 	InputTokens, OutTokens int64 // billed: rows answered from the cache or a duplicate are not
+	BilledRows             int   // lines with billed tokens (for the mean output of an answer)
 	Cached, Deduplicated   int
 	SavedTokens            int64 // tokens of the rows answered from the cache or a duplicate
 	FailedByKind           map[string]int
@@ -366,8 +368,25 @@ func tallyResults(path, format string, limit int64, current func(end int64) bool
 		}
 		t.InputTokens += in
 		t.OutTokens += out
+		if in+out > 0 {
+			t.BilledRows++
+		}
 	})
 	return t, err
+}
+
+// latestLines returns the filter of tallyResults for st: until the results are finalized, a row
+// resolved again (resume --retry-failed) has more than one line, and only the one the journal
+// vouches for counts; nil when no line was superseded.
+func latestLines(st *store.State) func(end int64) bool {
+	if st.SupersededBytes() == 0 {
+		return nil
+	}
+	ends := st.LineEnds()
+	return func(end int64) bool {
+		_, ok := slices.BinarySearch(ends, end)
+		return ok
+	}
 }
 
 // eachResult calls fn for every complete line of a results file (JSONL or CSV) up to limit bytes

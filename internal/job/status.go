@@ -2,7 +2,6 @@ package job
 
 import (
 	"math"
-	"slices"
 	"time"
 
 	"github.com/batchgpt/batchgpt/store"
@@ -43,17 +42,7 @@ func ReadStatus(checkpoint string, rps float64, perHour int, now time.Time) (*St
 		Submitted: c.Submitted + c.Succeeded + c.Failed, Pending: c.Rows - c.Succeeded - c.Failed,
 		NotSubmitted: c.New + c.InFlight, InDoubt: c.InFlight, PossibleDuplicates: st.Doubts, Succeeded: c.Succeeded, Failed: c.Failed,
 		Problems: st.Problems}
-	// Until the results are finalized, a row resolved again (resume --retry-failed) has more
-	// than one line: only the one the journal vouches for counts.
-	var current func(int64) bool
-	if st.SupersededBytes() > 0 {
-		ends := st.LineEnds()
-		current = func(end int64) bool {
-			_, ok := slices.BinarySearch(ends, end)
-			return ok
-		}
-	}
-	t, err := tallyResults(st.Header.Results, st.Header.ResultsFormat, st.ResultsEnd, current)
+	t, err := tallyResults(st.Header.Results, st.Header.ResultsFormat, st.ResultsEnd, latestLines(st))
 	if err != nil {
 		s.Problems = append(s.Problems, err.Error())
 	}
