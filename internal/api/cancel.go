@@ -2,8 +2,6 @@ package api
 
 import (
 	"context"
-	"errors"
-	"net/http"
 	"net/url"
 )
 
@@ -16,15 +14,5 @@ import (
 // error such as FAILED_PRECONDITION) is UNCONFIRMED: callers read the operation when the cancel
 // is refused.
 func (c *Client) Cancel(ctx context.Context, id string) (*Operation, error) {
-	var op Operation
-	err := c.do(ctx, "cancel operation "+id, c.cfg.PollPacer, func() (*http.Request, error) {
-		return http.NewRequest(http.MethodGet, c.opsURL+url.PathEscape(id)+":cancel", nil)
-	}, &op, nil)
-	if err != nil {
-		return nil, err
-	}
-	if op.ID == "" {
-		return nil, &BodyError{Op: "cancel operation " + id, Err: errors.New("operation without id")}
-	}
-	return &op, nil
+	return c.getOperation(ctx, "cancel operation "+id, url.PathEscape(id)+":cancel")
 }

@@ -247,17 +247,23 @@ func modelFolder(body []byte) string {
 // Operation reads one operation. A 404 is returned as an *Error classified NotFound for the caller
 // to judge (fresh or purged).
 func (c *Client) Operation(ctx context.Context, id string) (*Operation, error) {
-	var op Operation
-	err := c.do(ctx, "get operation "+id, c.cfg.PollPacer, func() (*http.Request, error) {
-		return http.NewRequest(http.MethodGet, c.opsURL+url.PathEscape(id), nil)
-	}, &op, nil)
+	return c.getOperation(ctx, "get operation "+id, url.PathEscape(id))
+}
+
+// getOperation GETs {operations endpoint}/operations/{path}, an operation call under the poll
+// pacer, whose answer is an operation.
+func (c *Client) getOperation(ctx context.Context, op, path string) (*Operation, error) {
+	var o Operation
+	err := c.do(ctx, op, c.cfg.PollPacer, func() (*http.Request, error) {
+		return http.NewRequest(http.MethodGet, c.opsURL+path, nil)
+	}, &o, nil)
 	if err != nil {
 		return nil, err
 	}
-	if op.ID == "" {
-		return nil, &BodyError{Op: "get operation " + id, Err: errors.New("operation without id")}
+	if o.ID == "" {
+		return nil, &BodyError{Op: op, Err: errors.New("operation without id")}
 	}
-	return &op, nil
+	return &o, nil
 }
 
 // buildError is a failure before anything was sent (for example the journal could not record
