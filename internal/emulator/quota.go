@@ -58,23 +58,22 @@ func (f *folderState) allowSubmit(now int64) string {
 
 // allowPoll is allowSubmit for the polling quota.
 func (f *folderState) allowPoll(now int64) string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if !f.pollSec.room(now) {
-		return quotaMessage(quotaPollPerSecond, f.pollSec.limit)
-	}
-	f.pollSec.add(now)
-	return ""
+	return f.allowOne(&f.pollSec, quotaPollPerSecond, now)
 }
 
 // allowTokenize is allowSubmit for the tokenizer's quota.
 func (f *folderState) allowTokenize(now int64) string {
+	return f.allowOne(&f.tokenize, quotaTokenizePerSec, now)
+}
+
+// allowOne is allowSubmit for a quota of one window w, named quota in its 429 message.
+func (f *folderState) allowOne(w *slidingWindow, quota string, now int64) string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !f.tokenize.room(now) {
-		return quotaMessage(quotaTokenizePerSec, f.tokenize.limit)
+	if !w.room(now) {
+		return quotaMessage(quota, w.limit)
 	}
-	f.tokenize.add(now)
+	w.add(now)
 	return ""
 }
 
