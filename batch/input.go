@@ -106,6 +106,9 @@ type Row struct {
 	Body   []byte // the completionAsync request JSON
 	// PromptChars counts the runes of all message texts (for token estimates).
 	PromptChars int
+	// MaxTokens is the request's completionOptions.maxTokens (0: none), the most it can be
+	// answered with (for spend estimates, without parsing Body again).
+	MaxTokens int64
 }
 
 // InputError is one problem in an input file.

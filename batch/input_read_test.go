@@ -351,3 +351,28 @@ func checkRow(t *testing.T, r batch.Row) {
 		t.Fatalf("row %+v: empty or invalid body", r)
 	}
 }
+
+// A Row carries its request's completionOptions.maxTokens: the row's own (a number or the
+// proto-JSON string), else the run's, else 0.
+func TestRowMaxTokens(t *testing.T) {
+	path := writeInput(t, "in.jsonl", `{"prompt":"a","completionOptions":{"maxTokens":"50"}}`+"\n"+
+		`{"prompt":"b","completionOptions":{"maxTokens":20}}`+"\n"+`{"prompt":"c"}`+"\n")
+	run := int64(7)
+	for _, tc := range []struct {
+		opt  batch.Options
+		want []int64
+	}{
+		{defaults, []int64{50, 20, 0}},
+		{batch.Options{Folder: defaults.Folder, Model: defaults.Model, MaxTokens: &run}, []int64{50, 20, 7}},
+	} {
+		rows := readAll(t, path, tc.opt)
+		for i, r := range rows {
+			if r.MaxTokens != tc.want[i] {
+				t.Errorf("row %d: MaxTokens %d, want %d", i, r.MaxTokens, tc.want[i])
+			}
+			if again, err := batch.ReadRow(path, tc.opt, r.Offset, r.Index, r.Line); err != nil || again.MaxTokens != r.MaxTokens {
+				t.Errorf("ReadRow of row %d: MaxTokens %d, %v", i, again.MaxTokens, err)
+			}
+		}
+	}
+}

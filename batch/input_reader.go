@@ -71,6 +71,9 @@ func (c *config) row(pos rowPos, spec *rowSpec, errs []*InputError, buf *bytes.B
 	}
 	row.Body = body
 	row.PromptChars = c.promptChars(spec)
+	if m := c.maxTokensOf(spec); m != nil {
+		row.MaxTokens = *m
+	}
 	return row, nil
 }
 

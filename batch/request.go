@@ -124,6 +124,14 @@ func (c *config) promptChars(s *rowSpec) int {
 	return n + utf8.RuneCountInString(c.system)
 }
 
+// maxTokensOf is the row's completionOptions.maxTokens: its own, else the run's; nil for none.
+func (c *config) maxTokensOf(s *rowSpec) *int64 {
+	if s.maxTokens != nil {
+		return s.maxTokens
+	}
+	return c.maxTokens
+}
+
 // encode builds the request body for a valid row. buf is scratch space reused
 // between calls; the returned slice is a fresh copy.
 func (c *config) encode(s *rowSpec, buf *bytes.Buffer) ([]byte, error) {
@@ -143,11 +151,7 @@ func (c *config) encode(s *rowSpec, buf *bytes.Buffer) ([]byte, error) {
 	if s.temperature != nil {
 		req.CompletionOptions.Temperature = s.temperature
 	}
-	maxTokens := c.maxTokens
-	if s.maxTokens != nil {
-		maxTokens = s.maxTokens
-	}
-	if maxTokens != nil {
+	if maxTokens := c.maxTokensOf(s); maxTokens != nil {
 		req.CompletionOptions.MaxTokens = strconv.FormatInt(*maxTokens, 10)
 	}
 	mode := c.reasoningMode

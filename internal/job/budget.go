@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"strconv"
 	"sync"
 
 	"github.com/batchgpt/batchgpt/batch"
@@ -203,7 +202,7 @@ func (b *budget) past(st *store.State, defaultModel string) error {
 // length. guess is that output guess.
 func estimate(row batch.Row, guess int64) int64 {
 	in := batch.EstimateTokens(int64(row.PromptChars))
-	if m := maxTokensOf(row.Body); m > 0 {
+	if m := row.MaxTokens; m > 0 {
 		return in + m
 	}
 	if guess > 0 {
@@ -295,28 +294,6 @@ func (b *budget) spend(notSubmitted int64) *Spend {
 	defer b.mu.Unlock()
 	return &Spend{Tokens: b.tokens, Cost: b.cost, Currency: b.currency,
 		MaxCost: b.limits.MaxCost, MaxTotalTokens: b.limits.MaxTotalTokens, NotSubmitted: notSubmitted}
-}
-
-// maxTokensOf returns completionOptions.maxTokens of a request body (0 when it has none). The
-// encoder writes it as a string, as proto-JSON does (docs/api.md §2); a number is read too.
-func maxTokensOf(body []byte) int64 {
-	var r struct {
-		CompletionOptions struct {
-			MaxTokens json.RawMessage `json:"maxTokens"`
-		} `json:"completionOptions"`
-	}
-	if json.Unmarshal(body, &r) != nil || len(r.CompletionOptions.MaxTokens) == 0 {
-		return 0
-	}
-	v := string(r.CompletionOptions.MaxTokens)
-	if s, err := strconv.Unquote(v); err == nil {
-		v = s
-	}
-	n, err := strconv.ParseInt(v, 10, 64)
-	if err != nil || n < 0 {
-		return 0
-	}
-	return n
 }
 
 // limits takes the run's spend limits from the checkpoint's settings s, changed by the command

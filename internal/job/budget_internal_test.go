@@ -10,17 +10,18 @@ import (
 
 func TestEstimate(t *testing.T) {
 	t.Parallel()
-	row := func(body string, chars int) batch.Row { return batch.Row{Body: []byte(body), PromptChars: chars} }
+	// The reader sets MaxTokens from the request (TestRowMaxTokens in batch).
+	row := func(maxTokens int64, chars int) batch.Row { return batch.Row{MaxTokens: maxTokens, PromptChars: chars} }
 	for _, tc := range []struct {
 		name  string
 		row   batch.Row
 		guess int64
 		want  int64
 	}{
-		{"maxTokens as proto-JSON writes it", row(`{"modelUri":"gpt://f/m","completionOptions":{"maxTokens":"50"}}`, 15), 7, 4 + 50},
-		{"maxTokens as a number", row(`{"completionOptions":{"maxTokens":20}}`, 16), 0, 4 + 20},
-		{"no maxTokens: the mean output so far", row(`{"modelUri":"gpt://f/m"}`, 17), 7, 5 + 7},
-		{"no maxTokens, no answer yet: as much again as the input", row(`{"modelUri":"gpt://f/m"}`, 40), 0, 10 + 10},
+		{"maxTokens, whatever the mean output", row(50, 15), 7, 4 + 50},
+		{"maxTokens, no answer yet", row(20, 16), 0, 4 + 20},
+		{"no maxTokens: the mean output so far", row(0, 17), 7, 5 + 7},
+		{"no maxTokens, no answer yet: as much again as the input", row(0, 40), 0, 10 + 10},
 	} {
 		if got := estimate(tc.row, tc.guess); got != tc.want {
 			t.Errorf("%s: estimate %d, want %d", tc.name, got, tc.want)
@@ -34,7 +35,7 @@ func TestBudgetAdmit(t *testing.T) {
 	t.Parallel()
 	b := newBudget(Limits{MaxTotalTokens: 30}, nil, slog.New(slog.DiscardHandler))
 	r := func(i int) batch.Row {
-		return batch.Row{Index: i, Body: []byte(`{"completionOptions":{"maxTokens":"6"}}`), PromptChars: 16} // 4 + 6
+		return batch.Row{Index: i, MaxTokens: 6, PromptChars: 16} // 4 + 6
 	}
 	if !b.admit(r(0), "gpt://f/yandexgpt-lite") || !b.admit(r(1), "gpt://f/yandexgpt-lite") {
 		t.Fatal("rows within the limit refused")
