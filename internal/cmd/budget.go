@@ -53,9 +53,6 @@ type SpendLimitError struct{ Err error }
 func (e *SpendLimitError) Error() string { return e.Err.Error() }
 func (e *SpendLimitError) Unwrap() error { return e.Err }
 
-// ExitCode is ExitSpendLimit (exitCode maps the error by its type too).
-func (e *SpendLimitError) ExitCode() int { return ExitSpendLimit }
-
 // stoppedAtLimit reports a run that stopped at its spend limit: what it spent, and how to go on.
 func (e *env) stoppedAtLimit(sum job.Summary, checkpoint string, err error) error {
 	sp := sum.Spend
