@@ -57,8 +57,8 @@ func TestPossibleDuplicatesUnderKill9(t *testing.T) {
 				if lerr != nil {
 					t.Fatalf("after kill %d: %v", kills, lerr)
 				}
-				for r := range st.Rows {
-					if st.Rows[r].Phase == store.PhaseInFlight {
+				for r := range st.Len() {
+					if st.Phase(r) == store.PhaseInFlight {
 						inFlightAtKills[r]++
 					}
 				}
@@ -93,7 +93,7 @@ func TestPossibleDuplicatesUnderKill9(t *testing.T) {
 	truth, reported, slack, overcounted := 0, 0, 0, 0
 	for r := range n {
 		extra := srv.OperationsFor(uri, []emulator.Message{{Role: "user", Text: prompt(r)}}) - 1
-		got := int(st.Rows[r].Doubts)
+		got := int(st.Row(r).Doubts)
 		truth += extra
 		reported += got
 		slack += inFlightAtKills[r]

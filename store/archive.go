@@ -23,12 +23,7 @@ func Archive(path, newPath, newResults string) (err error) {
 		return err
 	}
 	defer lk.Close()
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("archive checkpoint: %w", err)
-	}
-	st, err := load(f)
-	f.Close()
+	st, err := loadForSnapshot(path)
 	if err == nil {
 		err = st.settleFinalize()
 	}
@@ -43,7 +38,7 @@ func Archive(path, newPath, newResults string) (err error) {
 		return fmt.Errorf("archive results file: %w", err)
 	}
 	st.Header.Results = newResults
-	if err := writeFileAtomic(nil, newPath, func(out io.Writer) error { return writeSnapshot(out, st, nil) }); err != nil {
+	if err := writeFileAtomic(nil, newPath, func(out io.Writer) error { return snapshotOf(out, st, path) }); err != nil {
 		return fmt.Errorf("archive checkpoint %s: %w", path, err)
 	}
 	if err := os.Remove(path); err != nil {

@@ -42,9 +42,9 @@ func TestArchive(t *testing.T) {
 		}
 	}
 	st := load(t, newCkpt)
-	if st.Header.Results != newResults || st.Rows[0].Phase != store.PhaseResolved || st.Rows[1].OpID != "op1" ||
+	if st.Header.Results != newResults || st.Row(0).Phase != store.PhaseResolved || st.Row(1).OpID != "op1" ||
 		st.Named[1].ID != "second" || len(st.Problems) > 0 {
-		t.Fatalf("archived state: header %+v rows %+v named %+v problems %q", st.Header, st.Rows, st.Named, st.Problems)
+		t.Fatalf("archived state: header %+v rows %+v named %+v problems %q", st.Header, store.Rows(st), st.Named, st.Problems)
 	}
 	if got := readFile(t, newResults); got != "id,answer\n0,done\n" {
 		t.Fatalf("archived results %q", got)

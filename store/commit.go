@@ -57,6 +57,9 @@ func (w *Writer) run() {
 		}
 		clear(batch) // drop references to result lines
 		w.spare = batch[:0]
+		if w.journalSize > w.compactAt {
+			w.autoCompact()
+		}
 	}
 }
 
@@ -231,6 +234,7 @@ func (w *Writer) appendJournal(records []byte, n int64) error {
 		w.markJournalBroken()
 		return w.fail(err)
 	}
+	w.journalSize += int64(len(records))
 	w.commits.Add(1)
 	w.recordCount.Add(n)
 	return nil

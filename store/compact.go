@@ -2,27 +2,48 @@ package store
 
 import (
 	"bufio"
-	"cmp"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
-	"slices"
 )
 
-// Compact rewrites the journal as a snapshot of the current state (a header
-// and a few records per row: its name if it is not resolved, its phase, its
-// doubts) through a temp file and a rename. The results file is untouched.
+// Compact rewrites the journal as a snapshot of the current state (a header,
+// a few records per open row: its name, its phase, its doubts; a few bytes per
+// resolved row in L records) through a temp file and a rename. The results
+// file is untouched.
 //
-// No command calls it today: a run's journal is replaced only by Finalize,
-// and Open (completing an interrupted Finalize) and Archive write the same
-// snapshot, with writeSnapshot, from a State they loaded. It is kept because
-// it is the one way to snapshot a journal that a Writer is still appending
-// to, which compacting the journal during a long run will need, and because
-// the tests pin the snapshot and its replay through it, in the middle of a
-// run.
+// The writer compacts on its own whenever the journal has doubled since the
+// last snapshot (and is at least 64 MiB), between two commits; Compact does it
+// now.
 func (w *Writer) Compact() error {
 	return w.wait(request{kind: kindCompact})
+}
+
+// defaultCompactMin is the smallest journal the writer compacts on its own: 64 MiB is about
+// 250,000 rows of a run, and reading it back takes a fraction of a second.
+const defaultCompactMin = 64 << 20
+
+// scheduleCompaction sets the journal size at which the writer compacts it next: twice its size
+// now (a snapshot, or whatever Open found), so that the rewriting costs a constant share of the
+// appending however long the run, and the journal a resume reads stays within twice a snapshot.
+func (w *Writer) scheduleCompaction() {
+	w.compactAt = max(w.hooks.minCompact(), 2*w.journalSize)
+}
+
+// autoCompact compacts the journal during a run, between two commits. A failure (a full disk)
+// leaves the journal as it was, appended to as before: the run goes on, and the next attempt
+// waits until the journal has doubled again.
+func (w *Writer) autoCompact() {
+	if w.sticky() != nil {
+		return
+	}
+	if err := w.compact(); err != nil {
+		w.compactAt = 2 * w.journalSize
+		return
+	}
+	w.compactions.Add(1)
 }
 
 // compact runs in the writer goroutine, after everything queued before the
@@ -36,7 +57,7 @@ func (w *Writer) compact() error {
 	if err != nil {
 		return fmt.Errorf("compact checkpoint %s: %w", w.path, err)
 	}
-	err = writeFileAtomic(&w.hooks, w.path, func(out io.Writer) error { return writeSnapshot(out, st, nil) })
+	err = writeFileAtomic(&w.hooks, w.path, func(out io.Writer) error { return snapshotOf(out, st, w.path) })
 	if err != nil {
 		// The old journal is intact and still open: nothing is lost.
 		return fmt.Errorf("compact checkpoint %s: %w", w.path, err)
@@ -44,14 +65,27 @@ func (w *Writer) compact() error {
 	return w.reopenJournal()
 }
 
-// reload reads the journal back from disk.
-func (w *Writer) reload() (*State, error) {
-	f, err := os.Open(w.path)
+// reload reads the journal back from disk, ready for a snapshot.
+func (w *Writer) reload() (*State, error) { return loadForSnapshot(w.path) }
+
+// loadForSnapshot loads the journal at path for writeSnapshot.
+func loadForSnapshot(path string) (*State, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	return load(f)
+	return loadWith(f, loadOptions{resolutions: true})
+}
+
+// snapshotOf writes the snapshot of st, loaded from the journal at path, to out.
+func snapshotOf(out io.Writer, st *State, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return writeSnapshot(out, st, f)
 }
 
 // reopenJournal switches the writer to the file now at its path, after a
@@ -66,19 +100,34 @@ func (w *Writer) reopenJournal() error {
 	}
 	w.journal.Close()
 	w.journal = w.hooks.wrap(j)
+	if fi, err := j.Stat(); err == nil {
+		w.journalSize = fi.Size()
+	}
+	w.scheduleCompaction()
 	return nil
 }
 
 // writeSnapshot writes the fewest records that replay to st: the header (in
-// the current version), each row's N/I/S/U/D records in row order, then the R
-// records in results file order, since each line starts where the previous R
-// record's ended. A
-// P record marks a gap (superseded lines) before a line, and where the next
-// line goes if that is not the end of the last one. byEnd, if not nil, is
-// the resolved rows in results file order.
-func writeSnapshot(out io.Writer, st *State, byEnd []int32) error {
+// the current version), each open row's N/I/S/U/D records in row order, then
+// the resolved rows in L records, then the submissions of the last hour per
+// second (T records), and a P record if the next line does not go where the
+// last one ended.
+//
+// st keeps no operation of a resolved row (a row each would cost tens of bytes
+// in memory), but a snapshot must, so that a row whose result line is lost is
+// fetched again rather than submitted again. So the resolved rows are written
+// while journal, the journal st was loaded from (with loadOptions.resolutions),
+// is read a second time: a row's entry goes out at its last resolution there,
+// with the operation its latest S record named (or its L entry carried), and
+// its line as st has it. Rows resolved more than 65,535 times, whose last
+// resolution cannot be told, are written after the others, without their
+// operation.
+func writeSnapshot(out io.Writer, st *State, journal io.Reader) error {
+	if st.resolutions == nil {
+		return errors.New("snapshot: the state was loaded without counting resolutions")
+	}
 	// A snapshot is written in the current format, whatever the version of
-	// the journal it replaces: it may hold N records.
+	// the journal it replaces.
 	h := st.Header
 	h.Version = Version
 	hdr, err := json.Marshal(diskHeader{Header: h, ResultsPreamble: st.preamble})
@@ -95,37 +144,87 @@ func writeSnapshot(out io.Writer, st *State, byEnd []int32) error {
 		buf = buf[:0]
 		return err
 	}
-	known := byEnd != nil
 	var idBuf []byte
-	for i := range st.Rows {
-		r := &st.Rows[i]
+	for i := range st.Len() {
 		if len(st.Named) > 0 {
 			if n, ok := st.Named[i]; ok {
 				idBuf = appendJSONString(idBuf[:0], n.ID)
 				buf = appendNamed(buf, i, &n.Key, n.Model, idBuf)
 			}
 		}
-		buf = appendRowRecords(buf, i, r)
-		if r.Phase == PhaseResolved && !known {
-			byEnd = append(byEnd, int32(i))
+		r := st.Row(i)
+		buf = appendRowRecords(buf, i, &r)
+		if err := flush(false); err != nil {
+			return err
+		}
+	}
+
+	enc := linesEncoder{cursor: int64(len(st.preamble))}
+	cur := enc.cursor // where the cursor is after what buf holds
+	left := st.resolutions
+	emit := func(i int, op opEntry) {
+		if left[i] == 0 {
+			return
+		}
+		if left[i]--; left[i] > 0 || st.Phase(i) != PhaseResolved {
+			return
+		}
+		end, n := st.end(i), st.lineLen(i)
+		if n == 0 {
+			// Where the line starts is not known: a P and an R record replay that.
+			buf = enc.flush(buf)
+			buf = appendPosition(buf, end)
+			buf = appendResolved(buf, i, st.Failed(i), end)
+			enc.cursor = end
+		} else if enc.add(i, end-n, n, st.Failed(i), st.attempt(i), op.opID, op.at) {
+			buf = enc.flush(buf)
+		}
+		cur = end
+	}
+	latest := map[int]opEntry{} // the rows submitted and not yet resolved, as the journal is read again
+	jr := newJournalReader(journal)
+	if _, _, _, err := jr.next(nil); err != nil && err != io.EOF { // the header
+		return fmt.Errorf("read journal again: %w", err)
+	}
+	for {
+		rec, lines, reason, err := jr.next(st)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read journal again: %w", err)
+		}
+		if reason != nil {
+			continue // skipped when it was loaded, too
+		}
+		switch rec.kind {
+		case kindSubmitted:
+			latest[rec.row] = opEntry{string(rec.opID), rec.at}
+		case kindIntent, kindReopen, kindDoubt:
+			delete(latest, rec.row)
+		case kindResolved:
+			emit(rec.row, latest[rec.row])
+			delete(latest, rec.row)
+		case kindLines:
+			for _, e := range lines {
+				emit(int(e.row), opEntry{string(e.opID), e.at})
+				delete(latest, int(e.row))
+			}
 		}
 		if err := flush(false); err != nil {
 			return err
 		}
 	}
-	if !known {
-		sortByEnd(byEnd, st.ends)
+	for i := range st.Len() { // resolved more often than counted
+		if left[i] > 0 && st.Phase(i) == PhaseResolved {
+			left[i] = 1
+			emit(i, opEntry{})
+		}
 	}
-	cur := int64(len(st.preamble))
-	for _, i := range byEnd {
-		if n := st.lens[i]; n > 0 && st.ends[i]-int64(n) != cur {
-			buf = appendPosition(buf, st.ends[i]-int64(n))
-		}
-		buf = appendResolved(buf, int(i), st.Rows[i].Failed, st.ends[i])
-		cur = st.ends[i]
-		if err := flush(false); err != nil {
-			return err
-		}
+	st.resolutions = nil // spent
+	buf = enc.flush(buf)
+	for _, sc := range st.recent.seconds() {
+		buf = appendSeconds(buf, sc.Second, sc.N)
 	}
 	if cur != st.cursor {
 		buf = appendPosition(buf, st.cursor)
@@ -136,17 +235,9 @@ func writeSnapshot(out io.Writer, st *State, byEnd []int32) error {
 	return bw.Flush()
 }
 
-// sortByEnd sorts rows by where their result lines end, which for lines
-// that do not overlap is the order of the results file.
-func sortByEnd(rows []int32, ends []int64) {
-	less := func(a, b int32) int { return cmp.Compare(ends[a], ends[b]) }
-	if !slices.IsSortedFunc(rows, less) {
-		slices.SortFunc(rows, less)
-	}
-}
-
-// appendRowRecords appends the records that replay to r, except its R
-// record.
+// appendRowRecords appends the records that replay to r, except those of its
+// resolution (its L or R record, which carries a resolved row's attempts and
+// operation).
 func appendRowRecords(dst []byte, i int, r *Row) []byte {
 	// Doubts first: a D record closes a try in flight, so after the phase it would undo it.
 	for range r.Doubts {
@@ -162,12 +253,6 @@ func appendRowRecords(dst []byte, i int, r *Row) []byte {
 		dst = appendIntent(dst, i, int(r.Attempt))
 	case PhaseSubmitted:
 		dst = appendSubmitted(dst, i, int(r.Attempt), r.OpID, r.SubmittedAt)
-	case PhaseResolved:
-		if r.OpID != "" {
-			dst = appendSubmitted(dst, i, int(r.Attempt), r.OpID, r.SubmittedAt)
-		} else if r.Attempt > 0 {
-			dst = appendIntent(dst, i, int(r.Attempt))
-		}
 	}
 	return dst
 }

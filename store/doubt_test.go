@@ -40,12 +40,12 @@ func TestDoubtClosesTry(t *testing.T) {
 			must(t, tc.steps(w))
 			must(t, w.Flush())
 			st := load(t, ckpt)
-			diffRows(t, st.Rows, []store.Row{tc.want})
+			diffRows(t, store.Rows(st), []store.Row{tc.want})
 			if st.Doubts != int(tc.want.Doubts) {
 				t.Errorf("Doubts = %d, want %d", st.Doubts, tc.want.Doubts)
 			}
 			must(t, w.Compact())
-			diffRows(t, load(t, ckpt).Rows, []store.Row{tc.want})
+			diffRows(t, store.Rows(load(t, ckpt)), []store.Row{tc.want})
 		})
 	}
 }

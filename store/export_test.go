@@ -53,12 +53,26 @@ func LoadReader(r io.Reader) (*State, error) { return load(r) }
 type Hooks struct {
 	CreateTemp func(dir, pattern string) (*os.File, error)
 	WrapFile   func(*os.File) File
+	CompactMin int64 // the smallest journal the Writer compacts on its own
+}
+
+func (hk Hooks) hooks() *hooks {
+	return &hooks{createTemp: hk.CreateTemp, wrapFile: hk.WrapFile, compactMin: hk.CompactMin}
 }
 
 // CreateWith is Create with hooks.
 func CreateWith(hk Hooks, path string, h Header, preamble []byte, force bool) (*Writer, error) {
-	return create(path, h, preamble, force, &hooks{createTemp: hk.CreateTemp, wrapFile: hk.WrapFile})
+	return create(path, h, preamble, force, hk.hooks())
 }
+
+// OpenWith is Open with hooks.
+func OpenWith(hk Hooks, path string) (*Writer, *State, error) { return openWith(path, hk.hooks()) }
+
+// Compactions counts the compactions the writer made on its own.
+func (w *Writer) Compactions() int { return int(w.compactions.Load()) }
+
+// JournalSize is the journal's size as the writer counts it.
+func (w *Writer) JournalSize() int64 { return w.journalSize }
 
 // Record frames payload as a journal line: payload, checksum, newline.
 func Record(payload string) []byte {
@@ -104,11 +118,20 @@ func (w *Writer) SetFinalizeHook(f func(step int) error) (restore func()) {
 // Span returns where row's result line lies in the results file, as st
 // knows it (0, 0 unless resolved; start == end when unknown).
 func Span(st *State, row int) (start, end int64) {
-	return st.ends[row] - int64(st.lens[row]), st.ends[row]
+	return st.end(row) - st.lineLen(row), st.end(row)
 }
 
 // SetCopySizes changes the batch and gap sizes of w's Finalize copy. It may
 // not be called while a Finalize is under way.
 func (w *Writer) SetCopySizes(batch, gap int64) {
 	w.hooks.copy = copySizes{batch: batch, gap: gap}
+}
+
+// Rows returns every row of st, as State.Row does one.
+func Rows(st *State) []Row {
+	out := make([]Row, st.Len())
+	for i := range out {
+		out[i] = st.Row(i)
+	}
+	return out
 }

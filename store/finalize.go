@@ -109,7 +109,7 @@ func (w *Writer) finalize(inputOrder bool) error {
 
 	// (b) The journal snapshot that describes it.
 	st.relayout(order, size)
-	jTmp, err := writeTemp(&w.hooks, w.path, 0o600, func(out io.Writer) error { return writeSnapshot(out, st, order) })
+	jTmp, err := writeTemp(&w.hooks, w.path, 0o600, func(out io.Writer) error { return snapshotOf(out, st, w.path) })
 	if err != nil {
 		return fmt.Errorf("finalize: checkpoint %s: %w", w.path, err)
 	}
@@ -197,8 +197,8 @@ func (w *Writer) die(err error) error {
 // order and the size of the new results file.
 func (s *State) layout(inputOrder bool) (order []int32, size int64, err error) {
 	unresolved, first := 0, -1
-	for i := range s.Rows {
-		if s.Rows[i].Phase != PhaseResolved {
+	for i := range s.Len() {
+		if s.Phase(i) != PhaseResolved {
 			if unresolved++; first < 0 {
 				first = i
 			}
@@ -208,23 +208,23 @@ func (s *State) layout(inputOrder bool) (order []int32, size int64, err error) {
 		return nil, 0, fmt.Errorf("%w: %d rows are not (row %d first)", ErrUnresolved, unresolved, first)
 	}
 	// The lines must lie within the file, one after the other.
-	byStart := make([]int32, len(s.Rows))
+	byStart := make([]int32, s.Len())
 	for i := range byStart {
-		if s.lens[i] == 0 {
+		if s.lineLen(i) == 0 {
 			return nil, 0, fmt.Errorf("row %d: the checkpoint does not say where its result line starts (damaged checkpoint)", i)
 		}
 		byStart[i] = int32(i)
 	}
-	sortByEnd(byStart, s.ends)
+	sortByEnd(byStart, s)
 	pre := int64(len(s.preamble))
 	size, prev := pre, pre
 	for _, i := range byStart {
-		start := s.ends[i] - int64(s.lens[i])
-		if start < prev {
+		end, n := s.end(int(i)), s.lineLen(int(i))
+		if end-n < prev {
 			return nil, 0, fmt.Errorf("row %d: its result line overlaps another one (damaged checkpoint)", i)
 		}
-		prev = s.ends[i]
-		size += int64(s.lens[i])
+		prev = end
+		size += n
 	}
 	if !inputOrder {
 		return byStart, size, nil
@@ -235,15 +235,25 @@ func (s *State) layout(inputOrder bool) (order []int32, size int64, err error) {
 	return byStart, size, nil
 }
 
+// sortByEnd sorts rows by where their result lines end, which for lines
+// that do not overlap is the order of the results file.
+func sortByEnd(rows []int32, st *State) {
+	less := func(a, b int32) int { return cmp.Compare(st.end(int(a)), st.end(int(b))) }
+	if !slices.IsSortedFunc(rows, less) {
+		slices.SortFunc(rows, less)
+	}
+}
+
 // inPlace reports whether the lines of the rows in order follow each other
 // from the preamble on.
 func (s *State) inPlace(order []int32) bool {
 	pos := int64(len(s.preamble))
 	for _, i := range order {
-		if s.ends[i]-int64(s.lens[i]) != pos {
+		end := s.end(int(i))
+		if end-s.lineLen(int(i)) != pos {
 			return false
 		}
-		pos = s.ends[i]
+		pos = end
 	}
 	return true
 }
@@ -252,8 +262,9 @@ func (s *State) inPlace(order []int32) bool {
 func (s *State) relayout(order []int32, size int64) {
 	pos := int64(len(s.preamble))
 	for _, i := range order {
-		pos += int64(s.lens[i])
-		s.ends[i] = pos
+		n := s.lineLen(int(i))
+		pos += n
+		s.setPos(int(i), pos, n)
 	}
 	s.ResultsEnd, s.cursor = size, size
 }
@@ -314,8 +325,8 @@ func (s *State) copyLines(out io.Writer, src io.ReaderAt, order []int32, size in
 	for k := 0; k < len(order); {
 		// The rows order[k:n] make the next batch.
 		total, n := int64(0), k
-		for n < len(order) && (n == k || total+int64(s.lens[order[n]]) <= copyBatch) {
-			total += int64(s.lens[order[n]])
+		for n < len(order) && (n == k || total+s.lineLen(int(order[n])) <= copyBatch) {
+			total += s.lineLen(int(order[n]))
 			n++
 		}
 		if total > copyBatch { // one long line: stream it
@@ -328,8 +339,9 @@ func (s *State) copyLines(out io.Writer, src io.ReaderAt, order []int32, size in
 		spans = spans[:0]
 		off := int64(0)
 		for _, i := range order[k:n] {
-			spans = append(spans, lineSpan{start: s.ends[i] - int64(s.lens[i]), out: off, n: s.lens[i], row: i})
-			off += int64(s.lens[i])
+			end, n := s.end(int(i)), s.lineLen(int(i))
+			spans = append(spans, lineSpan{start: end - n, out: off, n: uint32(n), row: i})
+			off += n
 		}
 		byStart := func(a, b lineSpan) int { return cmp.Compare(a.start, b.start) }
 		if !slices.IsSortedFunc(spans, byStart) {
@@ -381,7 +393,8 @@ var errNoLineEnd = errors.New("the results file has no line end where the checkp
 // copyLong copies row's line, longer than a batch, in pieces.
 func (s *State) copyLong(write func([]byte) error, readAt func([]byte, int64) error, row int32, copyBatch int64) error {
 	buf := make([]byte, copyBatch)
-	off, end := s.ends[row]-int64(s.lens[row]), s.ends[row]
+	end := s.end(int(row))
+	off := end - s.lineLen(int(row))
 	for off < end {
 		b := buf[:min(end-off, copyBatch)]
 		if err := readAt(b, off); err != nil {

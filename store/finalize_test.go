@@ -39,7 +39,7 @@ func TestDoubt(t *testing.T) {
 	wantCounts := store.Counts{Rows: 4, New: 3, Succeeded: 1}
 	check := func(t *testing.T, st *store.State) {
 		t.Helper()
-		diffRows(t, st.Rows, want)
+		diffRows(t, store.Rows(st), want)
 		if st.Doubts != 4 || st.Counts() != wantCounts || len(st.Problems) != 0 {
 			t.Errorf("Doubts %d, counts %+v, problems %q", st.Doubts, st.Counts(), st.Problems)
 		}
@@ -62,8 +62,8 @@ func TestDoubt(t *testing.T) {
 		must(t, w2.Close())
 		st = load(t, ckpt)
 		for i, d := range []uint16{2, 1, 1, 0} {
-			if st.Rows[i].Doubts != d {
-				t.Errorf("after Finalize: row %d: %d doubts, want %d", i, st.Rows[i].Doubts, d)
+			if st.Row(i).Doubts != d {
+				t.Errorf("after Finalize: row %d: %d doubts, want %d", i, st.Row(i).Doubts, d)
 			}
 		}
 		if st.Doubts != 4 {
@@ -108,10 +108,10 @@ func checkSpans(t *testing.T, st *store.State, results string, latest map[int]st
 	if int64(len(data)) < st.ResultsEnd {
 		t.Errorf("results file has %d bytes, ResultsEnd %d", len(data), st.ResultsEnd)
 	}
-	for row := range st.Rows {
+	for row := range st.Len() {
 		want, ok := latest[row]
-		if resolved := st.Rows[row].Phase == store.PhaseResolved; resolved != ok {
-			t.Errorf("row %d: %v, want resolved=%v", row, st.Rows[row].Phase, ok)
+		if resolved := st.Row(row).Phase == store.PhaseResolved; resolved != ok {
+			t.Errorf("row %d: %v, want resolved=%v", row, st.Row(row).Phase, ok)
 			continue
 		}
 		if !ok {
@@ -468,17 +468,18 @@ func TestFinalizeBigOrder(t *testing.T) {
 	must(t, w.Close())
 }
 
-// TestGoldenSnapshot pins the snapshot format (N, P and D records, R records
-// in results file order) and the F record. The -v2 files are written now;
-// their version-1 counterparts, written by the same calls without Name before
-// version 2, must still load to the same rows (see TestVersion1).
+// TestGoldenSnapshot pins the snapshot format (N, P, D and T records, L
+// records in results file order) and the F record. The -v3 files are written
+// now; their version-1 and version-2 counterparts, written by the same calls
+// before (without Name before version 2), must still load to the same rows
+// (see TestVersion1).
 func TestGoldenSnapshot(t *testing.T) {
 	tests := []struct {
 		name   string
 		finish func(t *testing.T, w *store.Writer)
 	}{
-		{"snapshot-v2.ckpt", func(t *testing.T, w *store.Writer) { must(t, w.Compact()) }},
-		{"finalize-intent-v2.ckpt", func(t *testing.T, w *store.Writer) {
+		{"snapshot-v3.ckpt", func(t *testing.T, w *store.Writer) { must(t, w.Compact()) }},
+		{"finalize-intent-v3.ckpt", func(t *testing.T, w *store.Writer) {
 			must(t, w.Result(1, false, []byte("1,ok\n")))
 			must(t, w.Result(0, false, []byte("0,again\n")))
 			defer w.SetFinalizeHook(func(step int) error {

@@ -29,6 +29,7 @@ type hooks struct {
 	wrapFile   func(*os.File) file                         // the Writer's journal and results file
 	afterStep  func(step int) error                        // after each step of Finalize
 	copy       copySizes                                   // Finalize's copy (defaultCopySizes)
+	compactMin int64                                       // the smallest journal compacted (defaultCompactMin)
 }
 
 func (h *hooks) tempFile(dir, pattern string) (*os.File, error) {
@@ -43,6 +44,13 @@ func (h *hooks) wrap(f *os.File) file {
 		return f
 	}
 	return h.wrapFile(f)
+}
+
+func (h *hooks) minCompact() int64 {
+	if h == nil || h.compactMin == 0 {
+		return defaultCompactMin
+	}
+	return h.compactMin
 }
 
 func (h *hooks) copySize() copySizes {

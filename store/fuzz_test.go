@@ -56,26 +56,26 @@ func FuzzLoad(f *testing.F) {
 		if err != nil {
 			t.Fatalf("valid header, then %q: %v", tail, err)
 		}
-		if len(st.Rows) != 4 || st.DroppedBytes < 0 || st.DroppedBytes > int64(len(tail)) || st.ResultsEnd < 4 {
-			t.Fatalf("inconsistent state: rows %d dropped %d resultsEnd %d", len(st.Rows), st.DroppedBytes, st.ResultsEnd)
+		if st.Len() != 4 || st.DroppedBytes < 0 || st.DroppedBytes > int64(len(tail)) || st.ResultsEnd < 4 {
+			t.Fatalf("inconsistent state: rows %d dropped %d resultsEnd %d", st.Len(), st.DroppedBytes, st.ResultsEnd)
 		}
 		doubts := 0
-		for _, r := range st.Rows {
+		for _, r := range store.Rows(st) {
 			doubts += int(r.Doubts)
 		}
 		if doubts > st.Doubts || st.SupersededBytes() < 0 {
 			t.Fatalf("rows have %d doubts, state %d; superseded %d", doubts, st.Doubts, st.SupersededBytes())
 		}
-		for i, r := range st.Rows {
+		for i, r := range store.Rows(st) {
 			if r.Phase > store.PhaseResolved || (r.Phase == store.PhaseSubmitted && r.OpID == "") ||
 				(r.Phase == store.PhaseInFlight || r.Phase == store.PhaseSubmitted) && r.Attempt == 0 {
 				t.Fatalf("row %d: %+v", i, r)
 			}
 		}
 		for row, n := range st.Named {
-			if row < 0 || row >= len(st.Rows) || st.Rows[row].Phase == store.PhaseResolved ||
+			if row < 0 || row >= st.Len() || st.Row(row).Phase == store.PhaseResolved ||
 				n.ID == "" || !utf8.ValidString(n.ID) || n.Model == "" || strings.ContainsAny(n.Model, " \n") {
-				t.Fatalf("row %d (%+v) named %+v", row, st.Rows[row], n)
+				t.Fatalf("row %d (%+v) named %+v", row, st.Row(row), n)
 			}
 		}
 		// Loading the good prefix gives the same rows and names and drops nothing.
@@ -84,9 +84,9 @@ func FuzzLoad(f *testing.F) {
 		if err != nil || st2.DroppedBytes != 0 {
 			t.Fatalf("good prefix: %v, dropped %d", err, st2.DroppedBytes)
 		}
-		for i := range st.Rows {
-			if st.Rows[i] != st2.Rows[i] {
-				t.Fatalf("row %d: %+v vs prefix %+v", i, st.Rows[i], st2.Rows[i])
+		for i := range st.Len() {
+			if st.Row(i) != st2.Row(i) {
+				t.Fatalf("row %d: %+v vs prefix %+v", i, st.Row(i), st2.Row(i))
 			}
 		}
 		if len(st.Named)+len(st2.Named) > 0 && !maps.Equal(st.Named, st2.Named) {

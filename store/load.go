@@ -2,6 +2,7 @@ package store
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,9 +14,11 @@ import (
 )
 
 // Version is the checkpoint format version this package writes. It reads
-// versions 1 and 2: version 2 added the N record, so a version-1 checkpoint
-// is a version-2 one without names.
-const Version = 2
+// versions 1 to 3: version 2 added the N record, so a version-1 checkpoint
+// is a version-2 one without names; version 3 added the L and T records of
+// snapshots, which a reader of version 2 would skip as damaged, taking the
+// rows they resolve for new ones.
+const Version = 3
 
 // minVersion is the oldest checkpoint format version this package reads.
 const minVersion = 1
@@ -101,9 +104,13 @@ type Counts struct {
 }
 
 // State is a loaded checkpoint.
+//
+// Its rows are kept in columns of a few bytes each (about 10 bytes a row), not as a Row per
+// row: a ten-million-row checkpoint is loaded by every resume and every compaction of a run's
+// journal, and a Row with its operation id would take 60 bytes a row. What only some rows
+// have (an operation id, doubts, many attempts) is kept in maps for those rows.
 type State struct {
 	Header       Header
-	Rows         []Row    // len == Header.Rows
 	DroppedBytes int64    // torn tail ignored (Load) or truncated (Open)
 	Problems     []string // human-readable: skipped records, results repairs
 	ResultsEnd   int64    // where the next result line goes
@@ -114,11 +121,19 @@ type State struct {
 	// open, not the whole run).
 	Named map[int]Named
 
-	// Per row, while resolved: where its result line ends and how long it
-	// is (0: unknown, after damage). A line starts where the previous R
-	// record's line ended, or at the offset of a P record in between.
-	ends      []int64
-	lens      []uint32
+	flags       []uint8         // per row: phase (bits 0-1), failed (flagFailed)
+	attempts    []uint8         // per row, saturating at 255: bigAttempts has the exact count then
+	bigAttempts map[int]uint16  // rows with 255 attempts or more
+	doubts      map[int]uint16  // rows with doubts
+	subs        map[int]opEntry // submitted rows (and kept rows, see keepNames): their operation
+	recent      secondCounts    // submissions per second, for the hour window
+	resolutions []uint16        // per row, if asked for: R records and L entries (saturating)
+
+	// Per row, while resolved: where its result line ends and how long it is (0: unknown, after
+	// damage), packed in one word (see maxEnd); lines it cannot pack are in wide. A line starts where the
+	// previous R record's line ended, or at the offset of a P record in between.
+	pos       []uint64
+	wide      map[int]wideLine
 	cursor    int64 // where the next R record's line starts
 	final     record
 	hasFinal  bool // final is the last good record
@@ -129,29 +144,237 @@ type State struct {
 	overflown int                 // problems beyond maxProblems
 	model     string              // the latest model URI, shared by the rows named with it
 	models    map[string]struct{} // every model URI named in the journal
-	keepNames []uint64            // rows whose names a resolution does not drop (see namesOf)
+	keepNames []uint64            // rows whose names and operations a resolution does not drop (see namesOf)
+}
+
+// opEntry is a row's latest operation: its id and when it was submitted (unix ms).
+type opEntry struct {
+	opID string
+	at   int64
+}
+
+const flagFailed = 4
+
+// A resolved row's line is packed into one word: its end in the high 40 bits (1 TiB), its length
+// in the low 24 (16 MiB). Lines beyond either go to State.wide, marked by posWide.
+const (
+	lenBits = 24
+	maxLen  = 1<<lenBits - 1
+	maxEnd  = 1<<(64-lenBits) - 1
+	posWide = ^uint64(0)
+)
+
+func newState(h Header, preamble []byte) *State {
+	return &State{
+		Header:   h,
+		flags:    make([]uint8, h.Rows),
+		attempts: make([]uint8, h.Rows),
+		pos:      make([]uint64, h.Rows),
+		cursor:   int64(len(preamble)),
+		preamble: preamble,
+	}
+}
+
+// Len returns the number of rows.
+func (s *State) Len() int { return len(s.flags) }
+
+// Row returns the journaled state of row i. A resolved row's operation is not kept: its result
+// line is what matters of it.
+func (s *State) Row(i int) Row {
+	f := s.flags[i]
+	r := Row{Phase: Phase(f & 3), Failed: f&flagFailed != 0, Attempt: s.attempt(i), Doubts: s.doubts[i]}
+	if r.Phase == PhaseSubmitted {
+		e := s.subs[i]
+		r.OpID, r.SubmittedAt = e.opID, e.at
+	}
+	return r
+}
+
+// Phase returns the phase of row i.
+func (s *State) Phase(i int) Phase { return Phase(s.flags[i] & 3) }
+
+// Attempt returns the submissions made of row i.
+func (s *State) Attempt(i int) int { return int(s.attempt(i)) }
+
+// Failed reports whether row i is resolved with a failure.
+func (s *State) Failed(i int) bool { return s.flags[i]&flagFailed != 0 }
+
+// Retried records in memory that row i was reopened with its attempts reset, as the caller
+// journaled with Writer.Retry.
+func (s *State) Retried(i int) {
+	s.setNew(i)
+	s.setAttempt(i, 0)
+}
+
+func (s *State) attempt(i int) uint16 {
+	if a := s.attempts[i]; a < math.MaxUint8 {
+		return uint16(a)
+	}
+	return s.bigAttempts[i]
+}
+
+func (s *State) setAttempt(i, a int) {
+	if a < math.MaxUint8 {
+		s.attempts[i] = uint8(a)
+		if s.bigAttempts != nil {
+			delete(s.bigAttempts, i)
+		}
+		return
+	}
+	s.attempts[i] = math.MaxUint8
+	if s.bigAttempts == nil {
+		s.bigAttempts = make(map[int]uint16)
+	}
+	s.bigAttempts[i] = uint16(a)
+}
+
+// setNew makes row i new again, attempts and doubts kept; its operation and line are forgotten.
+func (s *State) setNew(i int) {
+	s.flags[i] = uint8(PhaseNew)
+	if s.subs != nil {
+		delete(s.subs, i)
+	}
+	s.setPos(i, 0, 0)
+}
+
+// op returns the operation of a submitted row, or of a resolved row whose operation was kept.
+func (s *State) op(i int) (opEntry, bool) {
+	e, ok := s.subs[i]
+	return e, ok
+}
+
+func (s *State) setOp(i int, opID string, at int64) {
+	if s.subs == nil {
+		s.subs = make(map[int]opEntry)
+	}
+	s.subs[i] = opEntry{opID, at}
+}
+
+// end and lineLen say where row i's result line ends and how long it is (0: unknown).
+func (s *State) end(i int) int64 {
+	if p := s.pos[i]; p != posWide {
+		return int64(p >> lenBits)
+	}
+	return s.wide[i].end
+}
+
+func (s *State) lineLen(i int) int64 {
+	if p := s.pos[i]; p != posWide {
+		return int64(p & maxLen)
+	}
+	return int64(s.wide[i].n)
+}
+
+// wideLine is a line that pos cannot pack.
+type wideLine struct {
+	end int64
+	n   uint32
+}
+
+func (s *State) setPos(i int, end, n int64) {
+	if s.pos[i] == posWide {
+		delete(s.wide, i)
+	}
+	if end <= maxEnd && n <= maxLen {
+		s.pos[i] = uint64(end)<<lenBits | uint64(n)
+		return
+	}
+	if s.wide == nil {
+		s.wide = make(map[int]wideLine)
+	}
+	s.wide[i] = wideLine{end, uint32(min(n, math.MaxUint32))}
+	s.pos[i] = posWide
+}
+
+// secondCounts counts submissions per second of the last hour of a journal (the S records,
+// and a snapshot's T records), for the hour window of the submission quota across restarts.
+// The current second is counted apart, so that a run of S records costs no map update each.
+type secondCounts struct {
+	m        map[int64]int
+	sec, n   int64 // the second being counted, and its count so far
+	maxSec   int64
+	anything bool
+}
+
+func (c *secondCounts) add(ms int64, n int) {
+	sec := ms / 1000
+	if ms < 0 && ms%1000 != 0 {
+		sec--
+	}
+	if !c.anything || sec != c.sec {
+		c.flush()
+		c.sec, c.n, c.anything = sec, 0, true
+	}
+	c.n += int64(n)
+	c.maxSec = max(c.maxSec, sec)
+}
+
+// set replaces the count of a second (a snapshot's T record: the total of that second).
+func (c *secondCounts) set(sec int64, n int) {
+	c.flush()
+	c.anything = false
+	if c.m == nil {
+		c.m = make(map[int64]int)
+	}
+	c.m[sec] = n
+	c.maxSec = max(c.maxSec, sec)
+}
+
+func (c *secondCounts) flush() {
+	if !c.anything || c.n == 0 {
+		return
+	}
+	if c.m == nil {
+		c.m = make(map[int64]int)
+	}
+	c.m[c.sec] += int(c.n)
+	c.n = 0
+	if len(c.m) > 2*3600 { // keep about an hour's worth of seconds
+		for s := range c.m {
+			if s <= c.maxSec-3600 {
+				delete(c.m, s)
+			}
+		}
+	}
+}
+
+// seconds returns the counted seconds of the last hour before the latest one, in time order.
+func (c *secondCounts) seconds() []SecondCount {
+	c.flush()
+	out := make([]SecondCount, 0, len(c.m))
+	for sec, n := range c.m {
+		if sec > c.maxSec-3600 && n > 0 {
+			out = append(out, SecondCount{Second: sec, N: n})
+		}
+	}
+	slices.SortFunc(out, func(a, b SecondCount) int { return cmp.Compare(a.Second, b.Second) })
+	return out
+}
+
+// SecondCount is how many submissions the journal records in one second (unix seconds).
+type SecondCount struct {
+	Second int64
+	N      int
+}
+
+// SubmittedSince returns the submissions journaled after cut, counted per second, in time order.
+// A second is counted whole if it ends after cut, so that a quota window seeded from it is
+// never early.
+func (s *State) SubmittedSince(cut time.Time) []SecondCount {
+	all := s.recent.seconds()
+	c := cut.Unix()
+	i, _ := slices.BinarySearchFunc(all, c, func(sc SecondCount, c int64) int { return cmp.Compare(sc.Second, c) })
+	return all[i:]
 }
 
 // Counts tallies the rows by phase.
 func (s *State) Counts() Counts {
-	c := Counts{Rows: len(s.Rows)}
-	for i := range s.Rows {
-		switch r := &s.Rows[i]; r.Phase {
-		case PhaseNew:
-			c.New++
-		case PhaseInFlight:
-			c.InFlight++
-		case PhaseSubmitted:
-			c.Submitted++
-		case PhaseResolved:
-			if r.Failed {
-				c.Failed++
-			} else {
-				c.Succeeded++
-			}
-		}
+	var n [8]int
+	for _, f := range s.flags {
+		n[f&7]++
 	}
-	return c
+	return Counts{Rows: len(s.flags), New: n[PhaseNew], InFlight: n[PhaseInFlight], Submitted: n[PhaseSubmitted],
+		Succeeded: n[PhaseResolved], Failed: n[PhaseResolved|flagFailed]}
 }
 
 // Models returns every model URI the journal names in an N record, of rows
@@ -171,13 +394,10 @@ func (s *State) Models() []string {
 // ResultsEnd) belong to no resolved row: result lines of rows that were
 // reopened and resolved again. Finalize drops them.
 func (s *State) SupersededBytes() int64 {
-	if len(s.lens) != len(s.Rows) {
-		return 0 // not loaded
-	}
 	n := s.ResultsEnd - int64(len(s.preamble))
-	for i := range s.Rows {
-		if s.Rows[i].Phase == PhaseResolved {
-			n -= int64(s.lens[i])
+	for i := range s.flags {
+		if s.Phase(i) == PhaseResolved {
+			n -= s.lineLen(i)
 		}
 	}
 	return max(n, 0)
@@ -188,9 +408,9 @@ func (s *State) SupersededBytes() int64 {
 // by a later line of its row (or its row was reopened), and Finalize drops it.
 func (s *State) LineEnds() []int64 {
 	var out []int64
-	for i := range s.Rows {
-		if s.Rows[i].Phase == PhaseResolved && i < len(s.ends) && s.ends[i] > 0 {
-			out = append(out, s.ends[i])
+	for i := range s.flags {
+		if s.Phase(i) == PhaseResolved && s.end(i) > 0 {
+			out = append(out, s.end(i))
 		}
 	}
 	slices.Sort(out)
@@ -234,6 +454,87 @@ func Load(path string) (*State, error) {
 	return st, nil
 }
 
+// journalReader reads a journal's records one line at a time.
+type journalReader struct {
+	br      *bufio.Reader
+	off     int64 // end of the lines consumed so far
+	lineNo  int
+	long    []byte // a line longer than br's buffer
+	payload []byte // of the last line read, if it was a good record
+	rec     record
+	lines   []lineEntry
+	done    bool
+}
+
+func newJournalReader(r io.Reader) *journalReader {
+	return &journalReader{br: bufio.NewReaderSize(r, 1<<20)}
+}
+
+// next reads the next line: the first one's payload is left in jr.payload (the header); a later
+// one is decoded into rec, or lines for an L record (both reused by the next call), unless it is
+// not a usable record (reason). rows bounds the row numbers of st. It returns io.EOF after the
+// last line, and other errors of r.
+func (jr *journalReader) next(st *State) (rec *record, lines []lineEntry, reason, err error) {
+	if jr.done {
+		return nil, nil, nil, io.EOF
+	}
+	var (
+		lineLen int64 // bytes of the current line read so far
+		tooLong bool
+		chunk   []byte
+	)
+	jr.long = jr.long[:0]
+	for {
+		chunk, err = jr.br.ReadSlice('\n')
+		lineLen += int64(len(chunk))
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			break
+		}
+		if !tooLong && len(jr.long)+len(chunk) <= maxRecord {
+			jr.long = append(jr.long, chunk...)
+		} else {
+			tooLong, jr.long = true, jr.long[:0]
+		}
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, nil, nil, fmt.Errorf("read: %w", err)
+	}
+	if err != nil {
+		jr.done = true // the last line, torn, or a clean end
+	}
+	if lineLen == 0 {
+		return nil, nil, nil, io.EOF
+	}
+	line := chunk
+	if len(jr.long) > 0 {
+		jr.long = append(jr.long, chunk...)
+		line = jr.long
+	}
+	jr.off += lineLen
+	jr.lineNo++
+	jr.payload = nil
+	switch {
+	case err != nil:
+		return nil, nil, errTorn, nil
+	case tooLong:
+		return nil, nil, errTooLong, nil
+	}
+	if jr.payload, reason = checkRecord(line[:len(line)-1]); reason != nil || st == nil {
+		return nil, nil, reason, nil
+	}
+	if jr.payload[0] == kindLines {
+		jr.rec = record{kind: kindLines}
+		if reason = parseLines(jr.payload, st.Len(), &jr.lines); reason != nil {
+			return nil, nil, reason, nil
+		}
+		return &jr.rec, jr.lines, nil, nil
+	}
+	if jr.rec, reason = parseRecord(jr.payload, st.Len()); reason != nil {
+		return nil, nil, reason, nil
+	}
+	return &jr.rec, nil, nil, nil
+}
+
 // badLine is an unusable line not yet known to be in the middle of the log.
 type badLine struct {
 	line   int
@@ -243,8 +544,7 @@ type badLine struct {
 func load(r io.Reader) (*State, error) { return loadKeeping(r, nil) }
 
 // namesOf reads the journal from r and returns the latest N record of the
-// rows in the bit set keep, resolved or not: Open needs them for rows whose
-// result lines are gone, to name them again when it moves them back.
+// rows in the bit set keep, resolved or not.
 func namesOf(r io.Reader, keep []uint64) (map[int]Named, error) {
 	st, err := loadKeeping(r, keep)
 	if err != nil {
@@ -258,100 +558,86 @@ func namesOf(r io.Reader, keep []uint64) (map[int]Named, error) {
 	return st.Named, nil
 }
 
-// loadKeeping is load that keeps the names of the rows in the bit set keep
-// (if not nil) when they are resolved.
+// loadKeeping is load that keeps the names and operations of the rows in the
+// bit set keep (if not nil) when they are resolved: Open needs them for rows
+// whose result lines are gone, to move them back.
 func loadKeeping(r io.Reader, keep []uint64) (*State, error) {
-	br := bufio.NewReaderSize(r, 1<<20)
+	return loadWith(r, loadOptions{keep: keep})
+}
+
+// loadOptions are what a load keeps beyond the state of each row.
+type loadOptions struct {
+	keep        []uint64 // rows whose names and operations a resolution does not drop
+	resolutions bool     // count each row's resolutions (State.resolutions), for writeSnapshot
+}
+
+func loadWith(r io.Reader, opt loadOptions) (*State, error) {
 	var (
 		st      *State
-		off     int64 // end of the lines consumed so far
-		lineLen int64 // bytes of the current line read so far
-		lineNo  int
-		long    []byte // a line longer than br's buffer
-		tooLong bool
 		pending []badLine // bad lines after the last good record
 		nBad    int       // len(pending) plus those not kept
 	)
+	jr := newJournalReader(r)
 	for {
-		chunk, err := br.ReadSlice('\n')
-		lineLen += int64(len(chunk))
-		if errors.Is(err, bufio.ErrBufferFull) {
-			if !tooLong && len(long)+len(chunk) <= maxRecord {
-				long = append(long, chunk...)
-			} else {
-				tooLong, long = true, long[:0]
-			}
-			continue
-		}
-		if err != nil && !errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("read: %w", err)
-		}
-		if lineLen == 0 { // clean EOF
+		rec, lines, reason, err := jr.next(st)
+		if err == io.EOF {
 			break
 		}
-		line := chunk
-		if len(long) > 0 {
-			long = append(long, chunk...)
-			line = long
-		}
-		off += lineLen
-		lineNo++
-		var (
-			payload []byte
-			reason  error
-		)
-		switch {
-		case err != nil:
-			reason = errTorn
-		case tooLong:
-			reason = errTooLong
-		default:
-			payload, reason = checkRecord(line[:len(line)-1])
+		if err != nil {
+			return nil, err
 		}
 		if st == nil {
 			if reason != nil {
 				return nil, fmt.Errorf("%w: first record: %v", ErrNoHeader, reason)
 			}
-			if st, err = decodeHeader(payload); err != nil {
+			if st, err = decodeHeader(jr.payload); err != nil {
 				return nil, err
 			}
-			if len(keep) == (len(st.Rows)+63)/64 {
-				st.keepNames = keep
+			if len(opt.keep) == (st.Len()+63)/64 {
+				st.keepNames = opt.keep
 			}
-			st.validEnd = off
-		} else {
-			var rec record
-			if reason == nil {
-				rec, reason = parseRecord(payload, len(st.Rows))
+			if opt.resolutions {
+				st.resolutions = make([]uint16, st.Len())
 			}
-			if reason != nil {
+			st.validEnd = jr.off
+			continue
+		}
+		if reason != nil {
+			nBad++
+			if len(pending) < maxProblems {
+				pending = append(pending, badLine{jr.lineNo, reason})
+			}
+			continue
+		}
+		if nBad > 0 {
+			// A good record after bad ones: they were damaged in
+			// the middle of the log, not torn at its end.
+			for _, b := range pending {
+				st.addProblem("checkpoint line %d: %v: record skipped", b.line, b.reason)
+			}
+			st.overflown += nBad - len(pending)
+			pending, nBad = pending[:0], 0
+		}
+		if rec.kind == kindLines {
+			if reason = st.checkLines(lines); reason != nil {
 				nBad++
 				if len(pending) < maxProblems {
-					pending = append(pending, badLine{lineNo, reason})
+					pending = append(pending, badLine{jr.lineNo, reason})
 				}
-			} else {
-				if nBad > 0 {
-					// A good record after bad ones: they were damaged in
-					// the middle of the log, not torn at its end.
-					for _, b := range pending {
-						st.addProblem("checkpoint line %d: %v: record skipped", b.line, b.reason)
-					}
-					st.overflown += nBad - len(pending)
-					pending, nBad = pending[:0], 0
-				}
-				st.apply(&rec)
-				st.validEnd = off
-				st.hasFinal = rec.kind == kindFinalize
-				if st.hasFinal {
-					st.final = rec
-				}
+				continue
 			}
+			st.applyLines(lines)
+		} else {
+			st.apply(rec)
 		}
-		long, tooLong, lineLen = long[:0], false, 0
-		if err != nil {
-			break
+		st.validEnd = jr.off
+		st.hasFinal = rec.kind == kindFinalize
+		if st.hasFinal {
+			st.final = *rec
 		}
 	}
+	lineNo := jr.lineNo
+	off := jr.off
 	if st == nil {
 		return nil, fmt.Errorf("%w: the file is empty", ErrNoHeader)
 	}
@@ -362,14 +648,14 @@ func loadKeeping(r io.Reader, keep []uint64) (*State, error) {
 	}
 	for row := range st.Named {
 		// Named again after its resolution, without a reopen.
-		if st.Rows[row].Phase == PhaseResolved && !st.keeps(row) {
+		if st.Phase(row) == PhaseResolved && !st.keeps(row) {
 			delete(st.Named, row)
 		}
 	}
 	st.ResultsEnd = int64(len(st.preamble))
-	for i := range st.Rows {
-		if st.Rows[i].Phase == PhaseResolved && st.ends[i] > st.ResultsEnd {
-			st.ResultsEnd = st.ends[i]
+	for i := range st.flags {
+		if st.Phase(i) == PhaseResolved {
+			st.ResultsEnd = max(st.ResultsEnd, st.end(i))
 		}
 	}
 	st.keepNames = nil
@@ -391,14 +677,7 @@ func decodeHeader(payload []byte) (*State, error) {
 	if dh.Rows < 0 || dh.Rows > MaxRows {
 		return nil, fmt.Errorf("%w: header: rows %d out of range", ErrNoHeader, dh.Rows)
 	}
-	return &State{
-		Header:   dh.Header,
-		Rows:     make([]Row, dh.Rows),
-		ends:     make([]int64, dh.Rows),
-		lens:     make([]uint32, dh.Rows),
-		cursor:   int64(len(dh.ResultsPreamble)),
-		preamble: dh.ResultsPreamble,
-	}, nil
+	return newState(dh.Header, dh.ResultsPreamble), nil
 }
 
 // apply replays one record; the latest record of a row wins.
@@ -409,8 +688,11 @@ func (s *State) apply(r *record) {
 		return
 	case kindFinalize:
 		return // see settleFinalize
+	case kindSeconds:
+		s.recent.set(r.at, int(r.end))
+		return
 	}
-	row := &s.Rows[r.row]
+	i := r.row
 	switch r.kind {
 	case kindNamed:
 		if s.Named == nil {
@@ -423,41 +705,88 @@ func (s *State) apply(r *record) {
 			}
 			s.models[s.model] = struct{}{}
 		}
-		s.Named[r.row] = Named{ID: r.id, Key: r.key, Model: s.model}
+		s.Named[i] = Named{ID: r.id, Key: r.key, Model: s.model}
 	case kindIntent:
-		*row = Row{Phase: PhaseInFlight, Attempt: uint16(r.attempt), Doubts: row.Doubts}
-		s.ends[r.row], s.lens[r.row] = 0, 0
+		s.setNew(i)
+		s.flags[i] = uint8(PhaseInFlight)
+		s.setAttempt(i, r.attempt)
 	case kindSubmitted:
-		*row = Row{Phase: PhaseSubmitted, Attempt: uint16(r.attempt), OpID: string(r.opID), SubmittedAt: r.at, Doubts: row.Doubts}
-		s.ends[r.row], s.lens[r.row] = 0, 0
+		s.setNew(i)
+		s.flags[i] = uint8(PhaseSubmitted)
+		s.setAttempt(i, r.attempt)
+		s.setOp(i, string(r.opID), r.at)
+		s.recent.add(r.at, 1)
 	case kindResolved:
-		if s.Named != nil && !s.keeps(r.row) {
-			delete(s.Named, r.row)
-		}
-		row.Phase, row.Failed = PhaseResolved, r.failed
-		s.ends[r.row], s.lens[r.row] = r.end, 0
-		if n := r.end - s.cursor; n > 0 && n <= math.MaxUint32 {
-			s.lens[r.row] = uint32(n)
-		}
-		s.cursor = r.end
+		s.resolve(i, r.failed, r.end)
 	case kindReopen:
-		*row = Row{Attempt: row.Attempt, Doubts: row.Doubts}
+		s.setNew(i)
 		if r.reset {
-			row.Attempt = 0
+			s.setAttempt(i, 0)
 		}
-		s.ends[r.row], s.lens[r.row] = 0, 0
 	case kindDoubt:
 		s.Doubts++
-		if row.Doubts < math.MaxUint16 {
-			row.Doubts++
+		if d := s.doubts[i]; d < math.MaxUint16 {
+			if s.doubts == nil {
+				s.doubts = make(map[int]uint16)
+			}
+			s.doubts[i] = d + 1
 		}
 		// The try in flight, or the operation journaled, is now counted as a possible
 		// duplicate: the row is new again, so a crash before its next I record cannot leave
 		// the same try in doubt to be counted a second time.
-		if row.Phase == PhaseInFlight || row.Phase == PhaseSubmitted {
-			*row = Row{Attempt: row.Attempt, Doubts: row.Doubts}
-			s.ends[r.row], s.lens[r.row] = 0, 0
+		if p := s.Phase(i); p == PhaseInFlight || p == PhaseSubmitted {
+			s.setNew(i)
 		}
+	}
+}
+
+// resolve replays an R record (or one line of an L record): row i's line ends at end and starts
+// at the cursor.
+func (s *State) resolve(i int, failed bool, end int64) {
+	if s.Named != nil && !s.keeps(i) {
+		delete(s.Named, i)
+	}
+	if s.subs != nil && !s.keeps(i) {
+		delete(s.subs, i)
+	}
+	if s.resolutions != nil && s.resolutions[i] < math.MaxUint16 {
+		s.resolutions[i]++
+	}
+	s.flags[i] = uint8(PhaseResolved)
+	if failed {
+		s.flags[i] |= flagFailed
+	}
+	var n int64
+	if d := end - s.cursor; d > 0 && d <= math.MaxUint32 {
+		n = d
+	}
+	s.setPos(i, end, n)
+	s.cursor = end
+}
+
+// checkLines reports whether an L record's lines start within the results file.
+func (s *State) checkLines(lines []lineEntry) error {
+	c := s.cursor
+	for k := range lines {
+		if c += lines[k].skip; c < 0 {
+			return errSyntax
+		}
+		c += lines[k].n
+	}
+	return nil
+}
+
+// applyLines replays an L record: resolved rows whose lines follow each other from the cursor on.
+func (s *State) applyLines(lines []lineEntry) {
+	for k := range lines {
+		e := &lines[k]
+		i := int(e.row)
+		s.setAttempt(i, int(e.attempt))
+		if len(e.opID) > 0 && s.keeps(i) {
+			s.setOp(i, string(e.opID), e.at)
+		}
+		s.cursor += e.skip
+		s.resolve(i, e.failed, s.cursor+e.n)
 	}
 }
 

@@ -72,7 +72,7 @@ func TestNamed(t *testing.T) {
 	if len(st.Problems) != 0 || st.DroppedBytes != 0 {
 		t.Fatalf("problems %q dropped %d", st.Problems, st.DroppedBytes)
 	}
-	rows := st.Rows
+	rows := store.Rows(st)
 
 	w2, st2, err := store.Open(ckpt)
 	must(t, err)
@@ -83,7 +83,7 @@ func TestNamed(t *testing.T) {
 		snap := readFile(t, ckpt)
 		st := load(t, ckpt)
 		diffNamed(t, st.Named, want)
-		diffRows(t, st.Rows, rows)
+		diffRows(t, store.Rows(st), rows)
 		// Each name comes just before the row's other records.
 		lines := strings.Split(snap, "\n")
 		for row := range want {
@@ -105,12 +105,12 @@ func TestNamed(t *testing.T) {
 		must(t, err)
 		defer w3.Close()
 		diffNamed(t, st.Named, want)
-		if st.Rows[2].OpID != "op2" || st.Header.Version != store.Version {
-			t.Errorf("row 2 %+v, version %d", st.Rows[2], st.Header.Version)
+		if st.Row(2).OpID != "op2" || st.Header.Version != store.Version {
+			t.Errorf("row 2 %+v, version %d", st.Row(2), st.Header.Version)
 		}
 		// Finalize needs every row resolved, so it leaves no name.
-		for row := range st.Rows {
-			if st.Rows[row].Phase != store.PhaseResolved {
+		for row := range st.Len() {
+			if st.Row(row).Phase != store.PhaseResolved {
 				must(t, w3.Result(row, false, []byte(fmt.Sprintf("%d,done\n", row))))
 			}
 		}
@@ -153,8 +153,8 @@ func TestNamedRepair(t *testing.T) {
 	w2, st, err := store.Open(ckpt)
 	must(t, err)
 	diffNamed(t, st.Named, want)
-	if st.Rows[1].Phase != store.PhaseSubmitted || st.Rows[3].Phase != store.PhaseNew {
-		t.Errorf("rows %+v", st.Rows)
+	if st.Row(1).Phase != store.PhaseSubmitted || st.Row(3).Phase != store.PhaseNew {
+		t.Errorf("rows %+v", store.Rows(st))
 	}
 	must(t, w2.Close())
 	diffNamed(t, load(t, ckpt).Named, want) // journaled
@@ -258,8 +258,8 @@ func TestNamedParse(t *testing.T) {
 			b.Write(store.Record("I 1 1")) // the N record is in the middle
 			st, err := store.LoadReader(&b)
 			must(t, err)
-			if st.Rows[1].Phase != store.PhaseInFlight || st.DroppedBytes != 0 {
-				t.Fatalf("row 1 %+v, dropped %d", st.Rows[1], st.DroppedBytes)
+			if st.Row(1).Phase != store.PhaseInFlight || st.DroppedBytes != 0 {
+				t.Fatalf("row 1 %+v, dropped %d", st.Row(1), st.DroppedBytes)
 			}
 			if tt.want == nil {
 				if len(st.Named) != 0 || len(st.Problems) != 1 || !strings.Contains(st.Problems[0], "line 2: "+tt.reason) {
@@ -299,8 +299,8 @@ func TestNamedTorn(t *testing.T) {
 		must(t, os.WriteFile(ckpt, content, 0o600))
 		st := load(t, ckpt)
 		diffNamed(t, st.Named, prefix)
-		if st.DroppedBytes != int64(dropped) || len(st.Problems) != 0 || st.Rows[0].Phase != store.PhaseInFlight {
-			t.Errorf("dropped %d (want %d), problems %q, row 0 %+v", st.DroppedBytes, dropped, st.Problems, st.Rows[0])
+		if st.DroppedBytes != int64(dropped) || len(st.Problems) != 0 || st.Row(0).Phase != store.PhaseInFlight {
+			t.Errorf("dropped %d (want %d), problems %q, row 0 %+v", st.DroppedBytes, dropped, st.Problems, st.Row(0))
 		}
 		w, st, err := store.Open(ckpt)
 		must(t, err)
@@ -325,39 +325,45 @@ func TestNamedTorn(t *testing.T) {
 		st, err := store.LoadReader(bytes.NewReader(bad))
 		must(t, err)
 		diffNamed(t, st.Named, prefix)
-		if len(st.Problems) != 1 || !strings.Contains(st.Problems[0], "line 4:") || st.Rows[2].Phase != store.PhaseInFlight {
-			t.Errorf("flip %d: problems %q, row 2 %+v", i, st.Problems, st.Rows[2])
+		if len(st.Problems) != 1 || !strings.Contains(st.Problems[0], "line 4:") || st.Row(2).Phase != store.PhaseInFlight {
+			t.Errorf("flip %d: problems %q, row 2 %+v", i, st.Problems, st.Row(2))
 		}
 	}
 }
 
 // TestVersion1: checkpoints written before version 2 load (without names), can
-// be opened and appended to, and a snapshot of one is a version-2 checkpoint.
+// be opened and appended to, and a snapshot of one is a checkpoint of the
+// current version.
 func TestVersion1(t *testing.T) {
 	dir, err := filepath.Abs("testdata/journal")
 	must(t, err)
-	// Each version-1 file and the version-2 golden of the same calls (plus
-	// Name) replay to the same rows.
-	for _, pair := range []struct {
-		v1, v2 string
-		names  int // open rows named in v2
+	// Each version-1 file and the version-2 and version-3 goldens of the same
+	// calls (plus Name) replay to the same rows.
+	for _, files := range []struct {
+		v1, v2, v3 string
+		names      int // open rows named in v2 and v3
 	}{
-		{"v1.ckpt", "v2.ckpt", 1},
-		{"snapshot.ckpt", "snapshot-v2.ckpt", 2},
-		{"finalize-intent.ckpt", "finalize-intent-v2.ckpt", 0},
+		{"v1.ckpt", "v2.ckpt", "v3.ckpt", 1},
+		{"snapshot.ckpt", "snapshot-v2.ckpt", "snapshot-v3.ckpt", 2},
+		{"finalize-intent.ckpt", "finalize-intent-v2.ckpt", "finalize-intent-v3.ckpt", 0},
 	} {
-		t.Run(pair.v1, func(t *testing.T) {
-			v1, err := store.LoadReader(bytes.NewReader([]byte(readFile(t, filepath.Join(dir, pair.v1)))))
+		t.Run(files.v1, func(t *testing.T) {
+			v1, err := store.LoadReader(bytes.NewReader([]byte(readFile(t, filepath.Join(dir, files.v1)))))
 			must(t, err)
-			v2, err := store.LoadReader(bytes.NewReader([]byte(readFile(t, filepath.Join(dir, pair.v2)))))
-			must(t, err)
-			if v1.Header.Version != 1 || v2.Header.Version != 2 || len(v1.Named) != 0 || len(v2.Named) != pair.names {
-				t.Errorf("versions %d, %d; names %d, %d", v1.Header.Version, v2.Header.Version, len(v1.Named), len(v2.Named))
-			}
-			diffRows(t, v1.Rows, v2.Rows)
-			if len(v1.Problems)+len(v2.Problems) != 0 || v1.ResultsEnd != v2.ResultsEnd || v1.Doubts != v2.Doubts {
-				t.Errorf("problems %q %q, ResultsEnd %d %d, Doubts %d %d", v1.Problems, v2.Problems,
-					v1.ResultsEnd, v2.ResultsEnd, v1.Doubts, v2.Doubts)
+			for version, name := range []string{2: files.v2, 3: files.v3} {
+				if name == "" {
+					continue
+				}
+				vn, err := store.LoadReader(bytes.NewReader([]byte(readFile(t, filepath.Join(dir, name)))))
+				must(t, err)
+				if v1.Header.Version != 1 || vn.Header.Version != version || len(v1.Named) != 0 || len(vn.Named) != files.names {
+					t.Errorf("%s: versions %d, %d; names %d, %d", name, v1.Header.Version, vn.Header.Version, len(v1.Named), len(vn.Named))
+				}
+				diffRows(t, store.Rows(vn), store.Rows(v1))
+				if len(v1.Problems)+len(vn.Problems) != 0 || v1.ResultsEnd != vn.ResultsEnd || v1.Doubts != vn.Doubts {
+					t.Errorf("%s: problems %q %q, ResultsEnd %d %d, Doubts %d %d", name, v1.Problems, vn.Problems,
+						v1.ResultsEnd, vn.ResultsEnd, v1.Doubts, vn.Doubts)
+				}
 			}
 		})
 	}
@@ -366,7 +372,7 @@ func TestVersion1(t *testing.T) {
 	t.Chdir(t.TempDir()) // the header names results.csv
 	must(t, os.WriteFile("run.ckpt", []byte(v1), 0o600))
 	st := load(t, "run.ckpt")
-	diffRows(t, st.Rows, goldenRows)
+	diffRows(t, store.Rows(st), goldenRows)
 	if len(st.Named) != 0 || st.Header.Version != 1 {
 		t.Errorf("Named %+v, version %d", st.Named, st.Header.Version)
 	}
@@ -386,7 +392,7 @@ func TestVersion1(t *testing.T) {
 	st = load(t, "run.ckpt")
 	want := slices.Clone(goldenRows)
 	want[3] = store.Row{Phase: store.PhaseSubmitted, Attempt: 1, OpID: "op3", SubmittedAt: 1}
-	diffRows(t, st.Rows, want)
+	diffRows(t, store.Rows(st), want)
 	diffNamed(t, st.Named, map[int]store.Named{3: named("three")})
 	if st.Header.Version != 1 || len(st.Problems) != 0 {
 		t.Errorf("version %d problems %q", st.Header.Version, st.Problems)
@@ -394,7 +400,7 @@ func TestVersion1(t *testing.T) {
 	must(t, w.Compact())
 	must(t, w.Close())
 	st = load(t, "run.ckpt")
-	diffRows(t, st.Rows, want)
+	diffRows(t, store.Rows(st), want)
 	diffNamed(t, st.Named, map[int]store.Named{3: named("three")})
 	if st.Header.Version != store.Version {
 		t.Errorf("snapshot version %d", st.Header.Version)

@@ -69,8 +69,15 @@ func open(path string, lk *flock.Flock, hk *hooks) (_ *Writer, _ *State, err err
 		return nil, nil, fmt.Errorf("open checkpoint %s: %w", path, err)
 	}
 	if st.finalized {
-		// The results file was replaced, the journal not yet: do it now.
-		err := writeFileAtomic(hk, path, func(out io.Writer) error { return writeSnapshot(out, st, nil) })
+		// The results file was replaced, the journal not yet: do it now, from the journal
+		// loaded again for a snapshot (settled the same way).
+		full, err := loadForSnapshot(path)
+		if err == nil {
+			err = full.settleFinalize()
+		}
+		if err == nil {
+			err = writeFileAtomic(hk, path, func(out io.Writer) error { return snapshotOf(out, full, path) })
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("open checkpoint %s: complete finalize: %w", path, err)
 		}
@@ -79,12 +86,13 @@ func open(path string, lk *flock.Flock, hk *hooks) (_ *Writer, _ *State, err err
 			return nil, nil, fmt.Errorf("open checkpoint: %w", err)
 		}
 	}
-	// The names of rows whose result lines are gone, which repairResults
-	// moves back: the loader dropped them when the rows were resolved.
-	names := func(rows []uint64) (map[int]Named, error) {
-		return namesOf(io.NewSectionReader(j, 0, math.MaxInt64), rows)
+	// The names and operations of rows whose result lines are gone, which
+	// repairResults moves back: the loader dropped them when the rows were
+	// resolved.
+	kept := func(rows []uint64) (*State, error) {
+		return loadKeeping(io.NewSectionReader(j, 0, math.MaxInt64), rows)
 	}
-	res, fix, err := repairResults(st, names)
+	res, fix, err := repairResults(st, kept)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open checkpoint %s: %w", path, err)
 	}
@@ -98,5 +106,5 @@ func open(path string, lk *flock.Flock, hk *hooks) (_ *Writer, _ *State, err err
 		}
 	}
 	st.finishProblems()
-	return newWriter(path, lk, j, res, st, len(st.Rows), hk), st, nil
+	return newWriter(path, lk, j, res, st, st.Len(), hk), st, nil
 }

@@ -70,7 +70,7 @@ func TestResultsRepair(t *testing.T) {
 			}
 			w, st, err := store.Open(ckpt)
 			must(t, err)
-			diffRows(t, st.Rows, tt.want)
+			diffRows(t, store.Rows(st), tt.want)
 			if got := readFile(t, results); got != tt.wantFile {
 				t.Errorf("results = %q, want %q", got, tt.wantFile)
 			}
@@ -86,7 +86,7 @@ func TestResultsRepair(t *testing.T) {
 			must(t, w.Close())
 			st = load(t, ckpt)
 			want := append(tt.want[:5:5], store.Row{Phase: store.PhaseResolved})
-			diffRows(t, st.Rows, want)
+			diffRows(t, store.Rows(st), want)
 			if fi, err := os.Stat(results); err != nil || fi.Size() != st.ResultsEnd || fi.Mode().Perm() != 0o600 {
 				t.Errorf("results file %v %v, ResultsEnd %d", fi, err, st.ResultsEnd)
 			}
@@ -137,8 +137,8 @@ func TestLockAndExists(t *testing.T) {
 	must(t, err)
 	must(t, w3.Close())
 	st := load(t, ckpt)
-	if len(st.Rows) != 3 || st.Rows[1].Phase != store.PhaseNew || readFile(t, results) != "p\n" {
-		t.Errorf("force did not start over: %+v %q", st.Rows, readFile(t, results))
+	if st.Len() != 3 || st.Row(1).Phase != store.PhaseNew || readFile(t, results) != "p\n" {
+		t.Errorf("force did not start over: %+v %q", store.Rows(st), readFile(t, results))
 	}
 	for _, p := range []string{ckpt, results, ckpt + ".lock"} {
 		fi, err := os.Stat(p)
@@ -165,7 +165,7 @@ func TestCreateValidation(t *testing.T) {
 		{Rows: store.MaxRows + 1, Results: filepath.Join(dir, "r")},
 		{Rows: 1},
 		{Version: 1, Rows: 1, Results: filepath.Join(dir, "r")}, // read, never written
-		{Version: 3, Rows: 1, Results: filepath.Join(dir, "r")},
+		{Version: store.Version + 1, Rows: 1, Results: filepath.Join(dir, "r")},
 		{Rows: 1, Results: filepath.Join(dir, "r"), Settings: []byte("{not json")},
 	}
 	for _, h := range bad {
@@ -227,7 +227,7 @@ func TestCompact(t *testing.T) {
 	size := len(readFile(t, ckpt))
 	must(t, w.Compact())
 	after := load(t, ckpt)
-	diffRows(t, after.Rows, before.Rows)
+	diffRows(t, store.Rows(after), store.Rows(before))
 	if after.ResultsEnd != before.ResultsEnd || len(readFile(t, ckpt)) >= size {
 		t.Errorf("ResultsEnd %d want %d; size %d, was %d", after.ResultsEnd, before.ResultsEnd, len(readFile(t, ckpt)), size)
 	}
@@ -237,9 +237,9 @@ func TestCompact(t *testing.T) {
 	w2, st, err := store.Open(ckpt)
 	must(t, err)
 	defer w2.Close()
-	want := before.Rows
+	want := store.Rows(before)
 	want[3].Phase = store.PhaseResolved
-	diffRows(t, st.Rows, want)
+	diffRows(t, store.Rows(st), want)
 	if len(st.Problems) != 0 || st.ResultsEnd != int64(len("p\nr\nr\nr3\n")) {
 		t.Errorf("problems %q ResultsEnd %d", st.Problems, st.ResultsEnd)
 	}

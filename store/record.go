@@ -33,6 +33,8 @@ const (
 	kindPosition  = 'P'
 	kindFinalize  = 'F'
 	kindNamed     = 'N'
+	kindLines     = 'L'
+	kindSeconds   = 'T'
 	kindFlush     = 0
 	kindCompact   = 'C'
 	kindFinalizeQ = 'Z'
@@ -130,6 +132,16 @@ func appendFinalize(dst []byte, size int64, sum uint32, inputOrder bool) []byte 
 	} else {
 		dst = append(dst, " 0"...)
 	}
+	return appendSum(dst, start)
+}
+
+// appendSeconds appends "T <unix second> <count>".
+func appendSeconds(dst []byte, sec int64, n int) []byte {
+	start := len(dst)
+	dst = append(dst, kindSeconds, ' ')
+	dst = strconv.AppendInt(dst, sec, 10)
+	dst = append(dst, ' ')
+	dst = strconv.AppendInt(dst, int64(n), 10)
 	return appendSum(dst, start)
 }
 
@@ -308,7 +320,7 @@ func parseRecord(p []byte, rows int) (record, error) {
 	}
 	r.kind = p[0]
 	switch r.kind {
-	case kindPosition, kindFinalize:
+	case kindPosition, kindFinalize, kindSeconds:
 		return parseFileRecord(p)
 	}
 	f, rest, ok := field(p[2:])
@@ -446,12 +458,27 @@ func parseJSONString(b []byte) (string, bool) {
 }
 
 // parseFileRecord decodes the records about the results file as a whole:
-// "P <offset>" and "F <size> <crc32c> <0|1 input order>".
+// "P <offset>" and "F <size> <crc32c> <0|1 input order>", and the snapshot's
+// "T <unix second> <count>".
 func parseFileRecord(p []byte) (record, error) {
 	r := record{kind: p[0]}
 	f, rest, ok := field(p[2:])
 	if !ok {
 		return r, errSyntax
+	}
+	if r.kind == kindSeconds {
+		if r.at, ok = parseInt64(f); !ok {
+			return r, errSyntax
+		}
+		if f, rest, ok = field(rest); !ok {
+			return r, errSyntax
+		}
+		n, ok := parseUint(f, math.MaxInt32)
+		if !ok || rest != nil {
+			return r, errSyntax
+		}
+		r.end = int64(n)
+		return r, nil
 	}
 	n, ok := parseUint(f, math.MaxInt64)
 	if !ok {

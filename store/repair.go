@@ -10,9 +10,10 @@ import (
 
 // repairResults opens the results file for appending at the journaled end.
 // It returns the journal records that move rows whose result lines are gone
-// back to where they can be fetched again, with their names (from names, which
-// reads the N records of a set of rows from the journal).
-func repairResults(st *State, names func(rows []uint64) (map[int]Named, error)) (_ *os.File, fix []byte, err error) {
+// back to where they can be fetched again, with their names and operations
+// (from kept, which reads the journal again keeping those of a set of rows:
+// st does not keep a resolved row's operation or name).
+func repairResults(st *State, kept func(rows []uint64) (*State, error)) (_ *os.File, fix []byte, err error) {
 	name, pre := st.Header.Results, int64(len(st.preamble))
 	_, statErr := os.Lstat(name)
 	missing := errors.Is(statErr, fs.ErrNotExist)
@@ -35,38 +36,38 @@ func repairResults(st *State, names func(rows []uint64) (map[int]Named, error)) 
 		valid = 0 // the preamble itself is damaged: rewrite it
 	}
 	var (
-		gone  []uint64 // rows whose lines are gone
-		named map[int]Named
+		gone []uint64 // rows whose lines are gone
+		old  = &State{}
 	)
-	for i := range st.Rows {
-		if st.Rows[i].Phase == PhaseResolved && st.ends[i] > valid {
+	for i := range st.Len() {
+		if st.Phase(i) == PhaseResolved && st.end(i) > valid {
 			if gone == nil {
-				gone = make([]uint64, (len(st.Rows)+63)/64)
+				gone = make([]uint64, (st.Len()+63)/64)
 			}
 			gone[i/64] |= 1 << (i % 64)
 		}
 	}
 	if gone != nil {
-		if named, err = names(gone); err != nil {
-			return nil, nil, fmt.Errorf("read row names: %w", err)
+		if old, err = kept(gone); err != nil {
+			return nil, nil, fmt.Errorf("read the rows whose lines are gone: %w", err)
 		}
 	}
 	end, moved := pre, 0
 	var idBuf []byte
-	for i := range st.Rows {
-		r := &st.Rows[i]
-		if r.Phase != PhaseResolved {
+	for i := range st.Len() {
+		if st.Phase(i) != PhaseResolved {
 			continue
 		}
-		if st.ends[i] <= valid {
-			end = max(end, st.ends[i])
+		if e := st.end(i); e <= valid {
+			end = max(end, e)
 			continue
 		}
 		// Its line is gone; the operation id, if any, is still good, and so
 		// is its name.
 		moved++
-		st.ends[i], st.lens[i] = 0, 0
-		if n, ok := named[i]; ok {
+		attempt := int(st.attempt(i))
+		st.setNew(i)
+		if n, ok := old.Named[i]; ok {
 			if st.Named == nil {
 				st.Named = make(map[int]Named)
 			}
@@ -74,11 +75,11 @@ func repairResults(st *State, names func(rows []uint64) (map[int]Named, error)) 
 			idBuf = appendJSONString(idBuf[:0], n.ID)
 			fix = appendNamed(fix, i, &n.Key, n.Model, idBuf)
 		}
-		if r.OpID != "" {
-			*r = Row{Phase: PhaseSubmitted, Attempt: r.Attempt, OpID: r.OpID, SubmittedAt: r.SubmittedAt, Doubts: r.Doubts}
-			fix = appendSubmitted(fix, i, int(r.Attempt), r.OpID, r.SubmittedAt)
+		if op, ok := old.op(i); ok {
+			st.flags[i] = uint8(PhaseSubmitted)
+			st.setOp(i, op.opID, op.at)
+			fix = appendSubmitted(fix, i, attempt, op.opID, op.at)
 		} else {
-			*r = Row{Attempt: r.Attempt, Doubts: r.Doubts}
 			fix = appendReopen(fix, i)
 		}
 	}

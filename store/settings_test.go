@@ -48,8 +48,8 @@ func TestSetSettings(t *testing.T) {
 	if st.Header.Version != store.Version || st.Header.Rows != 4 || st.Header.Results == "" {
 		t.Errorf("header changed beyond its settings: %+v", st.Header)
 	}
-	if st.Rows[2].Phase != store.PhaseInFlight || st.Rows[0].Phase != store.PhaseResolved || st.Doubts != 1 {
-		t.Errorf("rows after the rewrite: %+v, doubts %d", st.Rows, st.Doubts)
+	if st.Row(2).Phase != store.PhaseInFlight || st.Row(0).Phase != store.PhaseResolved || st.Doubts != 1 {
+		t.Errorf("rows after the rewrite: %+v, doubts %d", store.Rows(st), st.Doubts)
 	}
 	// The model of the resolved row 0 is still known.
 	if got, want := st.Models(), []string{testModel, other.Model}; !slices.Equal(got, want) {

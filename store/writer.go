@@ -56,6 +56,9 @@ type Writer struct {
 	spare         []request
 	late          []request // journal-only requests that joined the commit under way
 	jbuf, rbuf    []byte
+	journalSize   int64 // bytes in the journal
+	compactAt     int64 // the journal size that triggers a compaction
+	compactions   atomic.Int64
 }
 
 type request struct {
@@ -85,14 +88,18 @@ func newWriter(path string, lk *flock.Flock, journal, results *os.File, st *Stat
 		resolved:   make([]uint64, (rows+63)/64),
 		superseded: st.SupersededBytes(),
 	}
-	for i := range st.Rows {
-		if st.Rows[i].Phase == PhaseResolved {
+	for i := range st.Len() {
+		if st.Phase(i) == PhaseResolved {
 			w.resolved[i/64] |= 1 << (i % 64)
 		}
 	}
 	if hk != nil {
 		w.hooks = *hk
 	}
+	if fi, err := journal.Stat(); err == nil {
+		w.journalSize = fi.Size()
+	}
+	w.scheduleCompaction()
 	w.needsFinalize.Store(w.superseded > 0)
 	w.wake.L = &w.mu
 	go w.run()

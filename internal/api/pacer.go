@@ -63,9 +63,15 @@ type hourBucket struct {
 	n           int
 }
 
+// Burst is N requests made at about the time At.
+type Burst struct {
+	At time.Time
+	N  int
+}
+
 // Seed records requests already made in the last hour (for example by the run this one resumes),
 // so that the hour window holds across restarts.
-func (p *Pacer) Seed(times []time.Time) {
+func (p *Pacer) Seed(bursts []Burst) {
 	if p.perHour == 0 {
 		return
 	}
@@ -81,9 +87,9 @@ func (p *Pacer) Seed(times []time.Time) {
 	for _, b := range p.buckets[p.head:] {
 		all = append(all, mark{b.last, b.n})
 	}
-	for _, t := range times {
-		if t.After(cut) {
-			all = append(all, mark{t, 1})
+	for _, b := range bursts {
+		if b.At.After(cut) && b.N > 0 {
+			all = append(all, mark{b.At, b.N})
 		}
 	}
 	slices.SortFunc(all, func(a, b mark) int { return a.t.Compare(b.t) })

@@ -149,7 +149,7 @@ func TestPacerSeed(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p, c := fakePacer(0, tt.perHour)
-			p.Seed(tt.seed)
+			p.Seed(ones(tt.seed))
 			if err := p.Wait(t.Context()); err != nil {
 				t.Fatal(err)
 			}
@@ -162,7 +162,7 @@ func TestPacerSeed(t *testing.T) {
 
 func TestPacerSeedWithoutHourLimit(t *testing.T) {
 	p, c := fakePacer(0, 0)
-	p.Seed([]time.Time{clockStart, clockStart})
+	p.Seed([]Burst{{At: clockStart, N: 2}})
 	for range 100 {
 		if err := p.Wait(t.Context()); err != nil {
 			t.Fatal(err)
@@ -370,7 +370,7 @@ func TestPacerHourWindowMemory(t *testing.T) {
 		}
 		seed = append(seed, c.now())
 	}
-	p.Seed(seed[len(seed)/2:])
+	p.Seed(ones(seed[len(seed)/2:]))
 	seed = nil
 	runtime.GC()
 	runtime.ReadMemStats(&after)
@@ -382,4 +382,13 @@ func TestPacerHourWindowMemory(t *testing.T) {
 		t.Errorf("InWindow = %d, want about %d", got, want)
 	}
 	runtime.KeepAlive(p)
+}
+
+// ones makes one request at each of times.
+func ones(times []time.Time) []Burst {
+	out := make([]Burst, len(times))
+	for i, t := range times {
+		out[i] = Burst{At: t, N: 1}
+	}
+	return out
 }

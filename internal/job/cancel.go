@@ -83,11 +83,11 @@ func (j *Job) Cancel(ctx context.Context) (sum CancelSummary, err error) {
 			"rows", c.InFlight)
 	}
 	var targets []cancelTarget
-	for i := range st.Rows {
-		r := &st.Rows[i]
-		if r.Phase != store.PhaseSubmitted {
+	for i := range st.Len() {
+		if st.Phase(i) != store.PhaseSubmitted {
 			continue
 		}
+		r := st.Row(i)
 		n, ok := st.Named[i]
 		if !ok {
 			// Journaled by a batchgpt that kept no names: the row number stands in for its id.

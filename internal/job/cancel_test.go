@@ -227,8 +227,8 @@ func TestCancelFailuresStayPending(t *testing.T) {
 		t.Fatal(err)
 	}
 	k := -1
-	for i, r := range st.Rows {
-		if r.Phase == store.PhaseNew {
+	for i := range st.Len() {
+		if st.Phase(i) == store.PhaseNew {
 			k = i
 			break
 		}

@@ -24,7 +24,7 @@ func (j *Job) Collect(ctx context.Context) (Summary, error) {
 	pl := newPlan(st, nil)
 	pl.collect = map[int]store.Named{}
 	for i, n := range st.Named {
-		if st.Rows[i].Phase == store.PhaseSubmitted {
+		if st.Phase(i) == store.PhaseSubmitted {
 			pl.collect[i] = n
 		}
 	}

@@ -142,7 +142,7 @@ func TestInDoubtCountedWhenSent(t *testing.T) {
 		if err != nil {
 			t.Fatalf("input: %v (only %d rows in flight)", err, marked)
 		}
-		if st.Rows[row.Index].Phase != store.PhaseNew {
+		if st.Phase(row.Index) != store.PhaseNew {
 			continue
 		}
 		if err := w.Intent(row.Index, 1); err != nil {
@@ -162,10 +162,8 @@ func TestInDoubtCountedWhenSent(t *testing.T) {
 		t.Fatal(err)
 	}
 	submitted := 0 // what seeds the hour window of the next process
-	for _, r := range after.Rows {
-		if r.SubmittedAt > 0 {
-			submitted++
-		}
+	for _, sc := range after.SubmittedSince(time.Now().Add(-time.Hour)) {
+		submitted += sc.N
 	}
 
 	// A resume that sends nothing: the hour quota is used up, and it is stopped.

@@ -490,14 +490,14 @@ func (j *Job) Resume(ctx context.Context) (Summary, error) {
 	}
 	if j.cfg.RetryFailed {
 		reopened := 0
-		for i := range st.Rows {
-			if r := &st.Rows[i]; r.Phase == store.PhaseResolved && r.Failed {
+		for i := range st.Len() {
+			if st.Phase(i) == store.PhaseResolved && st.Failed(i) {
 				if err := w.Retry(i); err != nil {
 					w.Close()
 					return Summary{}, fmt.Errorf("reopen failed rows: %w", err)
 				}
 				// A full set of tries: a row that used them all would otherwise get one.
-				r.Phase, r.Failed, r.Attempt = store.PhaseNew, false, 0
+				st.Retried(i)
 				reopened++
 			}
 		}
@@ -644,7 +644,7 @@ type work struct {
 
 // execute processes the rows of plan p. The full store.State is not kept: for a resumed
 // million-row checkpoint it would hold tens of megabytes for the whole run.
-func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, h store.Header, pl *plan, recent []time.Time) (sum Summary, err error) {
+func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, h store.Header, pl *plan, recent []api.Burst) (sum Summary, err error) {
 	cfg := j.cfg
 	j.total.Store(int64(h.Rows))
 	counts := pl.counts

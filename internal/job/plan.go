@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/batchgpt/batchgpt/batch"
+	"github.com/batchgpt/batchgpt/internal/api"
 	"github.com/batchgpt/batchgpt/store"
 )
 
@@ -31,27 +32,26 @@ type plan struct {
 	collect map[int]store.Named
 }
 
-// newPlan condenses st; a new run (st.Rows == nil) has every row new.
+// newPlan condenses st; a new run (a State without rows) has every row new.
 func newPlan(st *store.State, dups *batch.Duplicates) *plan {
 	n := st.Header.Rows
 	p := &plan{rows: n, submitted: map[int]store.Row{}, counts: st.Counts()}
 	defer p.follow(dups)
-	if st.Rows == nil {
+	if st.Len() == 0 {
 		p.counts = store.Counts{Rows: n, New: n}
 		return p
 	}
 	words := (n + 63) / 64
 	p.resolved, p.inFlight, p.attempts = make([]uint64, words), make([]uint64, words), make([]uint8, n)
-	for i := range st.Rows {
-		r := &st.Rows[i]
-		p.attempts[i] = uint8(min(int(r.Attempt), math.MaxUint8))
-		switch r.Phase {
+	for i := range st.Len() {
+		p.attempts[i] = uint8(min(st.Attempt(i), math.MaxUint8))
+		switch st.Phase(i) {
 		case store.PhaseResolved:
 			p.resolved[i/64] |= 1 << (i % 64)
 		case store.PhaseInFlight:
 			p.inFlight[i/64] |= 1 << (i % 64)
 		case store.PhaseSubmitted:
-			p.submitted[i] = *r
+			p.submitted[i] = st.Row(i)
 		}
 	}
 	return p
@@ -115,15 +115,13 @@ func (p *plan) row(i int) store.Row {
 	return r
 }
 
-// recentSubmissions lists the submission times of the last hour before now, to seed the hour
-// window of the submission quota across restarts.
-func recentSubmissions(st *store.State, now time.Time) []time.Time {
-	cut := now.Add(-time.Hour).UnixMilli()
-	var out []time.Time
-	for i := range st.Rows {
-		if at := st.Rows[i].SubmittedAt; at > cut {
-			out = append(out, time.UnixMilli(at))
-		}
+// recentSubmissions lists the submissions of the last hour before now, per second, to seed the
+// hour window of the submission quota across restarts. A second counts as its last moment, so
+// that the window frees its slots no earlier than the API's would.
+func recentSubmissions(st *store.State, now time.Time) []api.Burst {
+	var out []api.Burst
+	for _, sc := range st.SubmittedSince(now.Add(-time.Hour)) {
+		out = append(out, api.Burst{At: time.UnixMilli(sc.Second*1000 + 999), N: sc.N})
 	}
 	return out
 }

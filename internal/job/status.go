@@ -50,11 +50,8 @@ func ReadStatus(checkpoint string, rps float64, perHour int, now time.Time) (*St
 	s.Cached, s.Deduplicated, s.SavedTokens = t.Cached, t.Deduplicated, t.SavedTokens
 	s.ContentFiltered, s.Truncated = t.ContentFiltered, t.Truncated
 	used := 0
-	cut := now.Add(-time.Hour).UnixMilli()
-	for _, r := range st.Rows {
-		if r.SubmittedAt > cut {
-			used++
-		}
+	for _, sc := range st.SubmittedSince(now.Add(-time.Hour)) {
+		used += sc.N
 	}
 	s.SubmitETASeconds = SubmitETA(s.NotSubmitted, used, rps, perHour).Seconds()
 	return s, nil

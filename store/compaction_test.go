@@ -1,0 +1,182 @@
+package store_test
+
+import (
+	"bytes"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batchgpt/batchgpt/store"
+)
+
+// runOps drives w through a run of rows rows as the job does: names, intents, operation ids,
+// results, with doubts, resubmissions, reopened rows (superseded lines) and rows left open. The
+// same seed gives the same calls.
+func runOps(t *testing.T, w *store.Writer, rows int, seed uint64) {
+	t.Helper()
+	rnd := rand.New(rand.NewPCG(seed, 1))
+	at := t0
+	for row := range rows {
+		at = at.Add(time.Duration(rnd.IntN(400)) * time.Millisecond)
+		must(t, w.Name(row, named(fmt.Sprintf("row %d", row))))
+		attempt := 1
+		must(t, w.Intent(row, attempt))
+		if rnd.IntN(10) == 0 { // a doubtful try, then another
+			must(t, w.Doubt(row))
+			attempt++
+			must(t, w.Intent(row, attempt))
+		}
+		if rnd.IntN(50) == 0 {
+			continue // left in flight
+		}
+		must(t, w.Submitted(row, attempt, fmt.Sprintf("d7q%017d", row), at))
+		if rnd.IntN(50) == 0 {
+			continue // left pending
+		}
+		line := fmt.Sprintf("%d,%s\n", row, strings.Repeat("x", rnd.IntN(300)))
+		must(t, w.Result(row, rnd.IntN(7) == 0, []byte(line)))
+		if rnd.IntN(20) == 0 { // reopened and answered again: its first line is superseded
+			must(t, w.Reopen(row))
+			must(t, w.Result(row, false, []byte(fmt.Sprintf("%d,again\n", row))))
+		}
+	}
+	must(t, w.Flush())
+}
+
+// TestAutoCompaction: a writer that compacts its journal as it grows ends with the state of one
+// that never does, in a fraction of the journal.
+func TestAutoCompaction(t *testing.T) {
+	t.Parallel()
+	const rows = 4000
+	compacting, ckptA, resA := newRunWith(t, store.Hooks{CompactMin: 16 << 10}, rows, "id,answer\n")
+	plain, ckptB, resB := newRunWith(t, store.Hooks{CompactMin: 1 << 40}, rows, "id,answer\n")
+	runOps(t, compacting, rows, 7)
+	runOps(t, plain, rows, 7)
+	if n := compacting.Compactions(); n < 3 {
+		t.Errorf("%d compactions", n)
+	}
+	if plain.Compactions() != 0 {
+		t.Errorf("%d compactions without a threshold", plain.Compactions())
+	}
+	must(t, compacting.Close())
+	must(t, plain.Close())
+
+	a, b := load(t, ckptA), load(t, ckptB)
+	sameState(t, a, b)
+	if readFile(t, resA) != readFile(t, resB) {
+		t.Error("results files differ")
+	}
+	ja, jb := readFile(t, ckptA), readFile(t, ckptB)
+	if !strings.Contains(ja, "\nL ") || a.Header.Version != store.Version {
+		t.Errorf("no L record in the compacted journal (version %d)", a.Header.Version)
+	}
+	if len(ja)*3 > len(jb) {
+		t.Errorf("compacted journal %d bytes, plain %d", len(ja), len(jb))
+	}
+	t.Logf("journal: %d bytes compacted, %d plain (%.1f vs %.1f B/row)", len(ja), len(jb),
+		float64(len(ja))/rows, float64(len(jb))/rows)
+
+	// A compacted journal opens, finalizes and reopens like the plain one.
+	for _, ckpt := range []string{ckptA, ckptB} {
+		w, _, err := store.Open(ckpt)
+		must(t, err)
+		if err := w.Finalize(true); err == nil || !strings.Contains(err.Error(), "not") {
+			t.Fatalf("Finalize with open rows: %v", err)
+		}
+		must(t, w.Close())
+	}
+}
+
+// sameState fails unless a and b replay to the same rows, names, results end, doubts and
+// submissions of the last hour.
+func sameState(t *testing.T, a, b *store.State) {
+	t.Helper()
+	diffRows(t, store.Rows(a), store.Rows(b))
+	if !maps.Equal(a.Named, b.Named) {
+		t.Errorf("names differ: %d vs %d", len(a.Named), len(b.Named))
+	}
+	if a.ResultsEnd != b.ResultsEnd || a.Doubts != b.Doubts || a.SupersededBytes() != b.SupersededBytes() {
+		t.Errorf("ResultsEnd %d/%d, Doubts %d/%d, superseded %d/%d", a.ResultsEnd, b.ResultsEnd,
+			a.Doubts, b.Doubts, a.SupersededBytes(), b.SupersededBytes())
+	}
+	if !slices.Equal(a.LineEnds(), b.LineEnds()) {
+		t.Error("line ends differ")
+	}
+	since := t0.Add(-time.Hour)
+	if sa, sb := a.SubmittedSince(since), b.SubmittedSince(since); !slices.Equal(sa, sb) || len(sa) == 0 {
+		t.Errorf("submissions per second differ: %d vs %d seconds", len(sa), len(sb))
+	}
+	if len(a.Problems)+len(b.Problems) > 0 {
+		t.Errorf("problems %q %q", a.Problems, b.Problems)
+	}
+}
+
+// TestCompactedRepairKeepsOperations: rows resolved in a snapshot's L records whose result lines
+// are lost go back to their operations, to be fetched again rather than submitted and billed
+// again.
+func TestCompactedRepairKeepsOperations(t *testing.T) {
+	t.Parallel()
+	const rows = 300
+	w, ckpt, results := newRunWith(t, store.Hooks{CompactMin: 1 << 40}, rows, "id,answer\n")
+	for row := range rows {
+		must(t, w.Intent(row, 1))
+		must(t, w.Submitted(row, 1, fmt.Sprintf("op%d", row), t0.Add(time.Duration(row)*time.Second)))
+		must(t, w.Result(row, false, []byte(fmt.Sprintf("%d,answer\n", row))))
+	}
+	must(t, w.Compact())
+	must(t, w.Close())
+	if j := readFile(t, ckpt); strings.Contains(j, "\nS ") || !strings.Contains(j, "\nL ") {
+		t.Fatalf("the snapshot should hold L records only:\n%.300s", j)
+	}
+	data := []byte(readFile(t, results))
+	cut := bytes.Index(data, []byte("\n150,")) + 1
+	must(t, os.WriteFile(results, data[:cut], 0o600))
+
+	w, st, err := store.Open(ckpt)
+	must(t, err)
+	defer w.Close()
+	for row := range rows {
+		r := st.Row(row)
+		if row < 150 {
+			if r.Phase != store.PhaseResolved {
+				t.Errorf("row %d: %+v, want resolved", row, r)
+			}
+			continue
+		}
+		want := store.Row{Phase: store.PhaseSubmitted, Attempt: 1, OpID: fmt.Sprintf("op%d", row),
+			SubmittedAt: t0.Add(time.Duration(row) * time.Second).UnixMilli()}
+		if r != want {
+			t.Errorf("row %d: %+v, want %+v", row, r, want)
+		}
+	}
+}
+
+// TestCompactionKeepsTheHourWindow: the submissions of the last hour survive a snapshot, counted
+// per second, with those made after it.
+func TestCompactionKeepsTheHourWindow(t *testing.T) {
+	t.Parallel()
+	w, ckpt, _ := newRun(t, 5, "id,answer\n")
+	base := time.Unix(1_700_000_000, 0)
+	for row, off := range []time.Duration{0, 200 * time.Millisecond, 1500 * time.Millisecond, 2 * time.Hour} {
+		must(t, w.Intent(row, 1))
+		must(t, w.Submitted(row, 1, fmt.Sprint("op", row), base.Add(off)))
+		must(t, w.Result(row, false, []byte(fmt.Sprintf("%d,a\n", row))))
+	}
+	must(t, w.Compact())
+	must(t, w.Intent(4, 1))
+	must(t, w.Submitted(4, 1, "op4", base.Add(2*time.Hour+100*time.Millisecond)))
+	must(t, w.Close())
+	st := load(t, ckpt)
+	got := st.SubmittedSince(base.Add(-time.Minute))
+	// The first three are more than an hour before the latest: a snapshot keeps only the last
+	// hour before its latest submission.
+	want := []store.SecondCount{{Second: 1_700_007_200, N: 2}}
+	if !slices.Equal(got, want) {
+		t.Errorf("SubmittedSince: %+v, want %+v", got, want)
+	}
+}
