@@ -135,3 +135,12 @@ func Rows(st *State) []Row {
 	}
 	return out
 }
+
+// WriteSnapshot writes the snapshot of the journal at path to out, as a compaction does.
+func WriteSnapshot(path string, out io.Writer) error {
+	st, err := loadForSnapshot(path)
+	if err != nil {
+		return err
+	}
+	return snapshotOf(out, st, path)
+}

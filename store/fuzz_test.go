@@ -2,6 +2,8 @@ package store_test
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/binary"
 	"fmt"
 	"maps"
 	"os"
@@ -47,6 +49,12 @@ func FuzzLoad(f *testing.F) {
 		store.Record("N 0 " + keyHex + " m \"\\ud800\""),
 		store.Record("N 4 " + keyHex + " m \"x\""),
 		[]byte("N 0 " + keyHex + " m \"torn"),
+		store.Record("L 2 " + linesPayload(1, 0, 20, 1, "op", 5, 2, 0, 9, 0, "", 0)),
+		append(store.Record("S 3 1 op 7"), store.Record("L 1 "+linesPayload(3, -2, 9, 2, "op", 7))...),
+		store.Record("L 1 " + linesPayload(9, 0, 20, 1, "", 0)),
+		store.Record("T 1735787045 3"),
+		store.Record("T -1 0"),
+		append(store.Record("T 5 1"), store.Record("S 0 1 op 5999")...),
 	} {
 		f.Add(seed)
 	}
@@ -95,6 +103,27 @@ func FuzzLoad(f *testing.F) {
 	})
 }
 
+// linesPayload encodes L record entries, each given as row, start - cursor, length<<1|failed,
+// attempt, operation id, submission time (unix ms), as the journal does (see store/lines.go).
+func linesPayload(args ...any) string {
+	var raw []byte
+	zz := func(v int64) uint64 { return uint64(v<<1) ^ uint64(v>>63) }
+	prevRow, prevAt := int64(0), int64(0)
+	for len(args) >= 6 {
+		row, skip, fl, attempt, op, at := args[0].(int), args[1].(int), args[2].(int), args[3].(int), args[4].(string), args[5].(int)
+		raw = binary.AppendUvarint(raw, zz(int64(row)-prevRow))
+		raw = binary.AppendUvarint(raw, zz(int64(skip)))
+		raw = binary.AppendUvarint(raw, uint64(fl))
+		raw = binary.AppendUvarint(raw, uint64(attempt))
+		raw = binary.AppendUvarint(raw, uint64(len(op)))
+		raw = append(raw, op...)
+		raw = binary.AppendUvarint(raw, zz(int64(at)-prevAt))
+		prevRow, prevAt = int64(row), int64(at)
+		args = args[6:]
+	}
+	return base64.RawStdEncoding.EncodeToString(raw)
+}
+
 // writeBigJournal writes a checkpoint of rows rows, each with an I, S and R
 // record, as a run leaves it.
 func writeBigJournal(tb testing.TB, rows int) string {
@@ -117,23 +146,37 @@ func writeBigJournal(tb testing.TB, rows int) string {
 	return path
 }
 
+// BenchmarkLoad loads a 1,000,000-row journal as a run leaves it (an I, S and R record per row)
+// and as a compaction leaves it (L records), so that the two are compared in one command.
 func BenchmarkLoad(b *testing.B) {
 	const rows = 1_000_000
-	path := writeBigJournal(b, rows)
-	fi, err := os.Stat(path)
-	if err != nil {
+	plain := writeBigJournal(b, rows)
+	snap := filepath.Join(b.TempDir(), "snapshot.ckpt")
+	var buf bytes.Buffer
+	if err := store.WriteSnapshot(plain, &buf); err != nil {
 		b.Fatal(err)
 	}
-	b.SetBytes(fi.Size())
-	b.ResetTimer()
-	for b.Loop() {
-		st, err := store.Load(path)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if c := st.Counts(); c.Succeeded != rows {
-			b.Fatalf("counts %+v", c)
-		}
+	if err := os.WriteFile(snap, buf.Bytes(), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct{ name, path string }{{"journal", plain}, {"snapshot", snap}} {
+		b.Run(bc.name, func(b *testing.B) {
+			fi, err := os.Stat(bc.path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(fi.Size())
+			b.ReportMetric(float64(fi.Size())/rows, "B/row")
+			for b.Loop() {
+				st, err := store.Load(bc.path)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if c := st.Counts(); c.Succeeded != rows {
+					b.Fatalf("counts %+v", c)
+				}
+			}
+		})
 	}
 }
 

@@ -275,7 +275,7 @@ func (s *State) setPos(i int, end, n int64) {
 	if s.pos[i] == posWide {
 		delete(s.wide, i)
 	}
-	if end <= maxEnd && n <= maxLen {
+	if end < maxEnd && n <= maxLen { // (maxEnd, maxLen) would read as posWide
 		s.pos[i] = uint64(end)<<lenBits | uint64(n)
 		return
 	}
