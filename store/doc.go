@@ -16,8 +16,10 @@
 //	             for; rows whose lines are gone move back
 //	commit.go    the writer goroutine: group commit, fsync order, sticky
 //	             errors
-//	compact.go   snapshots of the journal (Compact, and the one Finalize,
+//	compact.go   snapshots of the journal (Compact, the writer's own
+//	             compaction when the journal doubles, and the one Finalize,
 //	             Open and Archive write)
+//	lines.go     the L record: resolved rows in a few bytes each
 //	finalize.go  Finalize: one line per row, the F record
 //	settings.go  SetSettings: the header's settings replaced, every other
 //	             record copied as it is (the run's spend limits change)
@@ -62,6 +64,12 @@
 //	                                   in a snapshot, across superseded lines)
 //	F <size> <crc32c> <0|1 row order>  Finalize is about to replace the results
 //	                                   file with one of that size and checksum
+//	L <count> <base64>                 (snapshots, version 3) count resolved
+//	                                   rows: each one's line, attempts and last
+//	                                   operation, packed (see lines.go)
+//	T <unix second> <count>            (snapshots, version 3) the submissions
+//	                                   of that second, for the hour window
+//	                                   (replaces the second's count so far)
 //
 // The D records count exactly what may have been billed twice: a caller
 // journals one for each try that failed in a way that may have created an
@@ -79,8 +87,17 @@
 // resolved; the loader then forgets it, so [State.Named] holds only the rows
 // still open (a row reopened after its resolution is named again; Open names
 // again the rows it moves back when their result lines are gone). Version 1
-// had no N records; this package reads both versions, writes version 2, and
-// writes a snapshot of a version-1 checkpoint as version 2.
+// had no N records, version 2 no L and T records; this package reads all
+// three, writes version 3 (a new checkpoint, or a snapshot of an older one),
+// and appends to an older one in its own records. A reader of version 2
+// refuses version 3, rather than skipping its L records as damaged and taking
+// their resolved rows for new ones.
+//
+// The writer compacts the journal whenever it has doubled since it was
+// opened or last compacted (and is at least 64 MiB): a snapshot keeps open
+// rows as records of their own and resolved rows as L entries of a few dozen
+// bytes, so a long run's journal, and what a resume reads, stays within about
+// twice a snapshot.
 //
 // A result line starts where the previous R record's line ended (or at the
 // preamble's end, or at a P record's offset), so the journal knows each
