@@ -225,7 +225,7 @@ func (s *Server) Start(addr string) (baseURL string, err error) {
 	}
 	errLog := log.New(io.Discard, "", 0)
 	if s.cfg.Logf != nil {
-		errLog = log.New(logfWriter(s.cfg.Logf), "emulator: ", 0)
+		errLog = log.New(LogfWriter(s.cfg.Logf), "emulator: ", 0)
 	}
 	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
 	done := make(chan struct{})
@@ -830,10 +830,10 @@ func (l *logWriter) Write(b []byte) (int, error) {
 
 func (l *logWriter) Unwrap() http.ResponseWriter { return l.ResponseWriter }
 
-// logfWriter adapts Logf to the http.Server error log.
-type logfWriter func(format string, args ...any)
+// LogfWriter adapts a Logf to an io.Writer, for an http.Server's error log.
+type LogfWriter func(format string, args ...any)
 
-func (f logfWriter) Write(p []byte) (int, error) {
+func (f LogfWriter) Write(p []byte) (int, error) {
 	f("%s", strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }

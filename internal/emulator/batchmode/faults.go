@@ -2,9 +2,9 @@ package batchmode
 
 import (
 	"fmt"
-	"math"
 	"strconv"
-	"strings"
+
+	"github.com/batchgpt/batchgpt/internal/emulator"
 )
 
 // Faults are the failures the emulator injects.
@@ -27,27 +27,18 @@ type Faults struct {
 // no faults.
 func ParseFaults(spec string) (Faults, error) {
 	var f Faults
-	for item := range strings.SplitSeq(spec, ",") {
-		item = strings.TrimSpace(item)
-		if item == "" {
-			continue
-		}
-		k, v, ok := strings.Cut(item, "=")
-		if !ok {
-			return Faults{}, fmt.Errorf("parse batch faults: %q is not kind=value", item)
-		}
-		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+	err := emulator.EachSpecItem(spec, "batch faults", func(k, v string) error {
 		if k == "unavailable" {
-			r, err := strconv.ParseFloat(v, 64)
-			if err != nil || math.IsNaN(r) || r < 0 || r > 1 {
-				return Faults{}, fmt.Errorf("parse batch faults: unavailable rate %q is not a probability in [0, 1]", v)
+			r, ok := emulator.ParseRate(v)
+			if !ok {
+				return fmt.Errorf("parse batch faults: unavailable rate %q is not a probability in [0, 1]", v)
 			}
 			f.UnavailableRate = r
-			continue
+			return nil
 		}
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 1 {
-			return Faults{}, fmt.Errorf("parse batch faults: %s %q is not a number >= 1", k, v)
+			return fmt.Errorf("parse batch faults: %s %q is not a number >= 1", k, v)
 		}
 		switch k {
 		case "invalid_line":
@@ -57,8 +48,12 @@ func ParseFaults(spec string) (Faults, error) {
 		case "stop_after":
 			f.StopAfterBatches = n
 		default:
-			return Faults{}, fmt.Errorf("parse batch faults: unknown kind %q (want invalid_line, fail_batch, unavailable, stop_after)", k)
+			return fmt.Errorf("parse batch faults: unknown kind %q (want invalid_line, fail_batch, unavailable, stop_after)", k)
 		}
+		return nil
+	})
+	if err != nil {
+		return Faults{}, err
 	}
 	return f, nil
 }

@@ -149,7 +149,7 @@ func (s *Server) Start(grpcAddr, storageAddr string) (target, storageURL string,
 	s.Register(s.grpc)
 	errLog := log.New(io.Discard, "", 0)
 	if s.cfg.Logf != nil {
-		errLog = log.New(logfWriter(s.cfg.Logf), "batch-mode emulator: ", 0)
+		errLog = log.New(emulator.LogfWriter(s.cfg.Logf), "batch-mode emulator: ", 0)
 	}
 	s.http = &http.Server{Handler: http.HandlerFunc(s.serveStorage), ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
 	s.served.Add(2)
@@ -235,11 +235,4 @@ func (s *Server) newID(prefix string) string {
 		b.WriteByte(idAlphabet[s.rng.IntN(len(idAlphabet))])
 	}
 	return b.String()
-}
-
-type logfWriter func(format string, args ...any)
-
-func (f logfWriter) Write(p []byte) (int, error) {
-	f("%s", strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
