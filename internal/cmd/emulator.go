@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/batchgpt/batchgpt/internal/emulator"
+	"github.com/batchgpt/batchgpt/internal/emulator/batchmode"
 )
 
 func (e *env) emulatorCommand() *cli.Command {
@@ -30,7 +31,13 @@ func (e *env) emulatorCommand() *cli.Command {
 			"Examples:\n" +
 			"   batchgpt emulator --addr 127.0.0.1:8080 --latency lognormal:2s:0.7 --faults 429=0.05,reset=0.01\n" +
 			"   BATCHGPT_ENDPOINT=http://127.0.0.1:8080 BATCHGPT_OPERATIONS_ENDPOINT=http://127.0.0.1:8080 \\\n" +
-			"     YC_API_KEY=anything batchgpt run --folder b1gemulatorfolder000 samples/prompts.jsonl",
+			"     YC_API_KEY=anything batchgpt run --folder b1gemulatorfolder000 samples/prompts.jsonl\n" +
+			"Batch mode (off unless --grpc-addr is given): plaintext gRPC serving AI Studio's DatasetService,\n" +
+			"TextGenerationBatchService.Completion, BatchInferenceService and OperationService.Get, with the same credentials;\n" +
+			"datasets are uploaded to and results (Parquet) downloaded from presigned URLs on --storage-addr. Tasks run\n" +
+			"--batch-size rows a batch at --batch-rows-per-second. Batch faults: invalid_line=N (repeatable), fail_batch=N,\n" +
+			"unavailable=RATE, stop_after=N.\n" +
+			"   batchgpt emulator --grpc-addr 127.0.0.1:9090 --batch-faults unavailable=0.05,fail_batch=3",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:8080", Usage: "listen `ADDRESS` (loopback; another address is served with a warning)"},
 			&cli.StringFlag{Name: "latency", Value: "lognormal:2s:0.7:30s", Usage: "operation latency distribution `SPEC`"},
@@ -46,6 +53,12 @@ func (e *env) emulatorCommand() *cli.Command {
 			&cli.DurationFlag{Name: "retention", Value: 72 * time.Hour, Usage: "how long finished operations are kept"},
 			&cli.StringFlag{Name: "write-key", Usage: "write a fresh service-account authorized-key file to `PATH` that this emulator accepts"},
 			&cli.BoolFlag{Name: "log", Usage: "log every request to stderr"},
+			&cli.StringFlag{Name: "grpc-addr", Usage: "serve the batch mode's gRPC services on `ADDRESS` (loopback; off when empty)"},
+			&cli.StringFlag{Name: "storage-addr", Value: "127.0.0.1:0", Usage: "serve the batch mode's presigned upload and download URLs on `ADDRESS` (loopback)"},
+			&cli.Float64Flag{Name: "batch-rows-per-second", Value: 50, Usage: "processing speed of a batch task (0 = no waiting)"},
+			&cli.IntFlag{Name: "batch-size", Value: batchmode.DefaultBatchSize, Usage: "rows in one batch of a batch task"},
+			&cli.DurationFlag{Name: "batch-step-delay", Usage: "how long a batch task stays CREATED, then PENDING, and how long a validation runs"},
+			&cli.StringFlag{Name: "batch-faults", Usage: "injected batch-mode `FAULTS`, kind=value,..."},
 		},
 		Action: func(c *cli.Context) error {
 			lat, err := emulator.ParseLatency(c.String("latency"))
@@ -74,6 +87,10 @@ func (e *env) emulatorCommand() *cli.Command {
 				}
 				fmt.Fprintf(e.stderr, "wrote a service-account key for this emulator to %s\n", p)
 			}
+			batchFaults, err := batchmode.ParseFaults(c.String("batch-faults"))
+			if err != nil {
+				return usagef("--batch-faults: %v", err)
+			}
 			addr := c.String("addr")
 			if !loopbackAddr(addr) {
 				fmt.Fprintf(e.stderr, "batchgpt: warning: --addr %s is not a loopback address: the emulator serves plain http "+
@@ -86,6 +103,25 @@ func (e *env) emulatorCommand() *cli.Command {
 			}
 			defer srv.Close()
 			fmt.Fprintf(e.stdout, "emulator listening on %s\n", url)
+			if grpcAddr := c.String("grpc-addr"); grpcAddr != "" {
+				storageAddr := c.String("storage-addr")
+				for _, a := range []string{grpcAddr, storageAddr} {
+					if !loopbackAddr(a) {
+						fmt.Fprintf(e.stderr, "batchgpt: warning: %s is not a loopback address: the batch-mode emulator serves "+
+							"plaintext gRPC and unsigned storage URLs; anyone who can reach it can use it\n", a)
+					}
+				}
+				bcfg := batchmode.Config{RowsPerSecond: c.Float64("batch-rows-per-second"), BatchSize: c.Int("batch-size"),
+					StepDelay: c.Duration("batch-step-delay"), Faults: batchFaults, Authorize: srv.Authorize, Seed: time.Now().UnixNano(),
+					Logf: cfg.Logf}
+				bsrv := batchmode.New(bcfg)
+				target, storage, err := bsrv.Start(grpcAddr, storageAddr)
+				if err != nil {
+					return fmt.Errorf("emulator: %w", err)
+				}
+				defer bsrv.Close()
+				fmt.Fprintf(e.stdout, "batch-mode emulator: gRPC on %s, storage on %s\n", target, storage)
+			}
 			<-c.Context.Done()
 			fmt.Fprintf(e.stderr, "emulator stopped: %+v\n", srv.Stats())
 			return nil

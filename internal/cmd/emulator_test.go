@@ -36,13 +36,17 @@ func TestEmulatorAddressWarning(t *testing.T) {
 		addr     string
 		warn     bool
 		startErr bool
+		batch    []string // batch-mode flags
 	}{
-		{"127.0.0.1:0", false, false},
-		{"192.0.2.1:0", true, true},
+		{"127.0.0.1:0", false, false, nil},
+		{"192.0.2.1:0", true, true, nil},
+		{"127.0.0.1:0", false, false, []string{"--grpc-addr", "127.0.0.1:0"}},
+		{"127.0.0.1:0", true, true, []string{"--grpc-addr", "192.0.2.1:0"}},
+		{"127.0.0.1:0", true, true, []string{"--grpc-addr", "127.0.0.1:0", "--storage-addr", "192.0.2.1:0"}},
 	} {
 		var stdout, stderr strings.Builder
 		app := App(&stdout, NewConsole(&stderr), context.Background())
-		err := app.RunContext(ctx, []string{"batchgpt", "emulator", "--addr", tc.addr})
+		err := app.RunContext(ctx, append([]string{"batchgpt", "emulator", "--addr", tc.addr}, tc.batch...))
 		if (err != nil) != tc.startErr {
 			t.Errorf("--addr %s: err = %v, want an error: %v", tc.addr, err, tc.startErr)
 		}
@@ -52,6 +56,17 @@ func TestEmulatorAddressWarning(t *testing.T) {
 		if !tc.startErr && !strings.Contains(stdout.String(), "emulator listening on http://127.0.0.1:") {
 			t.Errorf("--addr %s: stdout %q", tc.addr, stdout.String())
 		}
+		if want := !tc.startErr && tc.batch != nil; strings.Contains(stdout.String(), "batch-mode emulator: gRPC on 127.0.0.1:") != want {
+			t.Errorf("%v: stdout %q, want the batch-mode line: %v", tc.batch, stdout.String(), want)
+		}
+	}
+}
+
+func TestEmulatorBatchFaultsChecked(t *testing.T) {
+	app := App(io.Discard, NewConsole(io.Discard), context.Background())
+	err := app.Run([]string{"batchgpt", "emulator", "--addr", "127.0.0.1:0", "--batch-faults", "crash=1"})
+	if ue, ok := err.(*UsageError); !ok || !strings.Contains(ue.Msg, "--batch-faults") {
+		t.Fatalf("err = %v, want a usage error about --batch-faults", err)
 	}
 }
 

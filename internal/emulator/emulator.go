@@ -225,7 +225,7 @@ func (s *Server) Start(addr string) (baseURL string, err error) {
 	}
 	errLog := log.New(io.Discard, "", 0)
 	if s.cfg.Logf != nil {
-		errLog = log.New(logfWriter(s.cfg.Logf), "emulator: ", 0)
+		errLog = log.New(LogfWriter(s.cfg.Logf), "emulator: ", 0)
 	}
 	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second, ErrorLog: errLog}
 	done := make(chan struct{})
@@ -369,9 +369,19 @@ func allowMethod(w http.ResponseWriter, r *http.Request, method, reqID string) b
 
 // authorize checks the Authorization header and answers 401 itself.
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request, reqID string) bool {
-	h := r.Header.Get("Authorization")
+	if err := s.Authorize(r.Header.Get("Authorization")); err != nil {
+		writeGenericErr(w, http.StatusUnauthorized, codeUnauthenticated, err.Error(), reqID)
+		return false
+	}
+	return true
+}
+
+// Authorize checks the value of an Authorization header (or of gRPC's authorization metadata)
+// against the accepted API keys and IAM tokens; its error is the API's 401 message. It is
+// exported so that the batch-mode emulator accepts the same credentials.
+func (s *Server) Authorize(h string) error {
 	if h == "" && s.cfg.NoAuth {
-		return true
+		return nil
 	}
 	scheme, cred, _ := strings.Cut(h, " ")
 	cred = strings.TrimSpace(cred)
@@ -381,20 +391,19 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, reqID string)
 		msg = "The request is missing an API key or IAM token." // wording UNCONFIRMED
 	case strings.EqualFold(scheme, "Api-Key"):
 		if cred != "" && (len(s.apiKeys) == 0 || s.apiKeys[cred]) {
-			return true
+			return nil
 		}
 		msg = "Unknown api key"
 	case strings.EqualFold(scheme, "Bearer"):
 		if cred != "" && (s.iamTokens[cred] || s.userTokens[cred] || s.iam.CheckToken(cred) == nil) {
-			return true
+			return nil
 		}
 		msg = "Token is invalid or has expired."
 	default:
 		msg = "Unsupported authorization scheme, want Api-Key or Bearer." // wording UNCONFIRMED
 	}
 	s.st.unauthorized.Add(1)
-	writeGenericErr(w, http.StatusUnauthorized, codeUnauthenticated, msg, reqID)
-	return false
+	return errors.New(msg)
 }
 
 // userAccount reports whether the request carries a token of a person's account (UserTokens).
@@ -821,10 +830,10 @@ func (l *logWriter) Write(b []byte) (int, error) {
 
 func (l *logWriter) Unwrap() http.ResponseWriter { return l.ResponseWriter }
 
-// logfWriter adapts Logf to the http.Server error log.
-type logfWriter func(format string, args ...any)
+// LogfWriter adapts a Logf to an io.Writer, for an http.Server's error log.
+type LogfWriter func(format string, args ...any)
 
-func (f logfWriter) Write(p []byte) (int, error) {
+func (f LogfWriter) Write(p []byte) (int, error) {
 	f("%s", strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }

@@ -89,35 +89,56 @@ func (f *Faults) rates() map[string]*float64 {
 func ParseFaults(s string) (Faults, error) {
 	var f Faults
 	rates := f.rates()
-	for item := range strings.SplitSeq(s, ",") {
+	err := EachSpecItem(s, "faults", func(k, v string) error {
+		if k == "slow_delay" {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 {
+				return fmt.Errorf("parse faults: slow_delay %q is not a duration >= 0", v)
+			}
+			f.SlowDelay = d
+			return nil
+		}
+		p, ok := rates[k]
+		if !ok {
+			return fmt.Errorf("parse faults: unknown kind %q (want one of %s, slow_delay)", k, strings.Join(faultKinds[:], ", "))
+		}
+		r, ok := ParseRate(v)
+		if !ok {
+			return fmt.Errorf("parse faults: %s rate %q is not a probability in [0, 1]", k, v)
+		}
+		*p = r
+		return nil
+	})
+	if err != nil {
+		return Faults{}, err
+	}
+	return f, nil
+}
+
+// EachSpecItem calls f with the trimmed kind and value of every kind=value item of a
+// comma-separated spec, skipping empty items and stopping at f's first error; what names the spec
+// in the error of an item without "=". The batch-mode emulator's faults are spelt the same way.
+func EachSpecItem(spec, what string, f func(kind, value string) error) error {
+	for item := range strings.SplitSeq(spec, ",") {
 		item = strings.TrimSpace(item)
 		if item == "" {
 			continue
 		}
 		k, v, ok := strings.Cut(item, "=")
 		if !ok {
-			return Faults{}, fmt.Errorf("parse faults: %q is not kind=value", item)
+			return fmt.Errorf("parse %s: %q is not kind=value", what, item)
 		}
-		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
-		if k == "slow_delay" {
-			d, err := time.ParseDuration(v)
-			if err != nil || d < 0 {
-				return Faults{}, fmt.Errorf("parse faults: slow_delay %q is not a duration >= 0", v)
-			}
-			f.SlowDelay = d
-			continue
+		if err := f(strings.TrimSpace(k), strings.TrimSpace(v)); err != nil {
+			return err
 		}
-		p, ok := rates[k]
-		if !ok {
-			return Faults{}, fmt.Errorf("parse faults: unknown kind %q (want one of %s, slow_delay)", k, strings.Join(faultKinds[:], ", "))
-		}
-		r, err := strconv.ParseFloat(v, 64)
-		if err != nil || math.IsNaN(r) || r < 0 || r > 1 {
-			return Faults{}, fmt.Errorf("parse faults: %s rate %q is not a probability in [0, 1]", k, v)
-		}
-		*p = r
 	}
-	return f, nil
+	return nil
+}
+
+// ParseRate parses a probability in [0, 1].
+func ParseRate(v string) (float64, bool) {
+	r, err := strconv.ParseFloat(v, 64)
+	return r, err == nil && !math.IsNaN(r) && r >= 0 && r <= 1
 }
 
 // transportFault picks the exclusive transport fault for a draw u in [0, 1);
