@@ -12,14 +12,13 @@ import (
 func TestLinesRoundTrip(t *testing.T) {
 	t.Parallel()
 	type in struct {
-		row            int
-		start, n       int64
-		failed         bool
-		attempt        uint16
-		opID           string
-		at             int64
-		wantSkip       int64
-		wantCursorNext int64
+		row      int
+		start, n int64
+		failed   bool
+		attempt  uint16
+		opID     string
+		at       int64
+		wantSkip int64
 	}
 	rows := []in{
 		{row: 5, start: 10, n: 30, attempt: 1, opID: "d7qqr3frkl81js0udlr9", at: 1735787045000, wantSkip: 0},
