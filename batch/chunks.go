@@ -283,7 +283,8 @@ func CheckPreamble(path string, size int64, chunks []Chunk) error {
 // The chunks before it are not read at all. The file's size and its preamble (with a CSV
 // header, which is read from there) are checked at once; every chunk is hashed again when
 // reading enters it, and Next returns a *ChangedError, before any of its rows, for one whose
-// bytes differ from the table's.
+// bytes differ from the table's. (A chunk is hashed, then parsed: a file rewritten in place in
+// between can still slip through; one replaced by a rename cannot, the file stays open.)
 func OpenChunks(path string, opt Options, size int64, chunks []Chunk, from int) (*Reader, error) {
 	c, err := newConfig(path, opt)
 	if err != nil {

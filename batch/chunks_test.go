@@ -83,36 +83,44 @@ func wantChunks(data []byte, rows []batch.Row, size int64) []batch.Chunk {
 	return chunks
 }
 
-func TestChunkTable(t *testing.T) {
-	t.Parallel()
+// eachChunking runs check on every chunk input validated with every chunk size, with the rows a
+// full read gives.
+func eachChunking(t *testing.T, check func(t *testing.T, in chunkInput, path string, rows []batch.Row, size int64, sum batch.Summary)) {
 	for _, in := range chunkInputs() {
 		path := writeInput(t, in.name, in.content)
 		rows := readAll(t, path, in.opt)
 		for _, size := range chunkSizes {
 			t.Run(fmt.Sprintf("%s/%d", in.name, size), func(t *testing.T) {
 				t.Parallel()
-				want := wantChunks([]byte(in.content), rows, size)
 				sum, err := batch.Validate(path, in.opt, 0, batch.WithChunkSize(size))
 				if err != nil {
 					t.Fatal(err)
 				}
-				if !reflect.DeepEqual(sum.Chunks, want) {
-					t.Fatalf("chunks\n%+v\nwant\n%+v", sum.Chunks, want)
-				}
-				if size == 1 && len(want) != len(rows)+1 {
-					t.Fatalf("%d chunks of 1 byte for %d rows: the test tests little", len(want), len(rows))
-				}
-				// The passes of a run and of a resume cut the same table.
-				if _, _, err := batch.ValidateDedup(path, in.opt, 0, "s", batch.WithChunkSize(size)); err != nil {
-					t.Fatal(err)
-				}
-				sd, _, err := batch.ScanDedup(path, in.opt, "s", batch.WithChunkSize(size))
-				if err != nil || !reflect.DeepEqual(sd.Chunks, want) {
-					t.Fatalf("ScanDedup chunks %+v, %v", sd.Chunks, err)
-				}
+				check(t, in, path, rows, size, sum)
 			})
 		}
 	}
+}
+
+func TestChunkTable(t *testing.T) {
+	t.Parallel()
+	eachChunking(t, func(t *testing.T, in chunkInput, path string, rows []batch.Row, size int64, sum batch.Summary) {
+		want := wantChunks([]byte(in.content), rows, size)
+		if !reflect.DeepEqual(sum.Chunks, want) {
+			t.Fatalf("chunks\n%+v\nwant\n%+v", sum.Chunks, want)
+		}
+		if size == 1 && len(want) != len(rows)+1 {
+			t.Fatalf("%d chunks of 1 byte for %d rows: the test tests little", len(want), len(rows))
+		}
+		// The passes of a run and of a resume cut the same table.
+		if _, _, err := batch.ValidateDedup(path, in.opt, 0, "s", batch.WithChunkSize(size)); err != nil {
+			t.Fatal(err)
+		}
+		sd, _, err := batch.ScanDedup(path, in.opt, "s", batch.WithChunkSize(size))
+		if err != nil || !reflect.DeepEqual(sd.Chunks, want) {
+			t.Fatalf("ScanDedup chunks %+v, %v", sd.Chunks, err)
+		}
+	})
 }
 
 // readFrom reads every row of r.
@@ -134,36 +142,25 @@ func readFrom(t *testing.T, r *batch.Reader) ([]batch.Row, error) {
 
 func TestOpenChunksReadsWhatAFullReadDoes(t *testing.T) {
 	t.Parallel()
-	for _, in := range chunkInputs() {
-		path := writeInput(t, in.name, in.content)
-		rows := readAll(t, path, in.opt)
-		for _, size := range chunkSizes {
-			t.Run(fmt.Sprintf("%s/%d", in.name, size), func(t *testing.T) {
-				t.Parallel()
-				sum, err := batch.Validate(path, in.opt, 0, batch.WithChunkSize(size))
-				if err != nil {
-					t.Fatal(err)
-				}
-				for from := 0; from <= len(rows)+1; from++ {
-					r, err := batch.OpenChunks(path, in.opt, sum.Size, sum.Chunks, from)
-					if err != nil {
-						t.Fatal(err)
-					}
-					got, err := readFrom(t, r)
-					if err != nil {
-						t.Fatalf("from row %d: %v", from, err)
-					}
-					want := rows[min(from, len(rows)):]
-					if len(got) == 0 && len(want) == 0 {
-						continue
-					}
-					if !reflect.DeepEqual(got, want) {
-						t.Fatalf("from row %d: %d rows\n%s\nwant %d\n%s", from, len(got), formatRows(got), len(want), formatRows(want))
-					}
-				}
-			})
+	eachChunking(t, func(t *testing.T, in chunkInput, path string, rows []batch.Row, size int64, sum batch.Summary) {
+		for from := 0; from <= len(rows)+1; from++ {
+			r, err := batch.OpenChunks(path, in.opt, sum.Size, sum.Chunks, from)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := readFrom(t, r)
+			if err != nil {
+				t.Fatalf("from row %d: %v", from, err)
+			}
+			want := rows[min(from, len(rows)):]
+			if len(got) == 0 && len(want) == 0 {
+				continue
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("from row %d: %d rows\n%s\nwant %d\n%s", from, len(got), formatRows(got), len(want), formatRows(want))
+			}
 		}
-	}
+	})
 }
 
 // changeAt returns content with the byte at off replaced by another of the same class (a digit
@@ -369,31 +366,31 @@ func fuzzChunks(t *testing.T, name string, data []byte, opt batch.Options, size 
 	}
 }
 
+// seedChunks adds each seed input with the smallest chunk size and with size.
+func seedChunks(f *testing.F, size uint8, seeds ...string) {
+	for _, s := range seeds {
+		f.Add([]byte(s), uint8(0))
+		f.Add([]byte(s), size)
+	}
+}
+
 func FuzzChunksJSONL(f *testing.F) {
-	for _, s := range []string{
+	seedChunks(f, 20,
 		"{\"prompt\": \"hi\"}\n",
 		"\n\n{\"id\": 7, \"prompt\": \"a\", \"system\": \"s\"}\r\n\r\n{\"id\": \"7\", \"prompt\": \"b\"}",
 		"\xef\xbb\xbf{\"prompt\": \"a\"}\n  \n{\"prompt\": \"b\"}\r\n\t\n{\"prompt\": \"c\"}\n\n",
-		"{\"prompt\": \"a\xff\"}\n\n\n{\"promt\": 1}\n[]\nnull\n{",
-	} {
-		f.Add([]byte(s), uint8(0))
-		f.Add([]byte(s), uint8(20))
-	}
+		"{\"prompt\": \"a\xff\"}\n\n\n{\"promt\": 1}\n[]\nnull\n{")
 	f.Fuzz(func(t *testing.T, data []byte, size uint8) {
 		fuzzChunks(t, "in.jsonl", data, defaults, size)
 	})
 }
 
 func FuzzChunksCSV(f *testing.F) {
-	for _, s := range []string{
+	seedChunks(f, 9,
 		"id,prompt\n1,hello\n2,there\n",
 		"\xef\xbb\xbfid,prompt,system\r\n\r\n1,\"a\r\nb\",s\r\n\r\n2,\"say \"\"hi\"\"\",\r\n\r\n",
 		"prompt\n\"unterminated\n",
-		"id,prompt\n1,a,b\n2\n3,\"x\"y\n,\xff\n4,\"multi\n\nline\"\n",
-	} {
-		f.Add([]byte(s), uint8(0))
-		f.Add([]byte(s), uint8(9))
-	}
+		"id,prompt\n1,a,b\n2\n3,\"x\"y\n,\xff\n4,\"multi\n\nline\"\n")
 	f.Fuzz(func(t *testing.T, data []byte, size uint8) {
 		opt := defaults
 		opt.SystemColumn = ""
