@@ -360,7 +360,8 @@ func section(f io.ReaderAt, off int64) *io.SectionReader {
 }
 
 // Validate reads the whole file once: it computes the SHA-256 of its exact
-// bytes, counts rows and prompt characters, and checks every row, including
+// bytes and its chunk table (po may set the chunk size), counts rows and
+// prompt characters, and checks every row, including
 // that ids are unique. It returns a *ValidationError listing up to maxErrors
 // problems (all of them if maxErrors <= 0) when the input is invalid, and
 // other errors for bad options or I/O failures.
