@@ -212,18 +212,18 @@ var fingerprint = func(k Key) uint64 { return binary.LittleEndian.Uint64(k[:8]) 
 
 // ValidateDedup is [Validate] that also finds the rows whose request (under scope, see
 // [RequestKey]) is the same as an earlier row's. It costs one request encoding and hash per row.
-func ValidateDedup(path string, opt Options, maxErrors int, scope string) (Summary, *Duplicates, error) {
-	return dedup(path, opt, maxErrors, true, scope)
+func ValidateDedup(path string, opt Options, maxErrors int, scope string, po ...PassOption) (Summary, *Duplicates, error) {
+	return dedup(path, opt, maxErrors, true, scope, passOf(po))
 }
 
 // ScanDedup finds the duplicates of an input validated before, as ValidateDedup does, but without
 // its costliest check, the set of ids: for a caller that compares the Summary's SHA-256 with that
 // of the input it validated (a resumed run), so that the file is known to be the same.
-func ScanDedup(path string, opt Options, scope string) (Summary, *Duplicates, error) {
-	return dedup(path, opt, 1, false, scope)
+func ScanDedup(path string, opt Options, scope string, po ...PassOption) (Summary, *Duplicates, error) {
+	return dedup(path, opt, 1, false, scope, passOf(po))
 }
 
-func dedup(path string, opt Options, maxErrors int, checkIDs bool, scope string) (Summary, *Duplicates, error) {
+func dedup(path string, opt Options, maxErrors int, checkIDs bool, scope string, pc passConfig) (Summary, *Duplicates, error) {
 	keys := newKeyList()
 	defer keys.recs.free()
 	var size int64
@@ -245,7 +245,7 @@ func dedup(path string, opt Options, maxErrors int, checkIDs bool, scope string)
 		}
 		keys.add(fingerprint(RequestKey(scope, body)), pos.index)
 		return nil
-	})
+	}, pc)
 	if err != nil {
 		return sum, nil, err
 	}

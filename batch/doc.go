@@ -18,6 +18,10 @@
 //	                 (flat_mmap.go; flat_heap.go elsewhere)
 //	input_reader.go  Reader (Open, Next) and ReadRow, which re-reads one row
 //	                 by its offset
+//	chunks.go        the chunk table a pass takes (Summary.Chunks: sections of
+//	                 ChunkSize bytes that start at a row, each with its SHA-256),
+//	                 and OpenChunks, a Reader that starts at a row's chunk and
+//	                 verifies each chunk before it parses it
 //	linereader.go    lines of any length with their offsets and numbers
 //	input_jsonl.go   JSONL rows: what a row may contain and the problems it
 //	                 reports, with the field's path

@@ -192,6 +192,9 @@ type Summary struct {
 	SHA256          string // hex digest of the exact file bytes
 	PromptChars     int64
 	EstimatedTokens int64
+	// Chunks is the file's chunk table, taken in the same pass: the preamble, then sections of
+	// about ChunkSize bytes that each start at a row, to the end of the file (see OpenChunks).
+	Chunks []Chunk
 }
 
 // EstimateTokens approximates the number of input tokens for chars runes of
@@ -357,18 +360,19 @@ func section(f io.ReaderAt, off int64) *io.SectionReader {
 }
 
 // Validate reads the whole file once: it computes the SHA-256 of its exact
-// bytes, counts rows and prompt characters, and checks every row, including
+// bytes and its chunk table (po may set the chunk size), counts rows and
+// prompt characters, and checks every row, including
 // that ids are unique. It returns a *ValidationError listing up to maxErrors
 // problems (all of them if maxErrors <= 0) when the input is invalid, and
 // other errors for bad options or I/O failures.
-func Validate(path string, opt Options, maxErrors int) (Summary, error) {
-	return validate(path, opt, maxErrors, true, nil)
+func Validate(path string, opt Options, maxErrors int, po ...PassOption) (Summary, error) {
+	return validate(path, opt, maxErrors, true, nil, passOf(po))
 }
 
 // validRowFunc is called for each row without problems while an input is validated.
 type validRowFunc func(c *config, pos rowPos, spec *rowSpec) error
 
-func validate(path string, opt Options, maxErrors int, checkIDs bool, valid validRowFunc) (Summary, error) {
+func validate(path string, opt Options, maxErrors int, checkIDs bool, valid validRowFunc, pc passConfig) (Summary, error) {
 	c, err := newConfig(path, opt)
 	if err != nil {
 		return Summary{}, err
@@ -380,7 +384,8 @@ func validate(path string, opt Options, maxErrors int, checkIDs bool, valid vali
 	defer f.Close()
 
 	h := &countingHash{h: sha256.New()}
-	tee := io.TeeReader(f, h)
+	chunks := newChunker(f, pc.chunkSize)
+	tee := io.TeeReader(f, io.MultiWriter(h, chunks))
 	verr := &ValidationError{File: path}
 	add := func(errs []*InputError) {
 		for _, e := range errs {
@@ -404,7 +409,7 @@ func validate(path string, opt Options, maxErrors int, checkIDs bool, valid vali
 		defer ids.free()
 	}
 	if sc != nil { // nil after header problems: the rows cannot be checked
-		if err := validateRows(c, sc, &sum, add, ids, valid, fileSize(f)); err != nil {
+		if err := validateRows(c, sc, &sum, add, ids, valid, chunks, fileSize(f)); err != nil {
 			return Summary{}, fmt.Errorf("read %s: %w", path, err)
 		}
 	}
@@ -423,6 +428,9 @@ func validate(path string, opt Options, maxErrors int, checkIDs bool, valid vali
 	if sum.Rows == 0 && len(hdrErrs) == 0 {
 		add([]*InputError{{File: path, Msg: "no data rows"}})
 	}
+	if sum.Chunks, err = chunks.finish(); err != nil {
+		return Summary{}, fmt.Errorf("read %s: %w", path, err)
+	}
 	sum.Size = h.n
 	sum.SHA256 = hex.EncodeToString(h.h.Sum(nil))
 	sum.EstimatedTokens = EstimateTokens(sum.PromptChars)
@@ -433,14 +441,18 @@ func validate(path string, opt Options, maxErrors int, checkIDs bool, valid vali
 }
 
 // validateRows checks every row of sc and, with ids, notes each row's id in it; valid is called
-// for each row without problems. size is the file's size (0 if unknown), to size ids.
-func validateRows(c *config, sc scanner, sum *Summary, add func([]*InputError), ids *idSet, valid validRowFunc, size int64) error {
+// for each row without problems; chunks learns where each row starts. size is the file's size (0
+// if unknown), to size ids.
+func validateRows(c *config, sc scanner, sum *Summary, add func([]*InputError), ids *idSet, valid validRowFunc, chunks *chunker, size int64) error {
 	for {
 		pos, spec, errs, err := sc.next()
 		if err == io.EOF {
 			return nil
 		}
 		if err != nil {
+			return err
+		}
+		if err := chunks.row(pos); err != nil {
 			return err
 		}
 		sum.Rows++

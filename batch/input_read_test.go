@@ -138,7 +138,8 @@ func TestValidateSummary(t *testing.T) {
 			if tt.file == "in.json" {
 				want.Rows = 1
 			}
-			if sum != want {
+			sum.Chunks = nil // TestChunkTable checks them
+			if !reflect.DeepEqual(sum, want) {
 				t.Errorf("Summary = %+v\nwant      %+v", sum, want)
 			}
 		})

@@ -15,6 +15,14 @@ type Reader struct {
 	sc   scanner
 	path string
 	buf  bytes.Buffer
+
+	// Of OpenChunks: the file against its chunk table, the first row to return, the next chunk
+	// to enter, the index of the next row, and a CSV file's header.
+	cf    *chunkFile
+	from  int
+	next  int
+	index int
+	hdr   *csvHeader
 }
 
 // Open opens an input file for streaming. Problems with a CSV header come
@@ -42,8 +50,12 @@ func Open(path string, opt Options) (*Reader, error) {
 
 // Next returns the next row, or io.EOF after the last one. A row with
 // problems comes back with its position and a *InputError (the first of its
-// problems); reading can go on after it.
+// problems); reading can go on after it. A Reader of OpenChunks returns a
+// *ChangedError for a chunk that is not what its table says, and no row of it.
 func (r *Reader) Next() (Row, error) {
+	if r.cf != nil {
+		return r.nextChunked()
+	}
 	pos, spec, errs, err := r.sc.next()
 	if err == io.EOF {
 		return Row{}, io.EOF

@@ -59,6 +59,21 @@ type Header struct {
 	// Duplicates counts the rows that send the same request as an earlier row, as the run found
 	// them when it validated its input: with none, a resume need not look for them again.
 	Duplicates int `json:"duplicates,omitempty"`
+	// InputChunks is the input's chunk table as the run validated it: a resume checks the size
+	// and the first chunk (the bytes before the first row), then each chunk it reads as it reads
+	// it, instead of hashing the whole input first. Checkpoints made before it have none; theirs
+	// is hashed whole.
+	InputChunks []InputChunk `json:"input_chunks,omitempty"`
+}
+
+// InputChunk is one section of the run's input: the bytes from Offset, where row Row starts on
+// line Line, to the next chunk's Offset (the last one's: to the end of the input), and their
+// SHA-256 in hex. The first chunk holds what comes before the first row (a CSV header).
+type InputChunk struct {
+	Row    int    `json:"row"`
+	Line   int    `json:"line"`
+	Offset int64  `json:"offset"`
+	SHA256 string `json:"sha256"`
 }
 
 // diskHeader is the header as journaled; the results preamble travels with it

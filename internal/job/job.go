@@ -108,6 +108,9 @@ type Config struct {
 	// record became durable: the window in which a kill -9 leaves the row in doubt (for
 	// measurement; it runs on the journal's goroutine and must be quick).
 	JournalLag func(time.Duration)
+	// ChunkSize is the size of the sections of the input a new run's checkpoint keeps a SHA-256
+	// of, which a resume verifies as it reads them (0: batch.ChunkSize).
+	ChunkSize int64
 }
 
 // ErrInterrupted is returned when the context ended before every row was resolved. Everything
@@ -296,7 +299,7 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 	j.cfg.Settings.Limits = j.cfg.Limits.Apply(nil)
 	cfg := j.cfg
 	j.scope = cfg.Settings.keyScope()
-	sum, dups, err := validate(cfg.Input, cfg.Settings, cfg.MaxInputErrors)
+	sum, dups, err := validate(cfg.Input, cfg.Settings, cfg.MaxInputErrors, batch.WithChunkSize(cfg.ChunkSize))
 	if err != nil {
 		return Summary{}, err
 	}
@@ -343,7 +346,8 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 		return Summary{}, err
 	}
 	h := store.Header{Version: store.Version, Created: time.Now().UTC(), Input: input, InputSHA256: sum.SHA256,
-		InputSize: sum.Size, Rows: sum.Rows, Results: results, ResultsFormat: format, Settings: settings, Duplicates: dups.Count()}
+		InputSize: sum.Size, Rows: sum.Rows, Results: results, ResultsFormat: format, Settings: settings, Duplicates: dups.Count(),
+		InputChunks: storeChunks(sum.Chunks)}
 	w, err := store.Create(cfg.Checkpoint, h, pre, cfg.Force)
 	if err != nil {
 		return Summary{}, err
@@ -460,14 +464,8 @@ func (j *Job) Resume(ctx context.Context) (Summary, error) {
 	}
 	dups, err := checkInput(st.Header, s)
 	if errors.Is(err, ErrInputChanged) {
-		// The rows it refers to are gone, but its operations are paid for: collect them.
 		w.Close()
-		sum, cerr := j.Collect(ctx)
-		if cerr != nil {
-			return sum, cerr
-		}
-		return sum, fmt.Errorf("%w; its outstanding operations were collected into %s: start a new run with `batchgpt run %s`",
-			err, st.Header.Results, st.Header.Input)
+		return j.collectChanged(ctx, st.Header, err)
 	}
 	if err != nil {
 		w.Close()
@@ -503,7 +501,26 @@ func (j *Job) Resume(ctx context.Context) (Summary, error) {
 		}
 		j.log.Info("submitting failed rows again", "rows", reopened)
 	}
-	return j.execute(ctx, start, w, st.Header, newPlan(st, dups), recentSubmissions(st, time.Now()))
+	sum, err := j.execute(ctx, start, w, st.Header, newPlan(st, dups), recentSubmissions(st, time.Now()))
+	if errors.Is(err, ErrInputChanged) {
+		// A chunk read on the way differed: what was sent before it stays, as after an interrupt.
+		j.mu.Lock()
+		j.pending = map[int]*pendingRow{} // the collection hands the poller every operation left
+		j.mu.Unlock()
+		return j.collectChanged(ctx, st.Header, err)
+	}
+	return sum, err
+}
+
+// collectChanged ends a resume whose input changed (err): the rows the checkpoint refers to are
+// gone, but its operations are paid for, so they are collected.
+func (j *Job) collectChanged(ctx context.Context, h store.Header, err error) (Summary, error) {
+	sum, cerr := j.Collect(ctx)
+	if cerr != nil {
+		return sum, cerr
+	}
+	return sum, fmt.Errorf("%w; its outstanding operations were collected into %s: start a new run with `batchgpt run %s`",
+		err, h.Results, h.Input)
 }
 
 // open locks and loads the checkpoint (reporting its repairs) and reads the run's settings.
@@ -561,13 +578,13 @@ func (j *Job) connect(ctx context.Context) error {
 
 // validate checks the input and, unless deduplication is off, finds the rows that send the same
 // request as an earlier row.
-func validate(path string, s Settings, maxErrors int) (batch.Summary, *batch.Duplicates, error) {
+func validate(path string, s Settings, maxErrors int, po ...batch.PassOption) (batch.Summary, *batch.Duplicates, error) {
 	defer validating()()
 	if s.NoDedup {
-		sum, err := batch.Validate(path, s.Input, maxErrors)
+		sum, err := batch.Validate(path, s.Input, maxErrors, po...)
 		return sum, nil, err
 	}
-	return batch.ValidateDedup(path, s.Input, maxErrors, s.keyScope())
+	return batch.ValidateDedup(path, s.Input, maxErrors, s.keyScope(), po...)
 }
 
 // validating prepares for a pass over the input and returns what ends it. Validation builds
@@ -584,10 +601,16 @@ func validating() (done func()) {
 }
 
 // checkInput refuses to resume over an input that changed since run: the checkpoint refers to
-// rows by position. With deduplication on it finds the duplicate rows again on the way.
+// rows by position. With a chunk table it checks only the size and the preamble here, and the
+// runner verifies each chunk it reads (batch.OpenChunks). With deduplication on it finds the
+// duplicate rows again on the way, which reads the whole input.
 func checkInput(h store.Header, s Settings) (*batch.Duplicates, error) {
 	if s.NoDedup || h.Duplicates == 0 {
-		return nil, checkInputHash(h) // no row follows another: the hash is enough
+		// No row follows another: nothing needs the rows before the first one left to do.
+		if len(h.InputChunks) > 0 {
+			return nil, changed(batch.CheckPreamble(h.Input, h.InputSize, batchChunks(h.InputChunks)))
+		}
+		return nil, checkInputHash(h)
 	}
 	// The run validated this input; that it is the same file is checked below, so its ids need
 	// not be checked again.
@@ -621,6 +644,38 @@ func checkInputHash(h store.Header) error {
 		return fmt.Errorf("resume: read input %s: %w", h.Input, err)
 	}
 	return inputChanged(h, n, hex.EncodeToString(hs.Sum(nil)))
+}
+
+// changed marks an input that is not what its chunk table says as ErrInputChanged; any other
+// error is a failure to read it.
+func changed(err error) error {
+	var ce *batch.ChangedError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &ce):
+		return fmt.Errorf("%w: %w", ErrInputChanged, err)
+	default:
+		return fmt.Errorf("resume: input of the run: %w", err)
+	}
+}
+
+// storeChunks is the chunk table of a validated input as the checkpoint keeps it.
+func storeChunks(cs []batch.Chunk) []store.InputChunk {
+	out := make([]store.InputChunk, len(cs))
+	for i, c := range cs {
+		out[i] = store.InputChunk{Row: c.Row, Line: c.Line, Offset: c.Offset, SHA256: c.SHA256}
+	}
+	return out
+}
+
+// batchChunks is storeChunks undone.
+func batchChunks(cs []store.InputChunk) []batch.Chunk {
+	out := make([]batch.Chunk, len(cs))
+	for i, c := range cs {
+		out[i] = batch.Chunk{Row: c.Row, Line: c.Line, Offset: c.Offset, SHA256: c.SHA256}
+	}
+	return out
 }
 
 // inputChanged says how the input differs from the one the run started with, if it does.

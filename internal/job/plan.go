@@ -2,6 +2,7 @@ package job
 
 import (
 	"math"
+	"math/bits"
 	"time"
 
 	"github.com/batchgpt/batchgpt/batch"
@@ -80,6 +81,24 @@ func (p *plan) follow(dups *batch.Duplicates) {
 // following reports whether row i waits for its leader's answer.
 func (p *plan) following(i int) bool {
 	return p.follows != nil && p.follows[i/64]&(1<<(i%64)) != 0
+}
+
+// firstOpen returns the first row the execution reads from the input (p.rows if none): the first
+// not resolved, with or without an operation, that does not wait for its leader's answer.
+func (p *plan) firstOpen() int {
+	if p.resolved == nil {
+		return 0
+	}
+	for w, done := range p.resolved {
+		open := ^done
+		if p.follows != nil {
+			open &^= p.follows[w]
+		}
+		if open != 0 {
+			return min(w*64+bits.TrailingZeros64(open), p.rows)
+		}
+	}
+	return p.rows
 }
 
 // waiting returns the followers that wait for leader.

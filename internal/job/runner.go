@@ -2,6 +2,7 @@ package job
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -109,8 +110,20 @@ func (r *runner) feed(ctx context.Context, p *plan, launch func(work) bool) erro
 		return nil // everything resolved: nothing to read
 	}
 	j := r.j
-	rd, err := batch.Open(j.cfg.Input, j.cfg.Settings.Input)
+	var rd *batch.Reader
+	var err error
+	if cs := r.h.InputChunks; len(cs) > 0 && p.resolved != nil {
+		// A resume reads from the chunk of the first row that needs the input: the rows before
+		// it are resolved, and their chunks are neither read nor verified. (A new run has just
+		// validated the whole input, and reads it from the start.)
+		rd, err = batch.OpenChunks(j.cfg.Input, j.cfg.Settings.Input, r.h.InputSize, batchChunks(cs), p.firstOpen())
+	} else {
+		rd, err = batch.Open(j.cfg.Input, j.cfg.Settings.Input)
+	}
 	if err != nil {
+		if ch := changed(err); errors.Is(ch, ErrInputChanged) {
+			return ch
+		}
 		return fmt.Errorf("open input: %w", err)
 	}
 	defer rd.Close()
@@ -122,6 +135,10 @@ func (r *runner) feed(ctx context.Context, p *plan, launch func(work) bool) erro
 				r.lookupAndLaunch(ctx, lookups, launch)
 			}
 			return nil
+		}
+		if ch := changed(err); errors.Is(ch, ErrInputChanged) {
+			// No row of the chunk that differs (or later) was handed out.
+			return ch
 		}
 		if err != nil {
 			return fmt.Errorf("read input: %w", err)
