@@ -197,7 +197,7 @@ func TestResumeVerifiesTheChunksItReads(t *testing.T) {
 					t.Fatal(err)
 				}
 				for i := first; i < n; i++ {
-					if r := st.Rows[i]; r.Phase != store.PhaseNew && i != done {
+					if r := st.Row(i); r.Phase != store.PhaseNew && i != done {
 						t.Fatalf("row %d: %+v; want it new", i, r)
 					}
 				}

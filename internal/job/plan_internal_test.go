@@ -25,23 +25,31 @@ func TestFirstOpen(t *testing.T) {
 		{name: "a follower waits", rows: 130, phases: map[int]store.Phase{70: store.PhaseNew, 71: store.PhaseNew}, follows: []int{70}, want: 71},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			st := &store.State{Header: store.Header{Rows: tc.rows}}
-			if tc.phases != nil {
-				st.Rows = make([]store.Row, tc.rows)
+			p := newPlan(&store.State{Header: store.Header{Rows: tc.rows}}, nil)
+			if tc.phases != nil { // a resumed run, as newPlan condenses one
+				words := (tc.rows + 63) / 64
+				p.resolved, p.inFlight, p.attempts = make([]uint64, words), make([]uint64, words), make([]uint8, tc.rows)
 				first := tc.rows
 				for i := range tc.phases {
 					first = min(first, i)
 				}
-				for i := range st.Rows {
-					st.Rows[i].Phase = store.PhaseResolved
-					if p, ok := tc.phases[i]; ok {
-						st.Rows[i].Phase = p
+				for i := range tc.rows {
+					phase := store.PhaseResolved
+					if ph, ok := tc.phases[i]; ok {
+						phase = ph
 					} else if i > first {
-						st.Rows[i].Phase = store.PhaseNew
+						phase = store.PhaseNew
+					}
+					switch phase {
+					case store.PhaseResolved:
+						p.resolved[i/64] |= 1 << (i % 64)
+					case store.PhaseInFlight:
+						p.inFlight[i/64] |= 1 << (i % 64)
+					case store.PhaseSubmitted:
+						p.submitted[i] = store.Row{Phase: phase, Attempt: 1, OpID: "op"}
 					}
 				}
 			}
-			p := newPlan(st, nil)
 			if tc.follows != nil {
 				p.follows = make([]uint64, (tc.rows+63)/64)
 				for _, i := range tc.follows {
