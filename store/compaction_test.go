@@ -52,8 +52,8 @@ func runOps(t *testing.T, w *store.Writer, rows int, seed uint64) {
 // that never does, in a fraction of the journal.
 func TestAutoCompaction(t *testing.T) {
 	t.Parallel()
-	const rows = 4000
-	compacting, ckptA, resA := newRunWith(t, store.Hooks{CompactMin: 16 << 10}, rows, "id,answer\n")
+	const rows = 1500
+	compacting, ckptA, resA := newRunWith(t, store.Hooks{CompactMin: 8 << 10}, rows, "id,answer\n")
 	plain, ckptB, resB := newRunWith(t, store.Hooks{CompactMin: 1 << 40}, rows, "id,answer\n")
 	runOps(t, compacting, rows, 7)
 	runOps(t, plain, rows, 7)
