@@ -501,13 +501,19 @@ func (j *Job) Resume(ctx context.Context) (Summary, error) {
 		}
 		j.log.Info("submitting failed rows again", "rows", reopened)
 	}
-	sum, err := j.execute(ctx, start, w, st.Header, newPlan(st, dups), recentSubmissions(st, time.Now()))
+	// The whole state is dropped before the rows run (see execute), and its memory goes back to
+	// the system at once: the first submissions follow within a second, and the run's own
+	// garbage would otherwise pile up on top of it before the next collection.
+	h, pl, recent := st.Header, newPlan(st, dups), recentSubmissions(st, time.Now())
+	st = nil
+	debug.FreeOSMemory()
+	sum, err := j.execute(ctx, start, w, h, pl, recent)
 	if errors.Is(err, ErrInputChanged) {
 		// A chunk read on the way differed: what was sent before it stays, as after an interrupt.
 		j.mu.Lock()
 		j.pending = map[int]*pendingRow{} // the collection hands the poller every operation left
 		j.mu.Unlock()
-		return j.collectChanged(ctx, st.Header, err)
+		return j.collectChanged(ctx, h, err)
 	}
 	return sum, err
 }
