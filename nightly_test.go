@@ -133,7 +133,15 @@ func threeNights(t *testing.T, stop syscall.Signal) {
 	n2.write(t, in)
 	cmd := run()
 	stderr := start(t, cmd)
-	time.Sleep(1200 * time.Millisecond)
+	// Stopped once an operation is pending: a fixed wait found none pending now and then on a
+	// loaded machine, where validating and answering from the cache took longer.
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		var st job.Status
+		out := runCmd(t, command(url, "status", "--json", filepath.Join(dir, "prompts.checkpoint.json")))
+		if json.Unmarshal([]byte(out.stdout), &st) == nil && st.Submitted > st.Succeeded+st.Failed && st.Rows == len(n2.ids) {
+			break
+		}
+	}
 	cmd.Process.Signal(stop)
 	err := cmd.Wait()
 	var ee *exec.ExitError
