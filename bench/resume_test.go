@@ -56,8 +56,8 @@ func BenchmarkResume(b *testing.B) {
 		if left, err = readStatus(ckpt); err != nil {
 			b.Fatal(err)
 		}
-		b.Logf("checkpoint built in %v and interrupted (%v): %d rows, %d resolved, %d submitted and pending, %d never submitted, %d in doubt; checkpoint %d B",
-			r.Wall.Round(time.Millisecond), r.Err, left.Rows, left.Succeeded+left.Failed, left.Submitted-left.Succeeded-left.Failed,
+		b.Logf("checkpoint built in %v (peak RSS %.1f MiB) and interrupted (%v): %d rows, %d resolved, %d submitted and pending, %d never submitted, %d in doubt; checkpoint %d B",
+			r.Wall.Round(time.Millisecond), float64(r.MaxRSSKB)/1024, r.Err, left.Rows, left.Succeeded+left.Failed, left.Submitted-left.Succeeded-left.Failed,
 			left.Rows-left.Submitted, left.InDoubt, fileSize(b, ckpt))
 
 		before := emu.mustStats(b)

@@ -2,11 +2,13 @@ package store
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 )
 
 // Compact rewrites the journal as a snapshot of the current state (a header,
@@ -39,7 +41,12 @@ func (w *Writer) autoCompact() {
 	if w.sticky() != nil {
 		return
 	}
-	if err := w.compact(); err != nil {
+	err := w.compact()
+	// The state it loaded (about 12 bytes a row) is garbage now: collect it and return it at once,
+	// or the collector's next goal, set while it was live, lets the run's own garbage grow to
+	// twice its size before the next collection.
+	debug.FreeOSMemory()
+	if err != nil {
 		w.compactAt = 2 * w.journalSize
 		return
 	}
@@ -162,7 +169,7 @@ func writeSnapshot(out io.Writer, st *State, journal io.Reader) error {
 	enc := linesEncoder{cursor: int64(len(st.preamble))}
 	cur := enc.cursor // where the cursor is after what buf holds
 	left := st.resolutions
-	emit := func(i int, op opEntry) {
+	emit := func(i int, opID []byte, at int64) {
 		if left[i] == 0 {
 			return
 		}
@@ -176,12 +183,19 @@ func writeSnapshot(out io.Writer, st *State, journal io.Reader) error {
 			buf = appendPosition(buf, end)
 			buf = appendResolved(buf, i, st.Failed(i), end)
 			enc.cursor = end
-		} else if enc.add(i, end-n, n, st.Failed(i), st.attempt(i), op.opID, op.at) {
+		} else if enc.add(i, end-n, n, st.Failed(i), st.attempt(i), opID, at) {
 			buf = enc.flush(buf)
 		}
 		cur = end
 	}
-	latest := map[int]opEntry{} // the rows submitted and not yet resolved, as the journal is read again
+	// The rows submitted and not yet resolved as the journal is read again: the operation ids are
+	// copied, the resolved rows' taken where they are read, so that a snapshot leaves no garbage
+	// per row.
+	type sub struct {
+		opID []byte
+		at   int64
+	}
+	latest := map[int]sub{}
 	jr := newJournalReader(journal)
 	if _, _, _, err := jr.next(nil); err != nil && err != io.EOF { // the header
 		return fmt.Errorf("read journal again: %w", err)
@@ -199,15 +213,16 @@ func writeSnapshot(out io.Writer, st *State, journal io.Reader) error {
 		}
 		switch rec.kind {
 		case kindSubmitted:
-			latest[rec.row] = opEntry{string(rec.opID), rec.at}
+			latest[rec.row] = sub{bytes.Clone(rec.opID), rec.at}
 		case kindIntent, kindReopen, kindDoubt:
 			delete(latest, rec.row)
 		case kindResolved:
-			emit(rec.row, latest[rec.row])
+			op := latest[rec.row]
+			emit(rec.row, op.opID, op.at)
 			delete(latest, rec.row)
 		case kindLines:
 			for _, e := range lines {
-				emit(int(e.row), opEntry{string(e.opID), e.at})
+				emit(int(e.row), e.opID, e.at)
 				delete(latest, int(e.row))
 			}
 		}
@@ -218,7 +233,7 @@ func writeSnapshot(out io.Writer, st *State, journal io.Reader) error {
 	for i := range st.Len() { // resolved more often than counted
 		if left[i] > 0 && st.Phase(i) == PhaseResolved {
 			left[i] = 1
-			emit(i, opEntry{})
+			emit(i, nil, 0)
 		}
 	}
 	st.resolutions = nil // spent

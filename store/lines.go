@@ -53,7 +53,7 @@ type linesEncoder struct {
 
 // add appends one row whose line is [start, start+n); full reports that the record should be
 // flushed.
-func (e *linesEncoder) add(row int, start, n int64, failed bool, attempt uint16, opID string, at int64) (full bool) {
+func (e *linesEncoder) add(row int, start, n int64, failed bool, attempt uint16, opID []byte, at int64) (full bool) {
 	e.raw = binary.AppendUvarint(e.raw, zigzag(int64(row)-e.prevRow))
 	e.raw = binary.AppendUvarint(e.raw, zigzag(start-e.cursor))
 	e.cursor = start + n
@@ -85,9 +85,11 @@ func (e *linesEncoder) flush(dst []byte) []byte {
 	return appendSum(dst, start)
 }
 
-// parseLines decodes an L payload into *out (reused); rows bounds the row numbers. The record is
-// taken whole or not at all.
-func parseLines(p []byte, rows int, out *[]lineEntry) error {
+// parseLines decodes an L payload into *out (reused), decoding the payload into *buf (reused too:
+// the entries' operation ids alias it, and a snapshot of ten million rows would otherwise leave
+// hundreds of megabytes of garbage per load); rows bounds the row numbers. The record is taken
+// whole or not at all.
+func parseLines(p []byte, rows int, out *[]lineEntry, buf *[]byte) error {
 	f, rest, ok := field(p[2:])
 	if !ok {
 		return errSyntax
@@ -96,8 +98,8 @@ func parseLines(p []byte, rows int, out *[]lineEntry) error {
 	if !ok || count == 0 || len(rest) == 0 {
 		return errSyntax
 	}
-	raw := make([]byte, 0, base64.RawStdEncoding.DecodedLen(len(rest)))
-	raw, err := base64.RawStdEncoding.AppendDecode(raw, rest)
+	raw, err := base64.RawStdEncoding.AppendDecode((*buf)[:0], rest)
+	*buf = raw
 	if err != nil {
 		return errSyntax
 	}

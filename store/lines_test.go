@@ -28,7 +28,7 @@ func TestLinesRoundTrip(t *testing.T) {
 	}
 	enc := linesEncoder{cursor: 10}
 	for _, r := range rows {
-		enc.add(r.row, r.start, r.n, r.failed, r.attempt, r.opID, r.at)
+		enc.add(r.row, r.start, r.n, r.failed, r.attempt, []byte(r.opID), r.at)
 	}
 	rec := enc.flush(nil)
 	payload, err := checkRecord(rec[:len(rec)-1])
@@ -36,7 +36,8 @@ func TestLinesRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	var got []lineEntry
-	if err := parseLines(payload, 10_000_000, &got); err != nil {
+	var buf []byte
+	if err := parseLines(payload, 10_000_000, &got, &buf); err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != len(rows) {
@@ -106,7 +107,8 @@ func TestLinesErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		var out []lineEntry
-		if err := parseLines([]byte(tt.payload), 4, &out); !errors.Is(err, tt.want) {
+		var buf []byte
+		if err := parseLines([]byte(tt.payload), 4, &out, &buf); !errors.Is(err, tt.want) {
 			t.Errorf("%s: %v, want %v", tt.name, err, tt.want)
 		}
 	}

@@ -478,6 +478,7 @@ type journalReader struct {
 	payload []byte // of the last line read, if it was a good record
 	rec     record
 	lines   []lineEntry
+	raw     []byte // lines' decoded payload
 	done    bool
 }
 
@@ -539,7 +540,7 @@ func (jr *journalReader) next(st *State) (rec *record, lines []lineEntry, reason
 	}
 	if jr.payload[0] == kindLines {
 		jr.rec = record{kind: kindLines}
-		if reason = parseLines(jr.payload, st.Len(), &jr.lines); reason != nil {
+		if reason = parseLines(jr.payload, st.Len(), &jr.lines, &jr.raw); reason != nil {
 			return nil, nil, reason, nil
 		}
 		return &jr.rec, jr.lines, nil, nil
