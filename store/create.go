@@ -15,8 +15,26 @@ import (
 // h.Results beginning with resultsPreamble (e.g. a CSV header line). It
 // refuses to overwrite an existing checkpoint or results file unless force.
 // Header.Results is used as given, so callers should store an absolute path.
-func Create(path string, h Header, resultsPreamble []byte, force bool) (*Writer, error) {
-	return create(path, h, resultsPreamble, force, nil)
+func Create(path string, h Header, resultsPreamble []byte, force bool, opts ...Option) (*Writer, error) {
+	return create(path, h, resultsPreamble, force, withOptions(opts))
+}
+
+// Option changes how a Writer works.
+type Option func(*hooks)
+
+// CompactFrom makes the Writer compact its journal once it has doubled and is at least n bytes
+// (64 MiB without it; tests make it small to compact often).
+func CompactFrom(n int64) Option { return func(h *hooks) { h.compactMin = n } }
+
+func withOptions(opts []Option) *hooks {
+	if len(opts) == 0 {
+		return nil
+	}
+	h := &hooks{}
+	for _, o := range opts {
+		o(h)
+	}
+	return h
 }
 
 func create(path string, h Header, resultsPreamble []byte, force bool, hk *hooks) (_ *Writer, err error) {

@@ -16,8 +16,8 @@ import (
 // back to PhaseSubmitted (PhaseNew if they never got an operation id). An
 // interrupted Finalize is completed or rolled back, and leftover temp files
 // are removed. The repairs are listed in the returned State's Problems.
-func Open(path string) (*Writer, *State, error) {
-	return openWith(path, nil)
+func Open(path string, opts ...Option) (*Writer, *State, error) {
+	return openWith(path, withOptions(opts))
 }
 
 func openWith(path string, hk *hooks) (*Writer, *State, error) {

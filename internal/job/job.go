@@ -111,6 +111,9 @@ type Config struct {
 	// ChunkSize is the size of the sections of the input a new run's checkpoint keeps a SHA-256
 	// of, which a resume verifies as it reads them (0: batch.ChunkSize).
 	ChunkSize int64
+	// CompactFrom is the smallest journal the checkpoint's writer compacts when it has doubled
+	// (0: store's default, 64 MiB).
+	CompactFrom int64
 }
 
 // ErrInterrupted is returned when the context ended before every row was resolved. Everything
@@ -348,7 +351,7 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 	h := store.Header{Version: store.Version, Created: time.Now().UTC(), Input: input, InputSHA256: sum.SHA256,
 		InputSize: sum.Size, Rows: sum.Rows, Results: results, ResultsFormat: format, Settings: settings, Duplicates: dups.Count(),
 		InputChunks: storeChunks(sum.Chunks)}
-	w, err := store.Create(cfg.Checkpoint, h, pre, cfg.Force)
+	w, err := store.Create(cfg.Checkpoint, h, pre, cfg.Force, j.storeOptions()...)
 	if err != nil {
 		return Summary{}, err
 	}
@@ -529,10 +532,18 @@ func (j *Job) collectChanged(ctx context.Context, h store.Header, err error) (Su
 		err, h.Results, h.Input)
 }
 
+// storeOptions are the checkpoint writer's options of the configuration.
+func (j *Job) storeOptions() []store.Option {
+	if j.cfg.CompactFrom > 0 {
+		return []store.Option{store.CompactFrom(j.cfg.CompactFrom)}
+	}
+	return nil
+}
+
 // open locks and loads the checkpoint (reporting its repairs) and reads the run's settings.
 func (j *Job) open() (*store.Writer, *store.State, Settings, error) {
 	var s Settings
-	w, st, err := store.Open(j.cfg.Checkpoint)
+	w, st, err := store.Open(j.cfg.Checkpoint, j.storeOptions()...)
 	if err != nil {
 		return nil, nil, s, err
 	}

@@ -2,6 +2,7 @@ package job_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -211,7 +212,19 @@ func TestRunAgainOnTheSameInput(t *testing.T) {
 	}
 }
 
+// TestResumeAfterInterrupt: a run stopped mid-way (the Ctrl-C path) resumes to every row once,
+// with its journal as appended, and with a journal the writer compacts again and again during
+// both processes (L records replacing the resolved rows' records as the rows go).
 func TestResumeAfterInterrupt(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		compactFrom int64
+	}{{"journal", 0}, {"compacted", 16 << 10}} {
+		t.Run(tc.name, func(t *testing.T) { resumeAfterInterrupt(t, tc.compactFrom) })
+	}
+}
+
+func resumeAfterInterrupt(t *testing.T, compactFrom int64) {
 	lat, _ := emulator.ParseLatency("uniform:20ms:300ms")
 	srv, url := startEmulator(t, emulator.Config{Latency: lat, Seed: 2})
 	dir := t.TempDir()
@@ -219,6 +232,7 @@ func TestResumeAfterInterrupt(t *testing.T) {
 	in := writeJSONL(t, dir, n)
 	cfg := config(dir, in, url)
 	cfg.Tuning.SubmitRPS = 4000 // slow enough that the interruption lands mid-run
+	cfg.CompactFrom = compactFrom
 
 	ctx, cancel := context.WithCancel(context.Background())
 	j := job.New(cfg)
@@ -243,8 +257,20 @@ func TestResumeAfterInterrupt(t *testing.T) {
 		t.Fatalf("status after interrupt %+v, summary %+v", mid, sum)
 	}
 
+	compacted := func() bool {
+		data, err := os.ReadFile(cfg.Checkpoint)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bytes.Contains(data, []byte("\nL "))
+	}
+	if compacted() != (compactFrom > 0) {
+		t.Fatalf("L records in the interrupted run's journal: %v, with compaction from %d bytes", compacted(), compactFrom)
+	}
+
 	rcfg := config(dir, in, url)
 	rcfg.Input, rcfg.Output, rcfg.Settings = "", "", job.Settings{}
+	rcfg.CompactFrom = compactFrom
 	sum2, err := job.New(rcfg).Resume(context.Background())
 	if err != nil {
 		t.Fatalf("resume: %v", err)
