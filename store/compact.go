@@ -166,8 +166,7 @@ func writeSnapshot(out io.Writer, st *State, journal io.Reader) error {
 		}
 	}
 
-	enc := linesEncoder{cursor: int64(len(st.preamble))}
-	cur := enc.cursor // where the cursor is after what buf holds
+	enc := linesEncoder{cursor: int64(len(st.preamble))} // its cursor: where the last line written ends
 	left := st.resolutions
 	emit := func(i int, opID []byte, at int64) {
 		if left[i] == 0 {
@@ -186,7 +185,6 @@ func writeSnapshot(out io.Writer, st *State, journal io.Reader) error {
 		} else if enc.add(i, end-n, n, st.Failed(i), st.attempt(i), opID, at) {
 			buf = enc.flush(buf)
 		}
-		cur = end
 	}
 	// The rows submitted and not yet resolved as the journal is read again: the operation ids are
 	// copied, the resolved rows' taken where they are read, so that a snapshot leaves no garbage
@@ -241,7 +239,7 @@ func writeSnapshot(out io.Writer, st *State, journal io.Reader) error {
 	for _, sc := range st.recent.seconds() {
 		buf = appendSeconds(buf, sc.Second, sc.N)
 	}
-	if cur != st.cursor {
+	if enc.cursor != st.cursor {
 		buf = appendPosition(buf, st.cursor)
 	}
 	if err := flush(true); err != nil {

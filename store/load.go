@@ -557,7 +557,7 @@ type badLine struct {
 	reason error
 }
 
-func load(r io.Reader) (*State, error) { return loadKeeping(r, nil) }
+func load(r io.Reader) (*State, error) { return loadWith(r, loadOptions{}) }
 
 // namesOf reads the journal from r and returns the latest N record of the
 // rows in the bit set keep, resolved or not.
