@@ -121,9 +121,14 @@ func readParquet(ctx context.Context, r io.ReaderAt, size int64, fn func(ResultR
 	if err != nil {
 		return fmt.Errorf("open parquet: %w", err)
 	}
-	for _, col := range []string{"request", "response"} {
-		if _, ok := pf.Schema().Lookup(col); !ok {
-			return fmt.Errorf("parquet schema has no %q column", col)
+	// A file of another shape would otherwise read as rows of nulls.
+	var cols []string
+	for _, f := range pf.Schema().Fields() {
+		cols = append(cols, f.Name())
+	}
+	for _, want := range []string{"request", "response"} {
+		if !slices.Contains(cols, want) {
+			return fmt.Errorf("parquet schema has no %q column (columns %q)", want, cols)
 		}
 	}
 	pr := parquet.NewGenericReader[parquetRow](pf)
