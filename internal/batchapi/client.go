@@ -82,8 +82,12 @@ type Client struct {
 	loopback bool
 }
 
-// minPartSize is the smallest part of a multipart upload but the last (docs/api.md §9).
-const minPartSize = 5 << 20
+// minPartSize and maxPartSize bound a part of a multipart upload, the last excepted, and
+// maxPartSize a single upload too (docs/api.md §9).
+const (
+	minPartSize = 5 << 20
+	maxPartSize = 5 << 30
+)
 
 // maxParts bounds the parts of one multipart upload, as Object Storage does.
 const maxParts = 10000
@@ -113,11 +117,15 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.PartSize == 0 {
 		cfg.PartSize = DefaultPartSize
 	}
-	if cfg.PartSize < 0 || cfg.PartSize < minPartSize && !loopback {
-		return nil, fmt.Errorf("batchapi dial: part size %d bytes: parts must be at least %d bytes", cfg.PartSize, minPartSize)
+	if cfg.PartSize < 0 || cfg.PartSize < minPartSize && !loopback || cfg.PartSize > maxPartSize {
+		return nil, fmt.Errorf("batchapi dial: part size %d bytes: parts must be %d to %d bytes", cfg.PartSize, minPartSize, int64(maxPartSize))
 	}
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		// No overall timeout (a result file may take long), but a server that never answers is
+		// given up on and the request tried again.
+		t.ResponseHeaderTimeout = 2 * time.Minute
+		cfg.HTTPClient = &http.Client{Transport: t}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -171,11 +179,22 @@ func (c *Client) authorize(ctx context.Context, method string, req, reply any, c
 		}
 		err = invoker(metadata.AppendToOutgoingContext(ctx, "authorization", h), method, req, reply, cc, opts...)
 		if status.Code(err) != codes.Unauthenticated || try > 0 {
-			return err
+			return withoutSecret(err, h)
 		}
 		c.log.Debug("batchapi: unauthenticated, refreshing credentials", "method", method)
 		c.cfg.Credentials.Invalidate(h)
 	}
+}
+
+// withoutSecret masks the credential of header h wherever the server's message repeats it: a
+// refusal may quote what it refused, and errors end up in logs.
+func withoutSecret(err error, h string) error {
+	_, secret, _ := strings.Cut(h, " ")
+	st, ok := status.FromError(err)
+	if err == nil || !ok || secret == "" || !strings.Contains(st.Message(), secret) {
+		return err
+	}
+	return status.Error(st.Code(), strings.ReplaceAll(st.Message(), secret, "[REDACTED]"))
 }
 
 // credentialsError is a failure of the credentials source: nothing was sent.

@@ -249,7 +249,8 @@ func validationErrors(errs []*fomods.ValidationError) []ValidationError {
 
 // Validate starts the validation of an uploaded dataset and polls its operation every pollEvery
 // (DefaultPollEvery if 0) until it is done (docs/api.md §9, step 3). An invalid dataset is no
-// error: the result says why, by line.
+// error: the result says why, by line. After ErrOutcomeUnknown, DescribeDataset tells whether
+// the validation started: the dataset is then no longer a DRAFT.
 func (c *Client) Validate(ctx context.Context, datasetID string, pollEvery time.Duration) (*ValidationResult, error) {
 	op := "validate dataset " + datasetID
 	var o *operation.Operation
@@ -288,7 +289,7 @@ func (c *Client) waitOperation(ctx context.Context, op string, o *operation.Oper
 	if id == "" {
 		return nil, fmt.Errorf("%s: %w: the answer has no operation id", op, ErrOutcomeUnknown)
 	}
-	missing := 0
+	missing, seen := 0, false
 	for !o.GetDone() {
 		if err := retry.Sleep(ctx, pollEvery); err != nil {
 			return nil, fmt.Errorf("%s: wait for operation %s: %w", op, id, err)
@@ -298,14 +299,14 @@ func (c *Client) waitOperation(ctx context.Context, op string, o *operation.Oper
 			next, err = c.ops.Get(ctx, &operation.GetOperationRequest{OperationId: id})
 			return err
 		})
-		if status.Code(err) == codes.NotFound && missing < freshNotFound {
+		if status.Code(err) == codes.NotFound && !seen && missing < freshNotFound {
 			missing++
 			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", op, err)
 		}
-		o = next
+		o, seen = next, true
 	}
 	if e := o.GetError(); e != nil {
 		return nil, fmt.Errorf("%s: operation %s failed: %w", op, id, status.ErrorProto(e))

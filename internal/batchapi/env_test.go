@@ -2,7 +2,7 @@ package batchapi
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -167,12 +167,12 @@ func (s *source) count() int {
 	return s.invalidated
 }
 
-// bearerOnly accepts the one IAM token given.
+// bearerOnly accepts the one IAM token given; its refusal quotes the header it refuses.
 func bearerOnly(token string) func(string) error {
 	return func(h string) error {
 		if h == "Bearer "+token {
 			return nil
 		}
-		return errors.New("the token is invalid or expired")
+		return fmt.Errorf("%q is invalid or expired", h)
 	}
 }

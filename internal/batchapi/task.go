@@ -173,8 +173,9 @@ func (c *Client) DeleteTask(ctx context.Context, id string) error {
 	})
 }
 
-// FindTasks lists the folder's tasks, page by page, and keeps those over sourceDatasetID: tasks
-// take no labels, and List filters by neither (docs/api.md §9, "List").
+// FindTasks lists the configured folder's tasks, page by page, and keeps those over
+// sourceDatasetID: tasks take no labels, and List filters by neither (docs/api.md §9, "List").
+// A task lives in its model URI's folder, so a model of another folder's tasks are not found.
 func (c *Client) FindTasks(ctx context.Context, sourceDatasetID string) ([]*Task, error) {
 	var out []*Task
 	req := &fomobi.ListBatchInferencesRequest{FolderId: c.cfg.FolderID}
