@@ -103,22 +103,34 @@ func (c *Client) DeleteDataset(ctx context.Context, id string) error {
 func (c *Client) FindDatasets(ctx context.Context, labels map[string]string) ([]*Dataset, error) {
 	var out []*Dataset
 	req := &fomods.ListDatasetsRequest{FolderId: c.cfg.FolderID}
-	for {
-		var resp *fomods.ListDatasetsResponse
-		err := c.read(ctx, "list datasets", func(ctx context.Context) (err error) {
-			resp, err = c.ds.List(ctx, req)
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
+	err := listAll(ctx, c, "list datasets", &req.PageToken, func(ctx context.Context) (string, error) {
+		resp, err := c.ds.List(ctx, req)
 		for _, d := range resp.GetDatasets() {
 			if hasLabels(d.GetLabels(), labels) {
 				out = append(out, datasetOf(d))
 			}
 		}
-		if req.PageToken = resp.GetNextPageToken(); req.PageToken == "" {
-			return out, nil
+		return resp.GetNextPageToken(), err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// listAll calls page, a List call that reads *token, until it answers no next page token. Each
+// page is a read: retried on its own.
+func listAll(ctx context.Context, c *Client, op string, token *string, page func(context.Context) (next string, err error)) error {
+	for {
+		var next string
+		if err := c.read(ctx, op, func(ctx context.Context) (err error) {
+			next, err = page(ctx)
+			return err
+		}); err != nil {
+			return err
+		}
+		if *token = next; next == "" {
+			return nil
 		}
 	}
 }

@@ -135,6 +135,16 @@ func (e *env) waitTask(t *testing.T, id string, cond func(*Task) bool) *Task {
 
 func ended(tk *Task) bool { return tk.Ended() }
 
+// run starts a task over a READY dataset and waits until it ends.
+func (e *env) run(t *testing.T, dsID string) *Task {
+	t.Helper()
+	taskID, _, err := e.c.StartTask(testCtx(t), TaskSpec{ModelURI: testModel, SourceDatasetID: dsID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e.waitTask(t, taskID, ended)
+}
+
 // source is a credentials source for tests: it answers stale until invalidated with it, then
 // fresh; it counts the invalidations.
 type source struct {

@@ -225,18 +225,14 @@ func TestFailedBatch(t *testing.T) {
 	e := start(t, batchmode.Config{BatchSize: 2, Faults: batchmode.Faults{FailBatch: 2}}, nil)
 	ctx := testCtx(t)
 	dsID := e.ready(t, rowsOf(5))
-	taskID, _, err := e.c.StartTask(ctx, TaskSpec{ModelURI: testModel, SourceDatasetID: dsID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tk := e.waitTask(t, taskID, ended)
+	tk := e.run(t, dsID)
 	want := []BatchError{{Batch: 2, FirstLine: 3, LastLine: 4, Message: "emulated fault: batch failed"}}
 	if tk.Status != TaskFailed || tk.StatusCode != int32(codes.Internal) || tk.StatusMessage == "" ||
 		fmt.Sprint(tk.BatchErrors) != fmt.Sprint(want) {
 		t.Fatalf("failed task: %+v, want batch errors %v", tk, want)
 	}
 	// Its result dataset is not READY: no download URLs.
-	err = e.c.Results(ctx, tk.ResultDatasetID, func(ResultRow) error { return nil })
+	err := e.c.Results(ctx, tk.ResultDatasetID, func(ResultRow) error { return nil })
 	if status.Code(err) != codes.FailedPrecondition {
 		t.Errorf("results of a failed task: %v", err)
 	}

@@ -160,14 +160,10 @@ func TestResultsStop(t *testing.T) {
 	e := start(t, batchmode.Config{BatchSize: 3}, nil)
 	ctx := testCtx(t)
 	dsID := e.ready(t, rowsOf(7))
-	taskID, _, err := e.c.StartTask(ctx, TaskSpec{ModelURI: testModel, SourceDatasetID: dsID})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tk := e.waitTask(t, taskID, ended)
+	tk := e.run(t, dsID)
 	stop := errors.New("enough")
 	rows := 0
-	err = e.c.Results(ctx, tk.ResultDatasetID, func(ResultRow) error {
+	err := e.c.Results(ctx, tk.ResultDatasetID, func(ResultRow) error {
 		if rows++; rows == 4 {
 			return stop
 		}

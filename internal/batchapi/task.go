@@ -179,22 +179,17 @@ func (c *Client) DeleteTask(ctx context.Context, id string) error {
 func (c *Client) FindTasks(ctx context.Context, sourceDatasetID string) ([]*Task, error) {
 	var out []*Task
 	req := &fomobi.ListBatchInferencesRequest{FolderId: c.cfg.FolderID}
-	for {
-		var resp *fomobi.ListBatchInferencesResponse
-		err := c.read(ctx, "list batch tasks", func(ctx context.Context) (err error) {
-			resp, err = c.bi.List(ctx, req)
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
+	err := listAll(ctx, c, "list batch tasks", &req.PageToken, func(ctx context.Context) (string, error) {
+		resp, err := c.bi.List(ctx, req)
 		for _, t := range resp.GetTasks() {
 			if t.GetSourceDatasetId() == sourceDatasetID {
 				out = append(out, taskOf(t))
 			}
 		}
-		if req.PageToken = resp.GetNextPageToken(); req.PageToken == "" {
-			return out, nil
-		}
+		return resp.GetNextPageToken(), err
+	})
+	if err != nil {
+		return nil, err
 	}
+	return out, nil
 }
