@@ -275,6 +275,17 @@ func (c *Client) write(ctx context.Context, op string, call func(context.Context
 	}
 }
 
+// rpc makes one gRPC call the way how says (c.read or c.write) and returns its answer.
+func rpc[Req, Resp any](ctx context.Context, how func(context.Context, string, func(context.Context) error) error, op string,
+	method func(context.Context, Req, ...grpc.CallOption) (Resp, error), req Req) (Resp, error) {
+	var resp Resp
+	err := how(ctx, op, func(ctx context.Context) (err error) {
+		resp, err = method(ctx, req)
+		return err
+	})
+	return resp, err
+}
+
 func (c *Client) once(ctx context.Context, call func(context.Context) error) error {
 	cctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
 	defer cancel()

@@ -61,12 +61,8 @@ func datasetOf(d *fomods.DatasetInfo) *Dataset {
 // JSON Lines) in the configured folder and returns its id. Labels are how a run finds its
 // dataset again after ErrOutcomeUnknown (FindDatasets).
 func (c *Client) CreateDataset(ctx context.Context, name string, labels map[string]string) (string, error) {
-	var resp *fomods.CreateDatasetResponse
-	err := c.write(ctx, fmt.Sprintf("create dataset %q", name), func(ctx context.Context) (err error) {
-		resp, err = c.ds.Create(ctx, &fomods.CreateDatasetRequest{
-			FolderId: c.cfg.FolderID, Name: name, TaskType: TaskTypeRequests, UploadFormat: uploadFormat, Labels: labels,
-		})
-		return err
+	resp, err := rpc(ctx, c.write, fmt.Sprintf("create dataset %q", name), c.ds.Create, &fomods.CreateDatasetRequest{
+		FolderId: c.cfg.FolderID, Name: name, TaskType: TaskTypeRequests, UploadFormat: uploadFormat, Labels: labels,
 	})
 	if err != nil {
 		return "", err
@@ -79,11 +75,7 @@ func (c *Client) CreateDataset(ctx context.Context, name string, labels map[stri
 
 // DescribeDataset reads a dataset.
 func (c *Client) DescribeDataset(ctx context.Context, id string) (*Dataset, error) {
-	var resp *fomods.DescribeDatasetResponse
-	err := c.read(ctx, "describe dataset "+id, func(ctx context.Context) (err error) {
-		resp, err = c.ds.Describe(ctx, &fomods.DescribeDatasetRequest{DatasetId: id})
-		return err
-	})
+	resp, err := rpc(ctx, c.read, "describe dataset "+id, c.ds.Describe, &fomods.DescribeDatasetRequest{DatasetId: id})
 	if err != nil {
 		return nil, err
 	}
@@ -92,10 +84,8 @@ func (c *Client) DescribeDataset(ctx context.Context, id string) (*Dataset, erro
 
 // DeleteDataset deletes a dataset.
 func (c *Client) DeleteDataset(ctx context.Context, id string) error {
-	return c.write(ctx, "delete dataset "+id, func(ctx context.Context) error {
-		_, err := c.ds.Delete(ctx, &fomods.DeleteDatasetRequest{DatasetId: id})
-		return err
-	})
+	_, err := rpc(ctx, c.write, "delete dataset "+id, c.ds.Delete, &fomods.DeleteDatasetRequest{DatasetId: id})
+	return err
 }
 
 // FindDatasets lists the folder's datasets, page by page, and keeps those that carry every one
@@ -162,12 +152,9 @@ func (c *Client) Upload(ctx context.Context, datasetID string, body io.ReaderAt,
 
 func (c *Client) uploadSingle(ctx context.Context, datasetID string, body io.ReaderAt, size int64) error {
 	op := "upload dataset " + datasetID
-	var resp *fomods.GetUploadDraftUrlResponse
 	// Asking again for the URL of a draft changes nothing but the URL: safe to retry.
-	err := c.read(ctx, op+": get upload URL", func(ctx context.Context) (err error) {
-		resp, err = c.ds.GetUploadDraftUrl(ctx, &fomods.GetUploadDraftUrlRequest{DatasetId: datasetID, SizeBytes: size})
-		return err
-	})
+	resp, err := rpc(ctx, c.read, op+": get upload URL", c.ds.GetUploadDraftUrl,
+		&fomods.GetUploadDraftUrlRequest{DatasetId: datasetID, SizeBytes: size})
 	if err != nil {
 		return err
 	}
@@ -178,12 +165,9 @@ func (c *Client) uploadSingle(ctx context.Context, datasetID string, body io.Rea
 func (c *Client) uploadMultipart(ctx context.Context, datasetID string, body io.ReaderAt, size, partSize int64) error {
 	op := "upload dataset " + datasetID
 	parts := (size + partSize - 1) / partSize
-	var resp *fomods.StartMultipartUploadDraftResponse
 	// Starting again before any part is sent only replaces the URLs: safe to retry.
-	err := c.read(ctx, op+": start multipart upload", func(ctx context.Context) (err error) {
-		resp, err = c.ds.StartMultipartUploadDraft(ctx, &fomods.StartMultipartUploadDraftRequest{DatasetId: datasetID, SizeBytes: size, Parts: parts})
-		return err
-	})
+	resp, err := rpc(ctx, c.read, op+": start multipart upload", c.ds.StartMultipartUploadDraft,
+		&fomods.StartMultipartUploadDraftRequest{DatasetId: datasetID, SizeBytes: size, Parts: parts})
 	if err != nil {
 		return err
 	}
@@ -200,10 +184,9 @@ func (c *Client) uploadMultipart(ctx context.Context, datasetID string, body io.
 		}
 		done = append(done, &fomods.UploadedPartInfo{PartNum: int64(i + 1), Etag: tag})
 	}
-	return c.write(ctx, op+": finish multipart upload", func(ctx context.Context) error {
-		_, err := c.ds.FinishMultipartUploadDraft(ctx, &fomods.FinishMultipartUploadDraftRequest{DatasetId: datasetID, UploadedParts: done})
-		return err
-	})
+	_, err = rpc(ctx, c.write, op+": finish multipart upload", c.ds.FinishMultipartUploadDraft,
+		&fomods.FinishMultipartUploadDraftRequest{DatasetId: datasetID, UploadedParts: done})
+	return err
 }
 
 // put sends part to a presigned URL and returns the answer's ETag. The content length is set
@@ -265,11 +248,7 @@ func validationErrors(errs []*fomods.ValidationError) []ValidationError {
 // the validation started: the dataset is then no longer a DRAFT.
 func (c *Client) Validate(ctx context.Context, datasetID string, pollEvery time.Duration) (*ValidationResult, error) {
 	op := "validate dataset " + datasetID
-	var o *operation.Operation
-	err := c.write(ctx, op, func(ctx context.Context) (err error) {
-		o, err = c.ds.Validate(ctx, &fomods.ValidateDatasetRequest{DatasetId: datasetID})
-		return err
-	})
+	o, err := rpc(ctx, c.write, op, c.ds.Validate, &fomods.ValidateDatasetRequest{DatasetId: datasetID})
 	if err != nil {
 		return nil, err
 	}
@@ -306,11 +285,7 @@ func (c *Client) waitOperation(ctx context.Context, op string, o *operation.Oper
 		if err := retry.Sleep(ctx, pollEvery); err != nil {
 			return nil, fmt.Errorf("%s: wait for operation %s: %w", op, id, err)
 		}
-		var next *operation.Operation
-		err := c.read(ctx, "get operation "+id, func(ctx context.Context) (err error) {
-			next, err = c.ops.Get(ctx, &operation.GetOperationRequest{OperationId: id})
-			return err
-		})
+		next, err := rpc(ctx, c.read, "get operation "+id, c.ops.Get, &operation.GetOperationRequest{OperationId: id})
 		if status.Code(err) == codes.NotFound && !seen && missing < freshNotFound {
 			missing++
 			continue

@@ -45,11 +45,7 @@ const readBatch = 256
 // stops the reading and is returned as is.
 func (c *Client) Results(ctx context.Context, resultDatasetID string, fn func(ResultRow) error) error {
 	op := "read results of dataset " + resultDatasetID
-	var resp *fomods.GetDownloadUrlsResponse
-	err := c.read(ctx, op+": get download URLs", func(ctx context.Context) (err error) {
-		resp, err = c.ds.GetDownloadUrls(ctx, &fomods.GetDownloadUrlsRequest{DatasetId: resultDatasetID})
-		return err
-	})
+	resp, err := rpc(ctx, c.read, op+": get download URLs", c.ds.GetDownloadUrls, &fomods.GetDownloadUrlsRequest{DatasetId: resultDatasetID})
 	if err != nil {
 		return err
 	}

@@ -112,11 +112,7 @@ func (c *Client) StartTask(ctx context.Context, spec TaskSpec) (taskID, operatio
 		req.CompletionOptions = opts
 	}
 	op := "start batch task over dataset " + spec.SourceDatasetID
-	var o *operation.Operation
-	err = c.write(ctx, op, func(ctx context.Context) (err error) {
-		o, err = c.bc.Completion(ctx, req)
-		return err
-	})
+	o, err := rpc(ctx, c.write, op, c.bc.Completion, req)
 	if err != nil {
 		return "", "", err
 	}
@@ -130,11 +126,7 @@ func (c *Client) StartTask(ctx context.Context, spec TaskSpec) (taskID, operatio
 // DescribeTask reads a task, and its operation for the batch counts (best effort: the task
 // itself is what tells its status, as the SDK reads it).
 func (c *Client) DescribeTask(ctx context.Context, id string) (*Task, error) {
-	var resp *fomobi.DescribeBatchInferenceResponse
-	err := c.read(ctx, "describe batch task "+id, func(ctx context.Context) (err error) {
-		resp, err = c.bi.Describe(ctx, &fomobi.DescribeBatchInferenceRequest{TaskId: id})
-		return err
-	})
+	resp, err := rpc(ctx, c.read, "describe batch task "+id, c.bi.Describe, &fomobi.DescribeBatchInferenceRequest{TaskId: id})
 	if err != nil {
 		return nil, err
 	}
@@ -142,11 +134,7 @@ func (c *Client) DescribeTask(ctx context.Context, id string) (*Task, error) {
 	if t.OperationID == "" {
 		return t, nil
 	}
-	var o *operation.Operation
-	err = c.read(ctx, "get operation "+t.OperationID, func(ctx context.Context) (err error) {
-		o, err = c.ops.Get(ctx, &operation.GetOperationRequest{OperationId: t.OperationID})
-		return err
-	})
+	o, err := rpc(ctx, c.read, "get operation "+t.OperationID, c.ops.Get, &operation.GetOperationRequest{OperationId: t.OperationID})
 	var meta textgen.BatchCompletionMetadata
 	switch {
 	case err != nil:
@@ -159,18 +147,14 @@ func (c *Client) DescribeTask(ctx context.Context, id string) (*Task, error) {
 
 // CancelTask stops a task (docs/api.md §9, step 7).
 func (c *Client) CancelTask(ctx context.Context, id string) error {
-	return c.write(ctx, "cancel batch task "+id, func(ctx context.Context) error {
-		_, err := c.bi.Cancel(ctx, &fomobi.CancelBatchInferenceRequest{TaskId: id})
-		return err
-	})
+	_, err := rpc(ctx, c.write, "cancel batch task "+id, c.bi.Cancel, &fomobi.CancelBatchInferenceRequest{TaskId: id})
+	return err
 }
 
 // DeleteTask deletes an ended task; its result dataset stays (DeleteDataset).
 func (c *Client) DeleteTask(ctx context.Context, id string) error {
-	return c.write(ctx, "delete batch task "+id, func(ctx context.Context) error {
-		_, err := c.bi.Delete(ctx, &fomobi.DeleteBatchInferenceRequest{TaskId: id})
-		return err
-	})
+	_, err := rpc(ctx, c.write, "delete batch task "+id, c.bi.Delete, &fomobi.DeleteBatchInferenceRequest{TaskId: id})
+	return err
 }
 
 // FindTasks lists the configured folder's tasks, page by page, and keeps those over
