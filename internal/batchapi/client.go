@@ -252,7 +252,8 @@ func (c *Client) read(ctx context.Context, op string, call func(context.Context)
 	}
 }
 
-// write makes a call that is not idempotent. A quota refusal (RESOURCE_EXHAUSTED) did nothing
+// write makes a call that is not idempotent. A quota refusal (RESOURCE_EXHAUSTED) is taken to
+// have done nothing, as a 429 of the async API is (docs/api.md §4; for batch mode UNCONFIRMED),
 // and is waited out; any other failure that is not a refusal is ErrOutcomeUnknown.
 func (c *Client) write(ctx context.Context, op string, call func(context.Context) error) error {
 	for attempt := 1; ; attempt++ {
