@@ -8,13 +8,35 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/batchgpt/batchgpt/internal/cmd"
 )
 
 func main() {
-	os.Exit(run(os.Args, os.Stdout, os.Stderr))
+	os.Exit(profiled(func() int { return run(os.Args, os.Stdout, os.Stderr) }))
+}
+
+// profiled runs f under a CPU profile written to $BATCHGPT_CPUPROFILE when that is set: the
+// benchmarks profile the real binary with it. Nothing is profiled otherwise.
+func profiled(f func() int) int {
+	path := os.Getenv("BATCHGPT_CPUPROFILE")
+	if path == "" {
+		return f()
+	}
+	out, err := os.Create(path)
+	if err != nil {
+		io.WriteString(os.Stderr, "batchgpt: BATCHGPT_CPUPROFILE: "+err.Error()+"\n")
+		return f()
+	}
+	defer out.Close()
+	if err := pprof.StartCPUProfile(out); err != nil {
+		io.WriteString(os.Stderr, "batchgpt: BATCHGPT_CPUPROFILE: "+err.Error()+"\n")
+		return f()
+	}
+	defer pprof.StopCPUProfile()
+	return f()
 }
 
 // run builds the signal contexts, runs the app and returns the exit code.
