@@ -143,6 +143,7 @@ func writeSnapshot(out io.Writer, st *State, journal io.Reader) error {
 	}
 	bw := bufio.NewWriterSize(out, 1<<20)
 	buf := appendHeaderRecord(make([]byte, 0, 64<<10), hdr)
+	buf = appendGroups(buf, st.groups)
 	flush := func(force bool) error {
 		if len(buf) < 64<<10 && !force {
 			return nil

@@ -70,6 +70,9 @@
 //	T <unix second> <count>            (snapshots, version 3) the submissions
 //	                                   of that second, for the hour window
 //	                                   (replaces the second's count so far)
+//	G <base64>                         (version 4) part of the caller's blob of
+//	                                   duplicate-row groups, right after the
+//	                                   header (Groups); opaque to this package
 //
 // The D records count exactly what may have been billed twice: a caller
 // journals one for each try that failed in a way that may have created an

@@ -55,6 +55,9 @@ func FuzzLoad(f *testing.F) {
 		store.Record("T 1735787045 3"),
 		store.Record("T -1 0"),
 		append(store.Record("T 5 1"), store.Record("S 0 1 op 5999")...),
+		append(store.Record("G Z3JvdXBz"), store.Record("G AP8")...),
+		store.Record("G"),
+		store.Record("G !!"),
 	} {
 		f.Add(seed)
 	}

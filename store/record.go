@@ -35,6 +35,7 @@ const (
 	kindNamed     = 'N'
 	kindLines     = 'L'
 	kindSeconds   = 'T'
+	kindGroups    = 'G'
 	kindFlush     = 0
 	kindCompact   = 'C'
 	kindFinalizeQ = 'Z'
@@ -269,6 +270,7 @@ type record struct {
 	key     [32]byte
 	model   []byte // N: aliases the input line
 	id      string // N
+	blob    []byte // G: decoded
 }
 
 // field splits off the next space-separated field of p.
