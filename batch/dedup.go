@@ -2,11 +2,13 @@ package batch
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"slices"
 	"sync"
@@ -267,9 +269,29 @@ const MaxRowsHint = 1 << 27
 // Rereader reads single rows of an input file again by position, e.g. the followers of a
 // leader when its answer arrives. It keeps the file open; it is safe for concurrent use.
 type Rereader struct {
-	mu  sync.Mutex
-	r   *Reader
-	buf bytes.Buffer
+	mu       sync.Mutex
+	r        *Reader
+	buf      bytes.Buffer
+	cf       *chunkFile // nil: not verified against a chunk table
+	verified []bool     // of cf's chunks
+}
+
+// OpenChunkRereader is OpenRereader for an input validated before, whose size and chunk table
+// were size and chunks (as OpenChunks takes them): the size and preamble are checked at once, and
+// each chunk is hashed again the first time a row in it is read, so that Row returns a
+// *ChangedError instead of a row whose bytes differ from the validated ones.
+func OpenChunkRereader(path string, opt Options, size int64, chunks []Chunk) (*Rereader, error) {
+	cf, err := openChunkFile(path, size, chunks)
+	if err != nil {
+		return nil, err
+	}
+	rr, err := OpenRereader(path, opt)
+	if err != nil {
+		cf.f.Close()
+		return nil, err
+	}
+	rr.cf, rr.verified = cf, make([]bool, len(chunks))
+	return rr, nil
 }
 
 // OpenRereader opens path for reading rows by position.
@@ -288,6 +310,20 @@ func (rr *Rereader) Row(p Pos) (Row, error) {
 	}
 	rr.mu.Lock()
 	defer rr.mu.Unlock()
+	if rr.cf != nil {
+		// The chunk holding the row: the last that starts at or before it (chunk 0, the
+		// preamble, holds no row).
+		k, _ := slices.BinarySearchFunc(rr.cf.chunks[1:], p.Offset+1, func(c Chunk, off int64) int { return cmp.Compare(c.Offset, off) })
+		if k == 0 || p.Offset >= rr.cf.size {
+			return Row{}, fmt.Errorf("read %s: no row at offset %d", rr.r.path, p.Offset)
+		}
+		if !rr.verified[k] {
+			if err := rr.cf.verify(k); err != nil {
+				return Row{}, err
+			}
+			rr.verified[k] = true
+		}
+	}
 	pos := rowPos{index: p.Index, line: p.Line, offset: p.Offset}
 	spec, errs, err := rr.r.sc.reread(pos)
 	if err != nil {
@@ -297,4 +333,83 @@ func (rr *Rereader) Row(p Pos) (Row, error) {
 }
 
 // Close closes the file.
-func (rr *Rereader) Close() error { return rr.r.Close() }
+func (rr *Rereader) Close() error {
+	if rr.cf != nil {
+		rr.cf.f.Close()
+	}
+	return rr.r.Close()
+}
+
+// groupsFormat is the first byte of an encoded Duplicates ([Duplicates.MarshalBinary]).
+const groupsFormat = 1
+
+// MarshalBinary encodes d (nil or empty: nil) so that a checkpoint can keep the groups and a
+// resume need not read the whole input again to find them. About 10 bytes a follower.
+func (d *Duplicates) MarshalBinary() ([]byte, error) {
+	if d.Count() == 0 {
+		return nil, nil
+	}
+	out := binary.AppendUvarint([]byte{groupsFormat}, uint64(len(d.followers)))
+	prev := int32(0)
+	for _, f := range d.followers {
+		out = binary.AppendUvarint(out, uint64(f.leader-prev))
+		out = binary.AppendUvarint(out, uint64(f.index-f.leader))
+		out = binary.AppendUvarint(out, uint64(f.line))
+		out = binary.AppendUvarint(out, uint64(f.offset))
+		prev = f.leader
+	}
+	return out, nil
+}
+
+// DecodeDuplicates decodes what MarshalBinary encoded for an input of rows rows, checking that
+// it describes groups of that input (leaders before their followers, sorted, in range).
+func DecodeDuplicates(b []byte, rows int) (*Duplicates, error) {
+	if len(b) == 0 {
+		return &Duplicates{}, nil
+	}
+	if b[0] != groupsFormat {
+		return nil, fmt.Errorf("duplicate groups: unknown format %d", b[0])
+	}
+	b = b[1:]
+	next := func() (uint64, error) {
+		v, k := binary.Uvarint(b)
+		if k <= 0 {
+			return 0, errors.New("duplicate groups: truncated")
+		}
+		b = b[k:]
+		return v, nil
+	}
+	n, err := next()
+	if err != nil {
+		return nil, err
+	}
+	if n > uint64(rows) || n > uint64(len(b))/4 {
+		return nil, fmt.Errorf("duplicate groups: %d followers in %d rows", n, rows)
+	}
+	fs := make([]follower, n)
+	var leader, index uint64
+	for i := range fs {
+		var v [4]uint64
+		for k := range v {
+			if v[k], err = next(); err != nil {
+				return nil, err
+			}
+		}
+		prevLeader, prevIndex := leader, index
+		leader += v[0]
+		index = leader + v[1]
+		switch {
+		case v[1] == 0 || index >= uint64(rows) || leader >= uint64(rows):
+			return nil, fmt.Errorf("duplicate groups: follower %d of leader %d out of range (%d rows)", index, leader, rows)
+		case i > 0 && leader == prevLeader && index <= prevIndex:
+			return nil, fmt.Errorf("duplicate groups: followers of leader %d out of order", leader)
+		case v[2] < 1 || v[2] > math.MaxInt32 || v[3] > math.MaxInt64:
+			return nil, fmt.Errorf("duplicate groups: row %d: position out of range", index)
+		}
+		fs[i] = follower{leader: int32(leader), index: int32(index), line: int32(v[2]), offset: int64(v[3])}
+	}
+	if len(b) > 0 {
+		return nil, errors.New("duplicate groups: trailing bytes")
+	}
+	return &Duplicates{followers: fs}, nil
+}

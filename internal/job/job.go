@@ -351,7 +351,16 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 	h := store.Header{Version: store.Version, Created: time.Now().UTC(), Input: input, InputSHA256: sum.SHA256,
 		InputSize: sum.Size, Rows: sum.Rows, Results: results, ResultsFormat: format, Settings: settings, Duplicates: dups.Count(),
 		InputChunks: storeChunks(sum.Chunks)}
-	w, err := store.Create(cfg.Checkpoint, h, pre, cfg.Force, j.storeOptions()...)
+	opts := j.storeOptions()
+	if dups.Count() > 0 {
+		// The groups go into the checkpoint: a resume reads them there instead of the whole input.
+		blob, err := dups.MarshalBinary()
+		if err != nil {
+			return Summary{}, fmt.Errorf("duplicate rows: %w", err)
+		}
+		opts = append(opts, store.Groups(blob))
+	}
+	w, err := store.Create(cfg.Checkpoint, h, pre, cfg.Force, opts...)
 	if err != nil {
 		return Summary{}, err
 	}
@@ -471,7 +480,7 @@ func (j *Job) Resume(ctx context.Context) (Summary, error) {
 	if err != nil {
 		return Summary{}, err
 	}
-	dups, err := checkInput(st.Header, s)
+	dups, err := checkInput(st, s)
 	if errors.Is(err, ErrInputChanged) {
 		w.Close()
 		return j.collectChanged(ctx, st.Header, err)
@@ -625,14 +634,28 @@ func validating() (done func()) {
 
 // checkInput refuses to resume over an input that changed since run: the checkpoint refers to
 // rows by position. With a chunk table it checks only the size and the preamble here, and the
-// runner verifies each chunk it reads (batch.OpenChunks). With deduplication on it finds the
-// duplicate rows again on the way, which reads the whole input.
-func checkInput(h store.Header, s Settings) (*batch.Duplicates, error) {
-	if s.NoDedup || h.Duplicates == 0 {
-		// No row follows another: nothing needs the rows before the first one left to do.
-		if len(h.InputChunks) > 0 {
-			return nil, changed(batch.CheckPreamble(h.Input, h.InputSize, batchChunks(h.InputChunks)))
+// runner verifies each chunk it reads (batch.OpenChunks, batch.OpenChunkRereader). The groups of
+// duplicate rows come from the checkpoint when it keeps them (version 4); an older checkpoint's
+// are found again by reading the whole input.
+func checkInput(st *store.State, s Settings) (*batch.Duplicates, error) {
+	h := st.Header
+	if len(h.InputChunks) > 0 && (s.NoDedup || h.Duplicates == 0 || len(st.Groups()) > 0) {
+		if err := changed(batch.CheckPreamble(h.Input, h.InputSize, batchChunks(h.InputChunks))); err != nil {
+			return nil, err
 		}
+		if s.NoDedup || h.Duplicates == 0 {
+			return nil, nil // no row follows another
+		}
+		dups, err := batch.DecodeDuplicates(st.Groups(), h.Rows)
+		if err != nil {
+			return nil, fmt.Errorf("checkpoint: %w", err)
+		}
+		if dups.Count() != h.Duplicates {
+			return nil, fmt.Errorf("checkpoint: %d duplicate rows in its groups, %d in its header", dups.Count(), h.Duplicates)
+		}
+		return dups, nil
+	}
+	if s.NoDedup || h.Duplicates == 0 {
 		return nil, checkInputHash(h)
 	}
 	// The run validated this input; that it is the same file is checked below, so its ids need
@@ -813,7 +836,17 @@ func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, h s
 	r := &runner{j: j, w: w, client: client, h: h, resubmit: resubmit, checkDone: checkDone, ctx: gctx, cancel: cancel,
 		fatal: fatal, stop: stop, plan: pl, models: map[string]string{}}
 	if pl.dups.Count() > 0 {
-		rr, err := batch.OpenRereader(cfg.Input, cfg.Settings.Input)
+		var rr *batch.Rereader
+		if cs := h.InputChunks; len(cs) > 0 {
+			// Followers are read where they are, maybe in chunks that the input's reader
+			// never enters: each is verified when a row in it is first read again.
+			rr, err = batch.OpenChunkRereader(cfg.Input, cfg.Settings.Input, h.InputSize, batchChunks(cs))
+		} else {
+			rr, err = batch.OpenRereader(cfg.Input, cfg.Settings.Input)
+		}
+		if ch := changed(err); errors.Is(ch, ErrInputChanged) {
+			return sum, ch
+		}
 		if err != nil {
 			return sum, fmt.Errorf("open input: %w", err)
 		}

@@ -487,6 +487,12 @@ func (r *runner) resolve(index int, key batch.Key, model string, res *Result) {
 	j := r.j
 	for _, f := range r.plan.waiting(index) {
 		row, err := r.reread.Row(f)
+		if ch := changed(err); errors.Is(ch, ErrInputChanged) {
+			// Neither the leader's line nor its followers' is written: the leader stays
+			// submitted, and the collection that follows writes its answer.
+			r.setFatal(ch)
+			return
+		}
 		if err != nil {
 			r.setFatal(fmt.Errorf("re-read row %d of %s: %w", f.Index+1, j.cfg.Input, err))
 			return

@@ -1,0 +1,136 @@
+package job_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/batchgpt/batchgpt/batch"
+	"github.com/batchgpt/batchgpt/internal/emulator"
+	"github.com/batchgpt/batchgpt/internal/job"
+	"github.com/batchgpt/batchgpt/store"
+)
+
+// dupPrompt is the prompt of row i of the inputs below: rows from 90 on repeat rows 60 to 89.
+func dupPrompt(i int) string {
+	if i >= 90 {
+		i -= 30
+	}
+	return prompt(i)
+}
+
+// halfDoneWithDuplicates writes a 120-row input whose last 30 rows repeat the 30 before them, and
+// the checkpoint of a run of it stopped with rows [0, 60) resolved: leaders 60-89 are open and
+// their followers wait for them. The checkpoint keeps the groups, as job.Run writes them.
+func halfDoneWithDuplicates(t *testing.T, dir, url string) (job.Config, batch.Summary) {
+	t.Helper()
+	in := filepath.Join(dir, "in.jsonl")
+	var b strings.Builder
+	for i := range 120 {
+		line, _ := json.Marshal(map[string]string{"id": fmt.Sprintf("r%05d", i), "prompt": dupPrompt(i)})
+		b.Write(line)
+		b.WriteByte('\n')
+	}
+	if err := os.WriteFile(in, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config(dir, in, url)
+	cfg.Tuning.Concurrency = 4
+	sum, dups, err := batch.ValidateDedup(in, cfg.Settings.Input, 0, job.KeyScope(cfg.Settings), batch.WithChunkSize(chunkSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dups.Count() != 30 {
+		t.Fatalf("%d duplicate rows, want 30", dups.Count())
+	}
+	blob, err := dups.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	settings, _ := json.Marshal(cfg.Settings)
+	h := store.Header{Version: store.Version, Created: time.Now().UTC(), Input: in, InputSHA256: sum.SHA256,
+		InputSize: sum.Size, Rows: 120, Results: cfg.Output, ResultsFormat: job.FormatJSONL, Settings: settings,
+		Duplicates: dups.Count(), InputChunks: storeChunks(sum.Chunks)}
+	w, err := store.Create(cfg.Checkpoint, h, nil, false, store.Groups(blob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 60 {
+		res := job.Result{ID: fmt.Sprintf("r%05d", i), Status: job.StatusSucceeded, OperationID: fmt.Sprintf("op%d", i), Attempts: 1,
+			Text:  emulator.Answer(modelURI, []emulator.Message{{Role: "user", Text: prompt(i)}}),
+			Usage: &job.Usage{InputTokens: 1, CompletionTokens: 1, TotalTokens: 2}}
+		line, _ := json.Marshal(res)
+		if err := w.ResultThen(i, false, append(line, '\n'), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, sum
+}
+
+// A resume of a run with duplicate rows takes the groups from the checkpoint instead of reading
+// the whole input again: a change in a chunk of rows already done goes unseen (reading the whole
+// input would refuse it), while a change in a chunk of followers still waiting stops it before
+// any of them is answered.
+func TestResumeTakesTheGroupsFromTheCheckpoint(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		changeRow  int // the row whose chunk changes; -1 none
+		wantChange bool
+	}{
+		{"intact", -1, false},
+		{"done rows changed", 20, false},
+		{"waiting followers changed", 100, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, url := startEmulator(t, emulator.Config{})
+			dir := t.TempDir()
+			cfg, sum := halfDoneWithDuplicates(t, dir, url)
+			k := -1
+			if tc.changeRow >= 0 {
+				k = chunkOf(sum.Chunks, tc.changeRow)
+				if first := sum.Chunks[k].Row; tc.changeRow < 60 && (first >= 60 || k+1 < len(sum.Chunks) && sum.Chunks[k+1].Row > 60) {
+					t.Fatalf("chunk %d (rows from %d) reaches the open rows: the test tests little", k, first)
+				}
+				changeID(t, cfg.Input, sum.Chunks[k])
+			}
+			rcfg := cfg
+			rcfg.Input, rcfg.Output, rcfg.Settings = "", "", job.Settings{Endpoint: url, OperationsEndpoint: url}
+			res, err := job.New(rcfg).Resume(context.Background())
+			results := readResults(t, cfg.Output)
+			if tc.wantChange {
+				if !errors.Is(err, job.ErrInputChanged) {
+					t.Fatalf("resume: %v; want the input changed", err)
+				}
+				for i := sum.Chunks[k].Row; i < 120; i++ {
+					if _, ok := results[fmt.Sprintf("r%05d", i)]; ok && i >= 90 {
+						t.Fatalf("row %d, a follower at or after the changed chunk %d, was answered", i, k)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("resume: %v", err)
+			}
+			if res.Succeeded != 120 || srv.Stats().Submissions != 30 {
+				t.Fatalf("resume: %+v, %d submissions; want 120 rows succeeded, the 30 open leaders submitted", res, srv.Stats().Submissions)
+			}
+			for i := range 120 {
+				id := fmt.Sprintf("r%05d", i)
+				r := results[id]
+				want := emulator.Answer(modelURI, []emulator.Message{{Role: "user", Text: dupPrompt(i)}})
+				if r.Status != job.StatusSucceeded || r.Text != want || (i >= 90) != (r.DeduplicatedFrom != "") {
+					t.Fatalf("row %s: %+v; want %q (deduplicated: %v)", id, r, want, i >= 90)
+				}
+			}
+		})
+	}
+}
