@@ -70,6 +70,11 @@
 //	T <unix second> <count>            (snapshots, version 3) the submissions
 //	                                   of that second, for the hour window
 //	                                   (replaces the second's count so far)
+//	B <json>                           (version 4) one step of the batch
+//	                                   backend (docs/api.md §9): a JSON value
+//	                                   on one line, opaque to this package;
+//	                                   journaled and fsynced before
+//	                                   Writer.Step returns
 //
 // The D records count exactly what may have been billed twice: a caller
 // journals one for each try that failed in a way that may have created an
@@ -92,6 +97,12 @@
 // and appends to an older one in its own records. A reader of version 2
 // refuses version 3, rather than skipping its L records as damaged and taking
 // their resolved rows for new ones.
+//
+// A checkpoint of the batch backend is created with "version":4 ([BatchVersion]) and alone takes
+// B records ([Writer.Step], [State.Steps]): a reader of version 3 refuses it instead of
+// resuming its rows one request at a time, which would pay for them twice. Asynchronous
+// checkpoints stay version 3. Snapshots (compaction, Finalize, Open, Archive) write every B record
+// first, in order, and keep the version; SetSettings copies them as it copies every record.
 //
 // The writer compacts the journal whenever it has doubled since it was
 // opened or last compacted (and is at least 64 MiB): a snapshot keeps open

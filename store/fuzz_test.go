@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"os"
@@ -55,6 +56,11 @@ func FuzzLoad(f *testing.F) {
 		store.Record("T 1735787045 3"),
 		store.Record("T -1 0"),
 		append(store.Record("T 5 1"), store.Record("S 0 1 op 5999")...),
+		store.Record(`B {"step":"creating","labels":{"batchgpt_run":"x"}}`),
+		append(store.Record(`B {"step":"created","dataset":"fds1"}`), store.Record("R 0 0 9")...),
+		store.Record(`B {"unterminated"`),
+		store.Record("B "),
+		[]byte(`B {"torn":1`),
 	} {
 		f.Add(seed)
 	}
@@ -66,6 +72,11 @@ func FuzzLoad(f *testing.F) {
 		}
 		if st.Len() != 4 || st.DroppedBytes < 0 || st.DroppedBytes > int64(len(tail)) || st.ResultsEnd < 4 {
 			t.Fatalf("inconsistent state: rows %d dropped %d resultsEnd %d", st.Len(), st.DroppedBytes, st.ResultsEnd)
+		}
+		for _, s := range st.Steps {
+			if !json.Valid(s) || bytes.IndexByte(s, '\n') >= 0 {
+				t.Fatalf("step %q is not one line of JSON", s)
+			}
 		}
 		doubts := 0
 		for _, r := range store.Rows(st) {
