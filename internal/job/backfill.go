@@ -55,7 +55,7 @@ func (j *Job) backfillCache(ctx context.Context, checkpoint string, st *store.St
 		if !ok || putErr != nil || r.Status != StatusSucceeded || r.Cached || r.DeduplicatedFrom != "" || n.Model == "" {
 			return
 		}
-		e := cacheEntry(batch.Key(n.Key), n.Model, r)
+		e := CacheEntry(batch.Key(n.Key), n.Model, r)
 		e.CachedAt = time.Now().UTC()
 		if todo = append(todo, e); len(todo) == lookupBatch {
 			putErr = flush()

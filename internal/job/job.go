@@ -59,9 +59,9 @@ type Settings struct {
 	Limits *Limits `json:"limits,omitempty"`
 }
 
-// keyScope is where the run's requests go, part of every request key: an answer of the
+// KeyScope is where the run's requests go, part of every request key: an answer of the
 // built-in emulator (whose address changes with every start) must never answer a real run.
-func (s Settings) keyScope() string {
+func (s Settings) KeyScope() string {
 	if s.Emulator {
 		return "emulator"
 	}
@@ -202,7 +202,7 @@ type Job struct {
 	cacheHits   atomic.Int64
 	deduped     atomic.Int64
 	savedTokens atomic.Int64
-	scope       string // see Settings.keyScope
+	scope       string // see Settings.KeyScope
 
 	truncated       atomic.Int64 // answers cut at maxTokens
 	contentFiltered atomic.Int64 // content-filtered answers, failed or accepted
@@ -301,7 +301,7 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 	start := time.Now()
 	j.cfg.Settings.Limits = j.cfg.Limits.Apply(nil)
 	cfg := j.cfg
-	j.scope = cfg.Settings.keyScope()
+	j.scope = cfg.Settings.KeyScope()
 	sum, dups, err := validate(cfg.Input, cfg.Settings, cfg.MaxInputErrors, batch.WithChunkSize(cfg.ChunkSize))
 	if err != nil {
 		return Summary{}, err
@@ -343,8 +343,8 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 	if err != nil {
 		return Summary{}, err
 	}
-	format := resultsFormat(results)
-	pre, err := preamble(format)
+	format := ResultsFormat(results)
+	pre, err := Preamble(format)
 	if err != nil {
 		return Summary{}, err
 	}
@@ -560,7 +560,7 @@ func (j *Job) open() (*store.Writer, *store.State, Settings, error) {
 		w.Close()
 		return nil, nil, s, fmt.Errorf("checkpoint %s: settings: %w", j.cfg.Checkpoint, err)
 	}
-	j.scope = s.keyScope()
+	j.scope = s.KeyScope()
 	return w, st, s, nil
 }
 
@@ -607,7 +607,7 @@ func validate(path string, s Settings, maxErrors int, po ...batch.PassOption) (b
 		sum, err := batch.Validate(path, s.Input, maxErrors, po...)
 		return sum, nil, err
 	}
-	return batch.ValidateDedup(path, s.Input, maxErrors, s.keyScope(), po...)
+	return batch.ValidateDedup(path, s.Input, maxErrors, s.KeyScope(), po...)
 }
 
 // validating prepares for a pass over the input and returns what ends it. Validation builds
@@ -638,7 +638,7 @@ func checkInput(h store.Header, s Settings) (*batch.Duplicates, error) {
 	// The run validated this input; that it is the same file is checked below, so its ids need
 	// not be checked again.
 	done := validating()
-	sum, dups, err := batch.ScanDedup(h.Input, s.Input, s.keyScope())
+	sum, dups, err := batch.ScanDedup(h.Input, s.Input, s.KeyScope())
 	done()
 	if sum.SHA256 == "" { // the file could not be read
 		if err == nil {
@@ -766,7 +766,7 @@ func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, h s
 
 	if h.ResultsFormat == FormatCSV {
 		// Lines go in the columns of the file's header, which an older batchgpt may have written.
-		if j.csvCols, err = csvHeader(h.Results); err != nil {
+		if j.csvCols, err = CSVHeader(h.Results); err != nil {
 			return sum, err
 		}
 	}
@@ -851,17 +851,22 @@ func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, h s
 	return sum, err
 }
 
-// finalize rewrites the results file when it must change shape: input order was asked for, or
-// rows resolved again (retried failures) left superseded lines. The store does it crash-safely.
+// finalize rewrites the results file when it must change shape (see Finalize).
 func (j *Job) finalize(w *store.Writer) error {
+	return Finalize(w, j.cfg.Settings.Order == OrderInput)
+}
+
+// Finalize rewrites the results file of a run whose rows are all resolved when it must change
+// shape: input order was asked for, or rows resolved again (retried failures) left superseded
+// lines. The store does it crash-safely.
+func Finalize(w *store.Writer, inputOrder bool) error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	order := j.cfg.Settings.Order == OrderInput
-	if !order && !w.NeedsFinalize() {
+	if !inputOrder && !w.NeedsFinalize() {
 		return nil
 	}
-	if err := w.Finalize(order); err != nil {
+	if err := w.Finalize(inputOrder); err != nil {
 		return fmt.Errorf("finalize results: %w", err)
 	}
 	return nil
