@@ -308,8 +308,17 @@ func TestKillAtEveryStep(t *testing.T) {
 						t.Fatalf("run: %v, want the kill at %s", err, point)
 					}
 					cfg.Crash = e.validOnce(nil)
-					if _, err := resume(t, cfg); err != nil {
+					sum, err := resume(t, cfg)
+					if err != nil {
 						t.Fatalf("resume: %v", err)
+					}
+					// Counted once each: a row written again would count twice (and leave a
+					// superseded line that Finalize drops, hiding it from the file).
+					if sum.Succeeded+sum.Failed != n || sum.Pending != 0 {
+						t.Fatalf("resume summary %+v: %d rows resolved, want %d", sum, sum.Succeeded+sum.Failed, n)
+					}
+					if st, err := store.Load(cfg.Checkpoint); err != nil || st.SupersededBytes() != 0 {
+						t.Fatalf("a row has two result lines: %d superseded bytes (%v)", st.SupersededBytes(), err)
 					}
 					checkAnswers(t, results(t, cfg.Output, n), n, dupEvery, tc.failed)
 					wantDatasets := 1
@@ -543,5 +552,43 @@ func TestCache(t *testing.T) {
 	}
 	if ds.Rows != 10 {
 		t.Fatalf("the second run uploaded %d rows, want the 10 the cache did not have", ds.Rows)
+	}
+}
+
+// TestReadyDatasetNotUploadedAgain: a dataset past DRAFT is never uploaded again, even when the
+// journal does not say it was uploaded (here its "uploaded" and "validated" steps are cut off).
+func TestReadyDatasetNotUploadedAgain(t *testing.T) {
+	e := start(t, batchmode.Config{BatchSize: 10})
+	const n = 20
+	cfg := e.config(e.input(t, n, 0))
+	cfg.Crash = func(p string) error {
+		if p == "after:validated" {
+			return errKilled
+		}
+		return nil
+	}
+	if _, err := run(t, cfg); !errors.Is(err, errKilled) {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(cfg.Checkpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	for _, l := range strings.SplitAfter(string(data), "\n") {
+		if !strings.Contains(l, `"step":"uploaded"`) && !strings.Contains(l, `"step":"validated"`) {
+			kept = append(kept, l)
+		}
+	}
+	if err := os.WriteFile(cfg.Checkpoint, []byte(strings.Join(kept, "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Crash = nil
+	if _, err := resume(t, cfg); err != nil {
+		t.Fatal(err)
+	}
+	checkAnswers(t, results(t, cfg.Output, n), n, 0, nil)
+	if d, u, k := e.made(t); d != 1 || u != 1 || k != 1 {
+		t.Fatalf("%d datasets, %d uploads, %d tasks; want one each", d, u, k)
 	}
 }
