@@ -223,7 +223,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkAnswers(t, results(t, cfg.Output, n), n, dupEvery, nil)
-	dups := (n-1)/dupEvery
+	dups := (n - 1) / dupEvery
 	if sum.Succeeded != n || sum.Failed != 0 || sum.Pending != 0 || sum.Deduplicated != int64(dups) {
 		t.Fatalf("summary %+v, want %d succeeded, %d deduplicated", sum, n, dups)
 	}
