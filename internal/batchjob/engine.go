@@ -51,6 +51,9 @@ type Config struct {
 	Settings                  Settings
 
 	Credentials auth.Source
+	// Connect, when Credentials is nil, finds the credentials once the input is known to be valid,
+	// so that a bad input is reported first and without any credential lookup.
+	Connect func(context.Context) (auth.Source, error)
 	// Insecure dials plaintext, which batchapi allows on a loopback endpoint only (the emulator).
 	Insecure   bool
 	HTTPClient *http.Client
@@ -263,6 +266,11 @@ func (e *Engine) execute(ctx context.Context, start time.Time, w *store.Writer, 
 	}
 	if e.h.ResultsFormat == job.FormatCSV {
 		if e.csvCols, err = job.CSVHeader(e.h.Results); err != nil {
+			return sum, err
+		}
+	}
+	if e.cfg.Credentials == nil && e.cfg.Connect != nil {
+		if e.cfg.Credentials, err = e.cfg.Connect(ctx); err != nil {
 			return sum, err
 		}
 	}

@@ -39,8 +39,13 @@ func (e *env) runCommand() *cli.Command {
 			if err != nil {
 				return e.usageError(rc, err)
 			}
-			if rc.dryRun {
+			switch {
+			case rc.dryRun && rc.batch.on:
+				return e.dryRunBatch(c.Context, rc)
+			case rc.dryRun:
 				return e.dryRun(c.Context, rc)
+			case rc.batch.on:
+				return e.executeBatch(c.Context, rc)
 			}
 			return e.execute(c.Context, rc)
 		},
@@ -53,6 +58,8 @@ func (e *env) resumeCommand() *cli.Command {
 		Usage:     "continue an interrupted run from its CHECKPOINT",
 		ArgsUsage: "CHECKPOINT",
 		Description: "Submits rows never submitted, polls operations still pending and writes results not yet written.\n" +
+			"A checkpoint of --backend batch carries on from its last step: a dataset or task an interrupted call may have\n" +
+			"made is looked up before the call is made again, so there is never a second task.\n" +
 			"A row whose operation id is in the checkpoint is never submitted again. Request settings come from the\n" +
 			"checkpoint; only tuning (concurrency, rates, attempts) and credentials may change.\n" +
 			"Examples:\n   batchgpt resume prompts.checkpoint.json\n   batchgpt resume --retry-failed prompts.checkpoint.json\n\n" + credentialsHelp + "\n\n" + exitCodesHelp,
@@ -61,6 +68,10 @@ func (e *env) resumeCommand() *cli.Command {
 			rc, err := parseRunFlags(c, true)
 			if err != nil {
 				return e.usageError(rc, err)
+			}
+			if isBatchCheckpoint(rc.checkpoint) {
+				rc.batch.on = true
+				return e.executeBatch(c.Context, rc)
 			}
 			return e.execute(c.Context, rc)
 		},

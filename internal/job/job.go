@@ -311,6 +311,10 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 	}
 	// The nightly pattern: the same command every night, whatever happened the night before.
 	if prev, err := store.Load(cfg.Checkpoint); err == nil {
+		if prev.Header.Version == store.BatchVersion && !cfg.Force {
+			return Summary{}, fmt.Errorf("checkpoint %s is a run of the batch backend: `batchgpt resume %s` continues it, --force starts over",
+				cfg.Checkpoint, cfg.Checkpoint)
+		}
 		date := prev.Header.Created.UTC().Format(time.DateOnly)
 		c := prev.Counts()
 		if !cfg.Force && prev.Header.InputSHA256 == sum.SHA256 && prev.Header.InputSize == sum.Size &&
@@ -552,6 +556,11 @@ func (j *Job) open() (*store.Writer, *store.State, Settings, error) {
 	w, st, err := store.Open(j.cfg.Checkpoint, j.storeOptions()...)
 	if err != nil {
 		return nil, nil, s, err
+	}
+	if st.Header.Version == store.BatchVersion {
+		// Its rows are answered by a batch task: sending them one by one would pay twice.
+		w.Close()
+		return nil, nil, s, fmt.Errorf("checkpoint %s is a run of the batch backend: the asynchronous backend cannot resume it", j.cfg.Checkpoint)
 	}
 	for _, p := range st.Problems {
 		j.log.Warn("checkpoint repaired", "checkpoint", j.cfg.Checkpoint, "problem", p)
