@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"time"
 
@@ -33,7 +34,7 @@ const (
 func batchFlags(run bool) []cli.Flag {
 	fs := []cli.Flag{
 		&cli.StringFlag{Name: "batch-endpoint", EnvVars: []string{"BATCHGPT_BATCH_ENDPOINT"}, Value: batchapi.DefaultEndpoint,
-			Usage: "with --backend batch: `HOST:PORT` of AI Studio's gRPC services (TLS)"},
+			Usage: "with --backend batch: `HOST:PORT` of AI Studio's gRPC services (TLS; plaintext to a loopback address, an emulator)"},
 		&cli.BoolFlag{Name: "cleanup", Usage: "with --backend batch: delete the run's datasets and its task once every result is written"},
 		&cli.DurationFlag{Name: "batch-poll", Value: batchjob.DefaultPollEvery, Usage: "with --backend batch: how often the task is described while it runs"},
 	}
@@ -104,7 +105,21 @@ func (e *env) batchConfigOf(rc *runConfig, logger *slog.Logger) batchjob.Config 
 	s := batchjob.Settings{Settings: rc.settings, Cleanup: rc.batch.cleanup}
 	s.Endpoint, s.OperationsEndpoint = rc.batch.endpoint, ""
 	return batchjob.Config{Input: rc.input, Checkpoint: rc.checkpoint, Output: rc.output, Force: rc.force,
-		Settings: s, HTTPClient: &http.Client{}, PollEvery: rc.batch.poll, Logger: logger}
+		Settings: s, HTTPClient: &http.Client{}, PollEvery: rc.batch.poll, Logger: logger, Insecure: loopback(s.Endpoint)}
+}
+
+// loopback reports whether endpoint (host:port) is on this machine: an emulator, which serves
+// plaintext. batchapi refuses plaintext to any other address.
+func loopback(endpoint string) bool {
+	host, _, err := net.SplitHostPort(endpoint)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // runBatch builds the engine rc describes and runs it.
@@ -234,7 +249,8 @@ func (e *env) cancelBatch(ctx context.Context, rc *runConfig, logger *slog.Logge
 		if err != nil {
 			return nil, err
 		}
-		return batchapi.Dial(ctx, batchapi.Config{Endpoint: s.Endpoint, Credentials: creds, FolderID: s.Input.Folder, Logger: logger})
+		return batchapi.Dial(ctx, batchapi.Config{Endpoint: s.Endpoint, Insecure: loopback(s.Endpoint), Credentials: creds,
+			FolderID: s.Input.Folder, Logger: logger})
 	}
 	task, err := batchjob.Cancel(ctx, rc.checkpoint, dial)
 	if errors.Is(err, batchjob.ErrRunning) {
