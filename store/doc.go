@@ -41,6 +41,7 @@
 // with payloads
 //
 //	H <header JSON>                    first record, carries "version":3
+//	                                   (4 with B records, see below)
 //	N <row> <key> <model> <id JSON>    the row's name: its request key (64
 //	                                   lowercase hex digits), model URI (no
 //	                                   spaces) and id (a JSON string, last);
