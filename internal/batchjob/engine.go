@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -137,11 +138,17 @@ func (e *Engine) Run(ctx context.Context) (job.Summary, error) {
 	if sum.Rows == 0 {
 		return job.Summary{}, fmt.Errorf("%s: no rows to process", cfg.Input)
 	}
-	if _, err := os.Lstat(cfg.Checkpoint); err == nil && !cfg.Force {
-		return job.Summary{}, fmt.Errorf("checkpoint %s %w: use `batchgpt resume %s` to continue that run, or --force to start over",
+	if prev, err := store.Load(cfg.Checkpoint); err == nil && !cfg.Force {
+		// The same command every night: the run of this input carries on, or has nothing to do.
+		if IsBatch(prev.Header) && prev.Header.InputSHA256 == sum.SHA256 && prev.Header.InputSize == sum.Size &&
+			sameSettings(prev.Header.Settings, cfg.Settings) {
+			e.log.Info("resuming the batch run of this input", "checkpoint", cfg.Checkpoint)
+			return e.Resume(ctx)
+		}
+		return job.Summary{}, fmt.Errorf("checkpoint %s %w for another run: use `batchgpt resume %s` to continue that run, or --force to start over",
 			cfg.Checkpoint, store.ErrExists, cfg.Checkpoint)
-	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return job.Summary{}, fmt.Errorf("checkpoint: %w", err)
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) && !cfg.Force {
+		return job.Summary{}, fmt.Errorf("%w (--force starts over and replaces it)", err)
 	}
 	t, err := readTable(cfg.Input, cfg.Settings.Input, cfg.Settings.scope(), sum.Rows, cfg.MaxInputErrors)
 	if err != nil {
@@ -214,6 +221,20 @@ func (e *Engine) Resume(ctx context.Context) (job.Summary, error) {
 		return job.Summary{}, fmt.Errorf("resume: %w", err)
 	}
 	return e.execute(ctx, start, w, st, t)
+}
+
+// sameSettings reports whether a checkpoint's settings ask for what s asks: the same requests to
+// the same place. Where the emulator listens changes with every start; --cleanup may be added.
+func sameSettings(raw json.RawMessage, s Settings) bool {
+	var old Settings
+	if json.Unmarshal(raw, &old) != nil {
+		return false
+	}
+	if old.Emulator && s.Emulator {
+		old.Endpoint = s.Endpoint
+	}
+	old.Cleanup, old.Limits = s.Cleanup, s.Limits
+	return reflect.DeepEqual(old, s)
 }
 
 // sameInput refuses to resume over an input that changed: rows are known by position.

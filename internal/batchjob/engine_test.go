@@ -239,8 +239,11 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatalf("the dataset has %d rows, want %d: duplicates are uploaded once", d.Rows, n-dups)
 		}
 	}
-	// Resuming a finished run does nothing more.
+	// Resuming a finished run, or running its input again, does nothing more.
 	if _, err := resume(t, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(t, cfg); err != nil {
 		t.Fatal(err)
 	}
 	results(t, cfg.Output, n)
