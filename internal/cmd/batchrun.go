@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"time"
 
@@ -105,21 +104,7 @@ func (e *env) batchConfigOf(rc *runConfig, logger *slog.Logger) batchjob.Config 
 	s := batchjob.Settings{Settings: rc.settings, Cleanup: rc.batch.cleanup}
 	s.Endpoint, s.OperationsEndpoint = rc.batch.endpoint, ""
 	return batchjob.Config{Input: rc.input, Checkpoint: rc.checkpoint, Output: rc.output, Force: rc.force,
-		Settings: s, HTTPClient: &http.Client{}, PollEvery: rc.batch.poll, Logger: logger, Insecure: loopback(s.Endpoint)}
-}
-
-// loopback reports whether endpoint (host:port) is on this machine: an emulator, which serves
-// plaintext. batchapi refuses plaintext to any other address.
-func loopback(endpoint string) bool {
-	host, _, err := net.SplitHostPort(endpoint)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+		Settings: s, HTTPClient: &http.Client{}, PollEvery: rc.batch.poll, Logger: logger, Insecure: loopbackAddr(s.Endpoint)}
 }
 
 // runBatch builds the engine rc describes and runs it.
@@ -249,7 +234,7 @@ func (e *env) cancelBatch(ctx context.Context, rc *runConfig, logger *slog.Logge
 		if err != nil {
 			return nil, err
 		}
-		return batchapi.Dial(ctx, batchapi.Config{Endpoint: s.Endpoint, Insecure: loopback(s.Endpoint), Credentials: creds,
+		return batchapi.Dial(ctx, batchapi.Config{Endpoint: s.Endpoint, Insecure: loopbackAddr(s.Endpoint), Credentials: creds,
 			FolderID: s.Input.Folder, Logger: logger})
 	}
 	task, err := batchjob.Cancel(ctx, rc.checkpoint, dial)
