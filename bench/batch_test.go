@@ -1,9 +1,6 @@
 package bench
 
 import (
-	"bufio"
-	"io"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -41,39 +38,8 @@ func BenchmarkBatchMode(b *testing.B) {
 // returns the gRPC target; it is stopped at cleanup.
 func startBatchEmulator(b *testing.B, args ...string) string {
 	b.Helper()
-	cmd := exec.Command(binary(b), append([]string{"emulator", "--addr", "127.0.0.1:0", "--api-key", benchKey,
-		"--grpc-addr", "127.0.0.1:0", "--storage-addr", "127.0.0.1:0"}, args...)...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	e := &emulator{cmd: cmd, stderr: newTailBuffer(16 << 10), waited: make(chan struct{})}
-	cmd.Stderr = e.stderr
-	if err := cmd.Start(); err != nil {
-		b.Fatalf("start emulator: %v", err)
-	}
-	lines := make(chan string, 2)
-	go func() {
-		br := bufio.NewReader(stdout)
-		for range 2 {
-			line, _ := br.ReadString('\n')
-			lines <- line
-		}
-		_, _ = io.Copy(io.Discard, br)
-	}()
-	go func() { _ = cmd.Wait(); close(e.waited) }()
-	b.Cleanup(e.stop)
-	const prefix = "batch-mode emulator: gRPC on "
-	timeout := time.After(30 * time.Second)
-	for {
-		select {
-		case line := <-lines:
-			if rest, ok := strings.CutPrefix(line, prefix); ok {
-				target, _, _ := strings.Cut(strings.TrimSpace(rest), ",")
-				return target
-			}
-		case <-timeout:
-			b.Fatalf("batch-mode emulator did not start in 30s; stderr: %s", e.stderr)
-		}
-	}
+	_, rest := launchEmulator(b, append([]string{"--addr", "127.0.0.1:0", "--api-key", benchKey,
+		"--grpc-addr", "127.0.0.1:0", "--storage-addr", "127.0.0.1:0"}, args...), "batch-mode emulator: gRPC on ")
+	target, _, _ := strings.Cut(rest, ",")
+	return target
 }

@@ -108,29 +108,20 @@ func answer(p string) string {
 // results reads the results file: one result per id, or the test fails (every row exactly once).
 func results(t *testing.T, path string, n int) map[string]job.Result {
 	t.Helper()
-	f, err := os.Open(path)
+	out := map[string]job.Result{}
+	lines := 0
+	err := job.EachResult(path, job.FormatJSONL, -1, func(r *job.Result, _ int64) {
+		lines++
+		if _, dup := out[r.ID]; dup {
+			t.Errorf("row %s has two result lines", r.ID)
+		}
+		out[r.ID] = *r
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	out := map[string]job.Result{}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var r job.Result
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatalf("results line %q: %v", sc.Text(), err)
-		}
-		if _, dup := out[r.ID]; dup {
-			t.Fatalf("row %s has two result lines", r.ID)
-		}
-		out[r.ID] = r
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	if len(out) != n {
-		t.Fatalf("%d rows have results, want %d", len(out), n)
+	if lines != n || len(out) != n {
+		t.Fatalf("%d result lines of %d rows, want %d", lines, len(out), n)
 	}
 	return out
 }
@@ -436,10 +427,10 @@ func TestCancel(t *testing.T) {
 	}
 }
 
-// TestCancelBeforeTask: a run cancelled before its task started never starts one.
-func TestCancelBeforeTask(t *testing.T) {
+// killedAfterValidation runs n rows and kills the run once its dataset's validation is journaled.
+func killedAfterValidation(t *testing.T, n int) (*env, batchjob.Config) {
+	t.Helper()
 	e := start(t, batchmode.Config{BatchSize: 10})
-	const n = 20
 	cfg := e.config(e.input(t, n, 0))
 	cfg.Crash = func(p string) error {
 		if p == "after:validated" {
@@ -450,6 +441,13 @@ func TestCancelBeforeTask(t *testing.T) {
 	if _, err := run(t, cfg); !errors.Is(err, errKilled) {
 		t.Fatal(err)
 	}
+	return e, cfg
+}
+
+// TestCancelBeforeTask: a run cancelled before its task started never starts one.
+func TestCancelBeforeTask(t *testing.T) {
+	const n = 20
+	e, cfg := killedAfterValidation(t, n)
 	dial := func(batchjob.Settings) (*batchapi.Client, error) { return nil, errors.New("not dialed without a task") }
 	if _, err := batchjob.Cancel(context.Background(), cfg.Checkpoint, dial); err != nil {
 		t.Fatal(err)
@@ -561,18 +559,8 @@ func TestCache(t *testing.T) {
 // TestReadyDatasetNotUploadedAgain: a dataset past DRAFT is never uploaded again, even when the
 // journal does not say it was uploaded (here its "uploaded" and "validated" steps are cut off).
 func TestReadyDatasetNotUploadedAgain(t *testing.T) {
-	e := start(t, batchmode.Config{BatchSize: 10})
 	const n = 20
-	cfg := e.config(e.input(t, n, 0))
-	cfg.Crash = func(p string) error {
-		if p == "after:validated" {
-			return errKilled
-		}
-		return nil
-	}
-	if _, err := run(t, cfg); !errors.Is(err, errKilled) {
-		t.Fatal(err)
-	}
+	e, cfg := killedAfterValidation(t, n)
 	data, err := os.ReadFile(cfg.Checkpoint)
 	if err != nil {
 		t.Fatal(err)

@@ -12,7 +12,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/batchgpt/batchgpt/batch"
 	"github.com/batchgpt/batchgpt/internal/auth"
 	"github.com/batchgpt/batchgpt/internal/batchapi"
 	"github.com/batchgpt/batchgpt/internal/batchjob"
@@ -33,7 +32,7 @@ const (
 func batchFlags(run bool) []cli.Flag {
 	fs := []cli.Flag{
 		&cli.StringFlag{Name: "batch-endpoint", EnvVars: []string{"BATCHGPT_BATCH_ENDPOINT"}, Value: batchapi.DefaultEndpoint,
-			Usage: "with --backend batch: `HOST:PORT` of AI Studio's gRPC services (TLS; plaintext to a loopback address, an emulator)"},
+			Usage: "with --backend batch: `ADDRESS` (host:port) of AI Studio's gRPC services (TLS; plaintext to a loopback address, an emulator)"},
 		&cli.BoolFlag{Name: "cleanup", Usage: "with --backend batch: delete the run's datasets and its task once every result is written"},
 		&cli.DurationFlag{Name: "batch-poll", Value: batchjob.DefaultPollEvery, Usage: "with --backend batch: how often the task is described while it runs"},
 	}
@@ -136,35 +135,8 @@ func (e *env) runBatch(ctx context.Context, rc *runConfig, logger *slog.Logger) 
 	} else {
 		sum, err = eng.Run(ctx)
 	}
-	if oc.cache != nil {
-		sum.Cache = oc.path
-	}
-	if sum.CacheProblem == "" {
-		sum.CacheProblem = oc.problem
-	}
-	if sum.Rows > 0 && !rc.quiet {
-		e.printSummary(sum)
-	}
-	if err != nil {
-		var ve *batch.ValidationError
-		switch {
-		case errors.As(err, &ve):
-			return sum, err
-		case errors.Is(err, store.ErrExists):
-			return sum, &UsageError{Msg: err.Error()}
-		case sum.Rows > 0 && (errors.Is(err, job.ErrInterrupted) || sum.Pending > 0):
-			msg, resumeCmd := auth.Redact(err.Error()), "batchgpt resume "+shellQuote(cfg.Checkpoint)
-			e.console.Error(msg+"; every step is saved",
-				fmt.Sprintf("batchgpt: %s\nbatchgpt: every step of the batch run is saved; to continue run:\n    %s\n", msg, resumeCmd),
-				"resume", resumeCmd)
-			return sum, errors.Join(err, ErrReported)
-		}
-		return sum, err
-	}
-	if sum.Failed > rc.tolerated(sum.Rows) {
-		return sum, &FailedRowsError{Failed: sum.Failed, Rows: sum.Rows}
-	}
-	return sum, nil
+	err = e.ended(rc, &sum, oc, cfg.Checkpoint, "every step of the batch run", err)
+	return sum, err
 }
 
 // startBatchEmulator starts an in-process batch-mode emulator on loopback with a fresh API key.

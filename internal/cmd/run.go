@@ -147,6 +147,14 @@ func (e *env) runJob(ctx context.Context, rc *runConfig, prog *progress, logger 
 		sum.EstimatedCost = job.Cost(sum.InputTokens+sum.OutputTokens, price)
 		sum.SavedCost = job.Cost(sum.SavedTokens, price)
 	}
+	err = e.ended(rc, &sum, oc, cfg.Checkpoint, "every operation id", err)
+	return j, sum, err
+}
+
+// ended reports how a run or resume ended: the summary (with the cache's path and problem), and
+// the error the command returns for err, with how to continue a run that can be resumed; saved
+// says what the checkpoint kept ("every operation id").
+func (e *env) ended(rc *runConfig, sum *job.Summary, oc *openedCache, checkpoint, saved string, err error) error {
 	if oc.cache != nil {
 		sum.Cache = oc.path
 	}
@@ -154,30 +162,30 @@ func (e *env) runJob(ctx context.Context, rc *runConfig, prog *progress, logger 
 		sum.CacheProblem = oc.problem
 	}
 	if sum.Rows > 0 && !rc.quiet {
-		e.printSummary(sum)
+		e.printSummary(*sum)
 	}
 	if err != nil {
 		var ve *batch.ValidationError
 		switch {
 		case errors.As(err, &ve):
-			return j, sum, err
+			return err
 		case errors.Is(err, store.ErrExists):
-			return j, sum, &UsageError{Msg: err.Error()}
+			return &UsageError{Msg: err.Error()}
 		case errors.Is(err, job.ErrSpendLimit):
-			return j, sum, e.stoppedAtLimit(sum, cfg.Checkpoint, err)
+			return e.stoppedAtLimit(*sum, checkpoint, err)
 		case sum.Rows > 0 && (errors.Is(err, job.ErrInterrupted) || errors.Is(err, job.ErrAuth) || sum.Pending > 0):
-			msg, resumeCmd := auth.Redact(err.Error()), "batchgpt resume "+shellQuote(cfg.Checkpoint)
-			e.console.Error(msg+"; every operation id is saved",
-				fmt.Sprintf("batchgpt: %s\nbatchgpt: every operation id is saved; to continue run:\n    %s\n", msg, resumeCmd),
+			msg, resumeCmd := auth.Redact(err.Error()), "batchgpt resume "+shellQuote(checkpoint)
+			e.console.Error(msg+"; "+saved+" is saved",
+				fmt.Sprintf("batchgpt: %s\nbatchgpt: %s is saved; to continue run:\n    %s\n", msg, saved, resumeCmd),
 				"resume", resumeCmd)
-			return j, sum, errors.Join(err, ErrReported)
+			return errors.Join(err, ErrReported)
 		}
-		return j, sum, err
+		return err
 	}
 	if sum.Failed > rc.tolerated(sum.Rows) {
-		return j, sum, &FailedRowsError{Failed: sum.Failed, Rows: sum.Rows}
+		return &FailedRowsError{Failed: sum.Failed, Rows: sum.Rows}
 	}
-	return j, sum, nil
+	return nil
 }
 
 type emulatorHandle struct {

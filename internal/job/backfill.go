@@ -50,7 +50,7 @@ func (j *Job) backfillCache(ctx context.Context, checkpoint string, st *store.St
 		return j.cfg.Cache.Put(context.Background(), missing)
 	}
 	var putErr error
-	err = eachResult(st.Header.Results, st.Header.ResultsFormat, st.ResultsEnd, func(r *Result, _ int64) {
+	err = EachResult(st.Header.Results, st.Header.ResultsFormat, st.ResultsEnd, func(r *Result, _ int64) {
 		n, ok := byID[r.ID]
 		if !ok || putErr != nil || r.Status != StatusSucceeded || r.Cached || r.DeduplicatedFrom != "" || n.Model == "" {
 			return

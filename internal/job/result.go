@@ -332,7 +332,7 @@ type Tally struct {
 // resolved again (resume --retry-failed) before the results are finalized are not counted.
 func tallyResults(path, format string, limit int64, current func(end int64) bool) (Tally, error) {
 	t := Tally{FailedByKind: map[string]int{}}
-	err := eachResult(path, format, limit, func(r *Result, end int64) {
+	err := EachResult(path, format, limit, func(r *Result, end int64) {
 		if current != nil && !current(end) {
 			return
 		}
@@ -389,10 +389,10 @@ func latestLines(st *store.State) func(end int64) bool {
 	}
 }
 
-// eachResult calls fn for every complete line of a results file (JSONL or CSV) up to limit bytes
+// EachResult calls fn for every complete line of a results file (JSONL or CSV) up to limit bytes
 // (all of it if limit < 0), with the byte offset where the line ends; lines that cannot be read
 // are skipped.
-func eachResult(path, format string, limit int64, fn func(r *Result, end int64)) error {
+func EachResult(path, format string, limit int64, fn func(r *Result, end int64)) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("open results: %w", err)
