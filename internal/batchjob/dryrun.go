@@ -27,7 +27,7 @@ func DryRun(ctx context.Context, cfg Config) (Plan, error) {
 	if err != nil {
 		return Plan{}, err
 	}
-	t, err := readTable(cfg.Input, cfg.Settings.Input, cfg.Settings.scope(), sum.Rows, e.cfg.MaxInputErrors)
+	t, err := readTable(cfg.Input, cfg.Settings.Input, e.cacheScope(), sum.Rows, e.cfg.MaxInputErrors)
 	if err != nil {
 		return Plan{}, err
 	}

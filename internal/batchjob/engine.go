@@ -127,10 +127,22 @@ func (s Settings) scope() string {
 	return "batch:" + s.Endpoint
 }
 
+// cacheScope is the scope of the run's cache keys, "" when it uses no cache.
+func (e *Engine) cacheScope() string {
+	if e.cfg.Cache == nil || e.cfg.Settings.NoCache {
+		return ""
+	}
+	return e.cfg.Settings.scope()
+}
+
 // Run validates the input, creates the checkpoint and runs the job.
 func (e *Engine) Run(ctx context.Context) (job.Summary, error) {
 	start := time.Now()
 	cfg := e.cfg
+	// Validation and the table build what lasts a few dozen bytes a row: collected often, as the
+	// asynchronous backend's validation is, and given back before the run goes on.
+	heapDone := sync.OnceFunc(job.Validating())
+	defer heapDone()
 	sum, err := batch.Validate(cfg.Input, cfg.Settings.Input, cfg.MaxInputErrors)
 	if err != nil {
 		return job.Summary{}, err
@@ -150,10 +162,11 @@ func (e *Engine) Run(ctx context.Context) (job.Summary, error) {
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) && !cfg.Force {
 		return job.Summary{}, fmt.Errorf("%w (--force starts over and replaces it)", err)
 	}
-	t, err := readTable(cfg.Input, cfg.Settings.Input, cfg.Settings.scope(), sum.Rows, cfg.MaxInputErrors)
+	t, err := readTable(cfg.Input, cfg.Settings.Input, e.cacheScope(), sum.Rows, cfg.MaxInputErrors)
 	if err != nil {
 		return job.Summary{}, err
 	}
+	heapDone()
 	settings, err := json.Marshal(cfg.Settings)
 	if err != nil {
 		return job.Summary{}, fmt.Errorf("encode settings: %w", err)
@@ -215,7 +228,9 @@ func (e *Engine) Resume(ctx context.Context) (job.Summary, error) {
 		w.Close()
 		return job.Summary{}, err
 	}
-	t, err := readTable(st.Header.Input, s.Input, s.scope(), st.Header.Rows, e.cfg.MaxInputErrors)
+	heapDone := job.Validating()
+	t, err := readTable(st.Header.Input, s.Input, e.cacheScope(), st.Header.Rows, e.cfg.MaxInputErrors)
+	heapDone()
 	if err != nil {
 		w.Close()
 		return job.Summary{}, fmt.Errorf("resume: %w", err)
@@ -640,7 +655,12 @@ func (e *Engine) collect(ctx context.Context, g *gen, t *batchapi.Task) error {
 				res = &job.Result{ID: e.t.ids[leader], Status: job.StatusSucceeded, Text: rr.Response, OperationID: t.ID, Attempts: 1}
 			}
 			if n++; n%4096 == 0 {
-				e.storeAnswers() // a bounded backlog of answers for the cache
+				// Results download faster than lines are made durable: without waiting, the
+				// writer's queue would hold every line of the run.
+				if err := e.w.Flush(); err != nil {
+					return err
+				}
+				e.storeAnswers()
 			}
 			return e.resolve(leader, res, e.t.model)
 		})

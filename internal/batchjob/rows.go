@@ -21,7 +21,7 @@ type table struct {
 	// find their input rows (docs/api.md §9).
 	byContent map[[32]byte]int32
 	// cacheKey is each leader's key in the result cache (batch.RequestKey of the request the
-	// asynchronous backend would send), so the two backends share answers.
+	// asynchronous backend would send), so the two backends share answers; nil without a cache.
 	cacheKey  map[int32]batch.Key
 	followers map[int32][]int32
 	spec      batchapi.TaskSpec
@@ -49,7 +49,7 @@ func parseBody(b []byte) (*body, error) {
 	return &out, nil
 }
 
-// readTable reads the validated input once. A batch task has one model and one set of
+// readTable reads the validated input once; scope is that of the cache keys ("": no cache). A batch task has one model and one set of
 // completion options for all its rows (docs/api.md §9), so a row that asks for others, or for
 // what the batch request cannot carry (structured output, reasoning), is an input error, reported
 // like the others before anything is sent.
@@ -60,7 +60,10 @@ func readTable(path string, opt batch.Options, scope string, rows, maxErrors int
 	}
 	defer rd.Close()
 	t := &table{ids: make([]string, 0, rows), leader: make([]int32, 0, rows),
-		byContent: make(map[[32]byte]int32, rows), cacheKey: make(map[int32]batch.Key, rows), followers: map[int32][]int32{}}
+		byContent: make(map[[32]byte]int32, rows), followers: map[int32][]int32{}}
+	if scope != "" {
+		t.cacheKey = make(map[int32]batch.Key, rows)
+	}
 	ve := &batch.ValidationError{File: path}
 	bad := func(line int, field, msg string) {
 		if len(ve.Errors) < maxErrors {
@@ -107,7 +110,9 @@ func readTable(path string, opt batch.Options, scope string, rows, maxErrors int
 		}
 		t.byContent[ck] = i
 		t.leader = append(t.leader, i)
-		t.cacheKey[i] = batch.RequestKey(scope, row.Body)
+		if t.cacheKey != nil {
+			t.cacheKey[i] = batch.RequestKey(scope, row.Body)
+		}
 	}
 	if len(ve.Errors) > 0 {
 		return nil, ve

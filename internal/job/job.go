@@ -469,7 +469,7 @@ func (j *Job) Resume(ctx context.Context) (Summary, error) {
 	// names and operation ids of the journal's tail): collected often, as validation is, until the
 	// state is condensed into the plan and dropped. At ten million rows the collector's default
 	// let the heap grow to about twice the state before a collection: 262 MiB of peak RSS.
-	heapDone := sync.OnceFunc(validating())
+	heapDone := sync.OnceFunc(Validating())
 	defer heapDone()
 	w, st, s, err := j.open()
 	if err != nil {
@@ -611,7 +611,7 @@ func (j *Job) connect(ctx context.Context) error {
 // validate checks the input and, unless deduplication is off, finds the rows that send the same
 // request as an earlier row.
 func validate(path string, s Settings, maxErrors int, po ...batch.PassOption) (batch.Summary, *batch.Duplicates, error) {
-	defer validating()()
+	defer Validating()()
 	if s.NoDedup {
 		sum, err := batch.Validate(path, s.Input, maxErrors, po...)
 		return sum, nil, err
@@ -619,12 +619,12 @@ func validate(path string, s Settings, maxErrors int, po ...batch.PassOption) (b
 	return batch.ValidateDedup(path, s.Input, maxErrors, s.KeyScope(), po...)
 }
 
-// validating prepares for a pass over the input and returns what ends it. Validation builds
+// Validating prepares for a pass over the input and returns what ends it. Validation builds
 // structures of a few tens of bytes per row (the id set, the request fingerprints) that live
 // until it ends: collecting more often keeps the heap near them instead of at twice their size,
 // at no measurable cost, and their memory goes back to the system before the run starts, or the
 // run's own garbage would grow to that peak before the next collection.
-func validating() (done func()) {
+func Validating() (done func()) {
 	old := debug.SetGCPercent(25)
 	return func() {
 		debug.SetGCPercent(old)
@@ -646,7 +646,7 @@ func checkInput(h store.Header, s Settings) (*batch.Duplicates, error) {
 	}
 	// The run validated this input; that it is the same file is checked below, so its ids need
 	// not be checked again.
-	done := validating()
+	done := Validating()
 	sum, dups, err := batch.ScanDedup(h.Input, s.Input, s.KeyScope())
 	done()
 	if sum.SHA256 == "" { // the file could not be read
