@@ -110,8 +110,11 @@ func replay(raw []json.RawMessage, rows int) (*journal, error) {
 
 func (j *journal) apply(s *step, rows int) error {
 	g := j.last()
-	if s.Step != stepCreating && s.Gen != 0 && (g == nil || g.n != s.Gen) {
-		return fmt.Errorf("step of dataset %d, but the current one is not", s.Gen)
+	switch s.Step {
+	case stepCreated, stepUploaded, stepValidated:
+		if g == nil || g.n != s.Gen {
+			return fmt.Errorf("step of dataset %d, but the current one is not", s.Gen)
+		}
 	}
 	switch s.Step {
 	case stepCreating:

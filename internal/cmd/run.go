@@ -70,6 +70,9 @@ func (e *env) resumeCommand() *cli.Command {
 				return e.usageError(rc, err)
 			}
 			if isBatchCheckpoint(rc.checkpoint) {
+				if rc.retryFailed {
+					return e.usageError(rc, usagef("--retry-failed: not supported yet for a run of --backend batch"))
+				}
 				rc.batch.on = true
 				return e.executeBatch(c.Context, rc)
 			}
