@@ -146,3 +146,42 @@ func waitSteps(t *testing.T, ckpt string, n, pid int) bool {
 	t.Fatal("the run never reached its step")
 	return false
 }
+
+// TestBatchCLI: run --backend batch with the in-process emulator, then status, a dry run, and an
+// input a batch task cannot carry.
+func TestBatchCLI(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "in.jsonl")
+	if err := os.WriteFile(in, []byte(`{"id":"a","prompt":"one"}`+"\n"+`{"id":"b","prompt":"two"}`+"\n"+`{"id":"c","prompt":"one"}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := runCmd(t, command("http://127.0.0.1:9", "run", "--backend", "batch", "--emulator", "--batch-poll", "10ms", "--no-cache", in)); r.code != 0 {
+		t.Fatalf("run: exit %d\n%s", r.code, r.stderr)
+	}
+	r := runCmd(t, command("http://127.0.0.1:9", "status", "--json", filepath.Join(dir, "in.checkpoint.json")))
+	var st struct {
+		Backend   string `json:"backend"`
+		Succeeded int    `json:"succeeded"`
+		Batch     struct {
+			Task, Dataset, Step, Status string
+		} `json:"batch"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || r.code != 0 {
+		t.Fatalf("status: exit %d, %v\n%s%s", r.code, err, r.stdout, r.stderr)
+	}
+	if st.Backend != "batch" || st.Succeeded != 3 || st.Batch.Task == "" || st.Batch.Step != "results_fetched" || st.Batch.Status != "COMPLETED" {
+		t.Fatalf("status: %+v", st)
+	}
+	r = runCmd(t, command("http://127.0.0.1:9", "run", "--backend", "batch", "--emulator", "--dry-run", "--no-cache", in))
+	if r.code != 0 || !strings.Contains(r.stdout, "upload:     2 rows") || !strings.Contains(r.stdout, "cost:       unknown") {
+		t.Fatalf("dry run: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	bad := filepath.Join(dir, "bad.jsonl")
+	if err := os.WriteFile(bad, []byte(`{"id":"a","prompt":"one"}`+"\n"+`{"id":"b","prompt":"two","completionOptions":{"temperature":0.9}}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r = runCmd(t, command("http://127.0.0.1:9", "run", "--backend", "batch", "--emulator", "--no-cache", bad))
+	if r.code != 2 || !strings.Contains(r.stderr, "bad.jsonl:2") || !strings.Contains(r.stderr, "one set of completion options") {
+		t.Fatalf("a row with its own temperature: exit %d\n%s", r.code, r.stderr)
+	}
+}
