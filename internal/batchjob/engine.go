@@ -224,7 +224,7 @@ func (e *Engine) Resume(ctx context.Context) (job.Summary, error) {
 		e.cfg.Settings.Endpoint = endpoint
 	}
 	e.cfg.Input = st.Header.Input
-	if err := sameInput(st.Header); err != nil {
+	if err := job.CheckInputHash(st.Header); err != nil {
 		w.Close()
 		return job.Summary{}, err
 	}
@@ -250,24 +250,6 @@ func sameSettings(raw json.RawMessage, s Settings) bool {
 	}
 	old.Cleanup, old.Limits = s.Cleanup, s.Limits
 	return reflect.DeepEqual(old, s)
-}
-
-// sameInput refuses to resume over an input that changed: rows are known by position.
-func sameInput(h store.Header) error {
-	f, err := os.Open(h.Input)
-	if err != nil {
-		return fmt.Errorf("resume: input of the run: %w", err)
-	}
-	defer f.Close()
-	hs := sha256.New()
-	n, err := io.Copy(hs, f)
-	if err != nil {
-		return fmt.Errorf("resume: read input %s: %w", h.Input, err)
-	}
-	if got := hex.EncodeToString(hs.Sum(nil)); n != h.InputSize || got != h.InputSHA256 {
-		return fmt.Errorf("%w: %s (size %d, was %d)", job.ErrInputChanged, h.Input, n, h.InputSize)
-	}
-	return nil
 }
 
 // execute runs the steps left from st's on.

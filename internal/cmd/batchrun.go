@@ -2,8 +2,6 @@ package cmd
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -141,9 +139,7 @@ func (e *env) runBatch(ctx context.Context, rc *runConfig, logger *slog.Logger) 
 
 // startBatchEmulator starts an in-process batch-mode emulator on loopback with a fresh API key.
 func startBatchEmulator(f batchmode.Faults) (srv *batchmode.Server, target, key string, err error) {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	key = "AQVNemulator" + hex.EncodeToString(b[:])
+	key = emulatorKey()
 	srv = batchmode.New(batchmode.Config{Faults: f, Authorize: emulator.New(emulator.Config{APIKeys: []string{key}}).Authorize})
 	target, _, err = srv.Start("127.0.0.1:0", "127.0.0.1:0")
 	if err != nil {

@@ -198,15 +198,20 @@ type emulatorHandle struct {
 
 // startEmulator starts an in-process emulator on a loopback port with a fresh API key.
 func startEmulator(lat emulator.Latency, f emulator.Faults) (*emulatorHandle, string, error) {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	key := "AQVNemulator" + hex.EncodeToString(b[:])
+	key := emulatorKey()
 	srv := emulator.New(emulator.Config{Latency: lat, Faults: f, APIKeys: []string{key}})
 	url, err := srv.Start("127.0.0.1:0")
 	if err != nil {
 		return nil, "", fmt.Errorf("start emulator: %w", err)
 	}
 	return &emulatorHandle{URL: url, Close: srv.Close}, key, nil
+}
+
+// emulatorKey is a fresh API key for an in-process emulator.
+func emulatorKey() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return "AQVNemulator" + hex.EncodeToString(b[:])
 }
 
 // shellQuote quotes a path for the printed resume command when it needs it.

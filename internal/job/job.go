@@ -642,7 +642,7 @@ func checkInput(h store.Header, s Settings) (*batch.Duplicates, error) {
 		if len(h.InputChunks) > 0 {
 			return nil, changed(batch.CheckPreamble(h.Input, h.InputSize, batchChunks(h.InputChunks)))
 		}
-		return nil, checkInputHash(h)
+		return nil, CheckInputHash(h)
 	}
 	// The run validated this input; that it is the same file is checked below, so its ids need
 	// not be checked again.
@@ -664,7 +664,9 @@ func checkInput(h store.Header, s Settings) (*batch.Duplicates, error) {
 	return dups, nil
 }
 
-func checkInputHash(h store.Header) error {
+// CheckInputHash refuses a resume over an input that is not, byte for byte, the one h's run
+// started with (ErrInputChanged): rows are known by position. It reads the whole input.
+func CheckInputHash(h store.Header) error {
 	f, err := os.Open(h.Input)
 	if err != nil {
 		return fmt.Errorf("resume: input of the run: %w", err)
