@@ -147,7 +147,8 @@ func writeSnapshot(out io.Writer, st *State, journal io.Reader) error {
 	}
 	bw := bufio.NewWriterSize(out, 1<<20)
 	buf := appendHeaderRecord(make([]byte, 0, 64<<10), hdr)
-	for _, raw := range st.Steps { // first, in their order: they replay in it
+	buf = appendGroups(buf, st.groups)
+	for _, raw := range st.Steps { // after the header and groups, in their order
 		buf = appendStep(buf, raw)
 	}
 	flush := func(force bool) error {

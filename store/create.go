@@ -83,7 +83,7 @@ func create(path string, h Header, resultsPreamble []byte, force bool, hk *hooks
 	}
 
 	err = writeFileAtomic(hk, path, func(w io.Writer) error {
-		_, err := w.Write(appendHeaderRecord(nil, hdr))
+		_, err := w.Write(appendGroups(appendHeaderRecord(nil, hdr), hk.groupsOf()))
 		return err
 	})
 	if err != nil {
@@ -105,7 +105,7 @@ func create(path string, h Header, resultsPreamble []byte, force bool, hk *hooks
 	}
 	// No per-row state: every row of a new checkpoint is new, and a million rows of zeroes
 	// would only be garbage.
-	st := &State{Header: h, preamble: resultsPreamble,
+	st := &State{Header: h, preamble: resultsPreamble, groups: hk.groupsOf(),
 		ResultsEnd: int64(len(resultsPreamble)), cursor: int64(len(resultsPreamble))}
 	return newWriter(path, lk, j, res, st, h.Rows, hk), nil
 }
@@ -145,4 +145,12 @@ func createResults(name string, preamble []byte, force bool) (_ *os.File, err er
 		return nil, fmt.Errorf("create results file: %w", err)
 	}
 	return f, nil
+}
+
+// groupsOf returns the blob of the Groups option, if any.
+func (h *hooks) groupsOf() []byte {
+	if h == nil {
+		return nil
+	}
+	return h.groups
 }

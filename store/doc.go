@@ -41,7 +41,7 @@
 // with payloads
 //
 //	H <header JSON>                    first record, carries "version":3
-//	                                   (4 with B records, see below)
+//	                                   (Version; BatchVersion with B records)
 //	N <row> <key> <model> <id JSON>    the row's name: its request key (64
 //	                                   lowercase hex digits), model URI (no
 //	                                   spaces) and id (a JSON string, last);
@@ -71,7 +71,10 @@
 //	T <unix second> <count>            (snapshots, version 3) the submissions
 //	                                   of that second, for the hour window
 //	                                   (replaces the second's count so far)
-//	B <json>                           (version 4) one step of the batch
+//	G <base64>                         (version 4) part of the caller's blob of
+//	                                   duplicate-row groups, right after the
+//	                                   header (Groups); opaque to this package
+//	B <json>                           (version 5) one step of the batch
 //	                                   backend (docs/api.md §9): a JSON value
 //	                                   on one line, opaque to this package;
 //	                                   journaled and fsynced before
@@ -99,11 +102,12 @@
 // refuses version 3, rather than skipping its L records as damaged and taking
 // their resolved rows for new ones.
 //
-// A checkpoint of the batch backend is created with "version":4 ([BatchVersion]) and alone takes
-// B records ([Writer.Step], [State.Steps]): a reader of version 3 refuses it instead of
-// resuming its rows one request at a time, which would pay for them twice. Asynchronous
-// checkpoints stay version 3. Snapshots (compaction, Finalize, Open, Archive) write every B record
-// first, in order, and keep the version; SetSettings copies them as it copies every record.
+// A checkpoint of the batch backend is created with "version":5 ([BatchVersion], [Version] + 1)
+// and alone takes B records ([Writer.Step], [State.Steps]): a reader of version 4 refuses it
+// instead of resuming its rows one request at a time, which would pay for them twice.
+// Asynchronous checkpoints stay at [Version]. Snapshots (compaction, Finalize, Open, Archive)
+// write every B record after the header and the G records, in order, and keep the version;
+// SetSettings copies them as it copies every record.
 //
 // The writer compacts the journal whenever it has doubled since it was
 // opened or last compacted (and is at least 64 MiB): a snapshot keeps open

@@ -469,17 +469,18 @@ func TestFinalizeBigOrder(t *testing.T) {
 }
 
 // TestGoldenSnapshot pins the snapshot format (N, P, D and T records, L
-// records in results file order) and the F record. The -v3 files are written
-// now; their version-1 and version-2 counterparts, written by the same calls
-// before (without Name before version 2), must still load to the same rows
+// records in results file order, G records after the header) and the F
+// record. The -v4 files are written now; their version-1 to version-3
+// counterparts, written by the same calls before (without groups before
+// version 4, without Name before version 2), must still load to the same rows
 // (see TestVersion1).
 func TestGoldenSnapshot(t *testing.T) {
 	tests := []struct {
 		name   string
 		finish func(t *testing.T, w *store.Writer)
 	}{
-		{"snapshot-v3.ckpt", func(t *testing.T, w *store.Writer) { must(t, w.Compact()) }},
-		{"finalize-intent-v3.ckpt", func(t *testing.T, w *store.Writer) {
+		{"snapshot-v4.ckpt", func(t *testing.T, w *store.Writer) { must(t, w.Compact()) }},
+		{"finalize-intent-v4.ckpt", func(t *testing.T, w *store.Writer) {
 			must(t, w.Result(1, false, []byte("1,ok\n")))
 			must(t, w.Result(0, false, []byte("0,again\n")))
 			defer w.SetFinalizeHook(func(step int) error {
@@ -498,7 +499,7 @@ func TestGoldenSnapshot(t *testing.T) {
 			golden, err := filepath.Abs(filepath.Join("testdata/journal", tt.name))
 			must(t, err)
 			t.Chdir(t.TempDir())
-			w, err := store.Create("run.ckpt", header(3, "results.csv"), []byte("id,answer\n"), false)
+			w, err := store.Create("run.ckpt", header(3, "results.csv"), []byte("id,answer\n"), false, store.Groups(goldenGroups))
 			must(t, err)
 			must(t, w.Name(0, named("zero")))
 			must(t, w.Intent(0, 1))

@@ -30,6 +30,7 @@ type hooks struct {
 	afterStep  func(step int) error                        // after each step of Finalize
 	copy       copySizes                                   // Finalize's copy (defaultCopySizes)
 	compactMin int64                                       // the smallest journal compacted (defaultCompactMin)
+	groups     []byte                                      // Create's G records (Groups)
 }
 
 func (h *hooks) tempFile(dir, pattern string) (*os.File, error) {

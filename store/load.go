@@ -15,17 +15,18 @@ import (
 )
 
 // Version is the checkpoint format version this package writes. It reads
-// versions 1 to 3: version 2 added the N record, so a version-1 checkpoint
+// versions 1 to 4: version 2 added the N record, so a version-1 checkpoint
 // is a version-2 one without names; version 3 added the L and T records of
 // snapshots, which a reader of version 2 would skip as damaged, taking the
-// rows they resolve for new ones.
-const Version = 3
+// rows they resolve for new ones; version 4 added the G records (Groups),
+// which a reader of version 3 would skip as damaged too.
+const Version = 4
 
 // BatchVersion is the version of a checkpoint of the batch backend, the one with B records
-// (Writer.Step): a reader of version 3 refuses it rather than resuming its rows one request at a
-// time, which would pay for the rows a batch task answers as well. Asynchronous checkpoints stay
-// at Version.
-const BatchVersion = 4
+// (Writer.Step), and everything Version has: a reader of Version refuses it rather than resuming
+// its rows one request at a time, which would pay for the rows a batch task answers as well.
+// Asynchronous checkpoints stay at Version.
+const BatchVersion = Version + 1
 
 // minVersion is the oldest checkpoint format version this package reads.
 const minVersion = 1
@@ -166,6 +167,7 @@ type State struct {
 	finalized bool // an interrupted Finalize was completed in memory
 	voidFinal bool // an interrupted Finalize was rolled back
 	preamble  []byte
+	groups    []byte              // the G records' blob (Groups)
 	validEnd  int64               // journal bytes up to the end of the last good record
 	overflown int                 // problems beyond maxProblems
 	model     string              // the latest model URI, shared by the rows named with it
@@ -549,6 +551,13 @@ func (jr *journalReader) next(st *State) (rec *record, lines []lineEntry, reason
 	if jr.payload, reason = checkRecord(line[:len(line)-1]); reason != nil || st == nil {
 		return nil, nil, reason, nil
 	}
+	if jr.payload[0] == kindGroups {
+		jr.rec = record{kind: kindGroups}
+		if jr.rec.blob, reason = parseGroups(jr.payload, nil); reason != nil {
+			return nil, nil, reason, nil
+		}
+		return &jr.rec, nil, nil, nil
+	}
 	if jr.payload[0] == kindLines {
 		jr.rec = record{kind: kindLines}
 		if reason = parseLines(jr.payload, st.Len(), &jr.lines, &jr.raw); reason != nil {
@@ -712,6 +721,9 @@ func (s *State) apply(r *record) {
 	switch r.kind {
 	case kindPosition:
 		s.cursor = r.end
+		return
+	case kindGroups:
+		s.groups = append(s.groups, r.blob...)
 		return
 	case kindFinalize:
 		return // see settleFinalize

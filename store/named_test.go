@@ -340,17 +340,17 @@ func TestVersion1(t *testing.T) {
 	// Each version-1 file and the version-2 and version-3 goldens of the same
 	// calls (plus Name) replay to the same rows.
 	for _, files := range []struct {
-		v1, v2, v3 string
-		names      int // open rows named in v2 and v3
+		v1, v2, v3, v4 string
+		names          int // open rows named in v2 to v4
 	}{
-		{"v1.ckpt", "v2.ckpt", "v3.ckpt", 1},
-		{"snapshot.ckpt", "snapshot-v2.ckpt", "snapshot-v3.ckpt", 2},
-		{"finalize-intent.ckpt", "finalize-intent-v2.ckpt", "finalize-intent-v3.ckpt", 0},
+		{"v1.ckpt", "v2.ckpt", "v3.ckpt", "v4.ckpt", 1},
+		{"snapshot.ckpt", "snapshot-v2.ckpt", "snapshot-v3.ckpt", "snapshot-v4.ckpt", 2},
+		{"finalize-intent.ckpt", "finalize-intent-v2.ckpt", "finalize-intent-v3.ckpt", "finalize-intent-v4.ckpt", 0},
 	} {
 		t.Run(files.v1, func(t *testing.T) {
 			v1, err := store.LoadReader(bytes.NewReader([]byte(readFile(t, filepath.Join(dir, files.v1)))))
 			must(t, err)
-			for version, name := range []string{2: files.v2, 3: files.v3} {
+			for version, name := range []string{2: files.v2, 3: files.v3, 4: files.v4} {
 				if name == "" {
 					continue
 				}

@@ -35,6 +35,7 @@ const (
 	kindNamed     = 'N'
 	kindLines     = 'L'
 	kindSeconds   = 'T'
+	kindGroups    = 'G'
 	kindStep      = 'B'
 	kindFlush     = 0
 	kindCompact   = 'C'
@@ -278,6 +279,7 @@ type record struct {
 	key     [32]byte
 	model   []byte // N: aliases the input line
 	id      string // N
+	blob    []byte // G: decoded
 	raw     []byte // B: the step's JSON, aliases the input line
 }
 

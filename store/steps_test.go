@@ -12,14 +12,14 @@ import (
 	"github.com/batchgpt/batchgpt/store"
 )
 
-// newBatchRun creates a checkpoint of the batch backend (version 4).
+// newBatchRun creates a checkpoint of the batch backend (store.BatchVersion), with G records.
 func newBatchRun(t *testing.T, rows int) (w *store.Writer, ckpt string) {
 	t.Helper()
 	dir := t.TempDir()
 	ckpt = filepath.Join(dir, "run.ckpt")
 	h := header(rows, filepath.Join(dir, "results.jsonl"))
 	h.Version = store.BatchVersion
-	w, err := store.Create(ckpt, h, nil, false)
+	w, err := store.Create(ckpt, h, nil, false, store.Groups([]byte("the groups")))
 	must(t, err)
 	t.Cleanup(func() { w.Close() })
 	return w, ckpt
@@ -57,8 +57,8 @@ func TestStepsRoundTrip(t *testing.T) {
 	}
 }
 
-// TestStepNeedsBatchVersion: an asynchronous (version 3) checkpoint refuses B records, so that
-// it stays readable by the batchgpt versions that read version 3.
+// TestStepNeedsBatchVersion: an asynchronous (store.Version) checkpoint refuses B records, so
+// that it stays readable by the batchgpt versions that read that version.
 func TestStepNeedsBatchVersion(t *testing.T) {
 	t.Parallel()
 	w, ckpt, _ := newRun(t, 2, "")
@@ -123,8 +123,8 @@ func TestStepsSurviveRewrites(t *testing.T) {
 		if got := stepsOf(st); strings.Join(got, ",") != strings.Join(want, ",") {
 			t.Fatalf("after %s: steps %q, want %q", what, got, want)
 		}
-		if st.Header.Version != store.BatchVersion {
-			t.Fatalf("after %s: version %d", what, st.Header.Version)
+		if st.Header.Version != store.BatchVersion || string(st.Groups()) != "the groups" {
+			t.Fatalf("after %s: version %d, groups %q", what, st.Header.Version, st.Groups())
 		}
 		if c := st.Counts(); c.Succeeded+c.Failed != 40 {
 			t.Fatalf("after %s: counts %+v", what, c)
@@ -142,8 +142,8 @@ func TestStepsSurviveRewrites(t *testing.T) {
 	check("close")
 }
 
-// TestVersionBeyondBatch: a version this batchgpt does not know is refused, as a version-3
-// reader refuses version 4.
+// TestVersionBeyondBatch: a version this batchgpt does not know is refused, as a reader of
+// store.Version refuses store.BatchVersion.
 func TestVersionBeyondBatch(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()

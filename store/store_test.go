@@ -153,15 +153,16 @@ func TestRoundTrip(t *testing.T) {
 }
 
 // TestGolden pins the on-disk format: a change that breaks reading existing
-// checkpoints fails here. v3.ckpt is what Create and the Writer write now;
-// v2.ckpt and v1.ckpt, written by the same calls before version 3 (and
-// without Name before version 2), must still load (see TestVersion1).
+// checkpoints fails here. v4.ckpt is what Create and the Writer write now
+// (with a blob of groups in G records); v3.ckpt, v2.ckpt and v1.ckpt, written
+// by the same calls before version 4 (without the groups; without Name before
+// version 2), must still load (see TestVersion1).
 func TestGolden(t *testing.T) {
-	golden, err := filepath.Abs("testdata/journal/v3.ckpt")
+	golden, err := filepath.Abs("testdata/journal/v4.ckpt")
 	must(t, err)
 	t.Chdir(t.TempDir())
 	h := header(4, "results.csv")
-	w, err := store.Create("run.ckpt", h, []byte("id,answer\n"), false)
+	w, err := store.Create("run.ckpt", h, []byte("id,answer\n"), false, store.Groups(goldenGroups))
 	must(t, err)
 	must(t, w.Name(0, named("r0")))
 	must(t, w.Intent(0, 1))
@@ -187,6 +188,9 @@ func TestGolden(t *testing.T) {
 		t.Errorf("version %d", st.Header.Version)
 	}
 	diffRows(t, store.Rows(st), goldenRows)
+	if !bytes.Equal(st.Groups(), goldenGroups) {
+		t.Errorf("Groups() = %q, want %q", st.Groups(), goldenGroups)
+	}
 	// Rows 0 and 1 were resolved after they were named.
 	diffNamed(t, st.Named, map[int]store.Named{2: named(oddID)})
 	if st.Doubts != 1 {
@@ -196,6 +200,9 @@ func TestGolden(t *testing.T) {
 		t.Errorf("ResultsEnd = %d", st.ResultsEnd)
 	}
 }
+
+// goldenGroups is the blob of groups the version-4 goldens keep: opaque to the store, any bytes.
+var goldenGroups = []byte("groups \x00\xff of duplicate rows")
 
 // goldenRows is the state of the golden journals v1.ckpt and v2.ckpt.
 var goldenRows = []store.Row{
@@ -379,7 +386,7 @@ func TestLoadErrors(t *testing.T) {
 	h := header(3, "/nonexistent/results")
 	h.Version = store.Version
 	future := h
-	future.Version = store.BatchVersion + 1 // version 4 is the batch backend's
+	future.Version = store.BatchVersion + 1 // 5 is the batch backend's
 	good := string(store.HeaderRecord(h, nil))
 	tests := []struct {
 		name, data string
@@ -392,7 +399,7 @@ func TestLoadErrors(t *testing.T) {
 		{"bad header checksum", strings.Replace(good, "in.csv", "in.csX", 1), store.ErrNoHeader, "checksum"},
 		{"no header", string(store.Record("I 0 1")) + good, store.ErrNoHeader, "not a header"},
 		{"bad json", string(store.Record("H {\"version\":")), store.ErrNoHeader, "header"},
-		{"version 5", string(store.HeaderRecord(future, nil)), store.ErrVersion, "version 5"},
+		{"version 6", string(store.HeaderRecord(future, nil)), store.ErrVersion, "version 6"},
 		{"version 0", string(store.Record(`H {"rows":3}`)), store.ErrVersion, "version 0"},
 		{"version -1", string(store.Record(`H {"version":-1,"rows":3}`)), store.ErrVersion, "version -1"},
 		{"too many rows", string(store.Record(`H {"version":1,"rows":1000000000000}`)), store.ErrNoHeader, "rows"},
