@@ -86,7 +86,16 @@ type emulator struct {
 // startEmulator starts the emulator on a free loopback port; it is stopped at cleanup.
 func startEmulator(b *testing.B, args ...string) *emulator {
 	b.Helper()
-	cmd := exec.Command(binary(b), append([]string{"emulator", "--addr", "127.0.0.1:0", "--api-key", benchKey}, args...)...)
+	e, url := launchEmulator(b, append([]string{"--addr", "127.0.0.1:0", "--api-key", benchKey}, args...), "emulator listening on ")
+	e.URL = url
+	return e
+}
+
+// launchEmulator starts `batchgpt emulator args...` and returns it with what follows prefix on
+// the first line of its output that starts with it (an address); it is stopped at cleanup.
+func launchEmulator(b *testing.B, args []string, prefix string) (*emulator, string) {
+	b.Helper()
+	cmd := exec.Command(binary(b), append([]string{"emulator"}, args...)...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		b.Fatal(err)
@@ -96,26 +105,32 @@ func startEmulator(b *testing.B, args ...string) *emulator {
 	if err := cmd.Start(); err != nil {
 		b.Fatalf("start emulator: %v", err)
 	}
-	lines := make(chan string, 1)
+	found := make(chan string, 1)
 	go func() {
 		br := bufio.NewReader(stdout)
-		line, _ := br.ReadString('\n')
-		lines <- line
+		for {
+			line, err := br.ReadString('\n')
+			if rest, ok := strings.CutPrefix(line, prefix); ok {
+				found <- strings.TrimSpace(rest)
+				break
+			}
+			if err != nil {
+				return
+			}
+		}
 		_, _ = io.Copy(io.Discard, br)
 	}()
 	go func() { _ = cmd.Wait(); close(e.waited) }()
 	b.Cleanup(e.stop)
 	select {
-	case line := <-lines:
-		const prefix = "emulator listening on "
-		if !strings.HasPrefix(line, prefix) {
-			b.Fatalf("emulator: unexpected first line %q; stderr: %s", line, e.stderr)
-		}
-		e.URL = strings.TrimSpace(strings.TrimPrefix(line, prefix))
+	case rest := <-found:
+		return e, rest
+	case <-e.waited:
+		b.Fatalf("emulator: exited before it said %q; stderr: %s", prefix, e.stderr)
 	case <-time.After(30 * time.Second):
 		b.Fatalf("emulator did not start in 30s; stderr: %s", e.stderr)
 	}
-	return e
+	return nil, ""
 }
 
 func (e *emulator) stop() {

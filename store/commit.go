@@ -80,7 +80,7 @@ func (w *Writer) unresolve(row int) {
 // journalOnly reports whether a request kind needs only the journal.
 func journalOnly(kind byte) bool {
 	switch kind {
-	case kindIntent, kindSubmitted, kindReopen, kindDoubt, kindNamed:
+	case kindIntent, kindSubmitted, kindReopen, kindDoubt, kindNamed, kindStep:
 		return true
 	}
 	return false
@@ -175,6 +175,8 @@ func (w *Writer) commit(batch []request, takeLate bool) error {
 			w.jbuf = appendDoubt(w.jbuf, r.row)
 		case kindNamed:
 			w.jbuf = append(w.jbuf, r.line...) // the whole record, see Name
+		case kindStep:
+			w.jbuf = appendStep(w.jbuf, r.line)
 		default:
 			continue
 		}

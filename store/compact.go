@@ -115,7 +115,7 @@ func (w *Writer) reopenJournal() error {
 }
 
 // writeSnapshot writes the fewest records that replay to st: the header (in
-// the current version), each open row's N/I/S/U/D records in row order, then
+// the current version, or BatchVersion with B records), every B record, each open row's N/I/S/U/D records in row order, then
 // the resolved rows in L records, then the submissions of the last hour per
 // second (T records), and a P record if the next line does not go where the
 // last one ended.
@@ -136,7 +136,11 @@ func writeSnapshot(out io.Writer, st *State, journal io.Reader) error {
 	// A snapshot is written in the current format, whatever the version of
 	// the journal it replaces.
 	h := st.Header
-	h.Version = Version
+	if h.Version != BatchVersion && len(st.Steps) == 0 {
+		h.Version = Version
+	} else {
+		h.Version = BatchVersion
+	}
 	hdr, err := json.Marshal(diskHeader{Header: h, ResultsPreamble: st.preamble})
 	if err != nil {
 		return fmt.Errorf("header: %w", err)
@@ -144,6 +148,9 @@ func writeSnapshot(out io.Writer, st *State, journal io.Reader) error {
 	bw := bufio.NewWriterSize(out, 1<<20)
 	buf := appendHeaderRecord(make([]byte, 0, 64<<10), hdr)
 	buf = appendGroups(buf, st.groups)
+	for _, raw := range st.Steps { // after the header and groups, in their order
+		buf = appendStep(buf, raw)
+	}
 	flush := func(force bool) error {
 		if len(buf) < 64<<10 && !force {
 			return nil

@@ -42,7 +42,7 @@ func create(path string, h Header, resultsPreamble []byte, force bool, hk *hooks
 		h.Version = Version
 	}
 	switch {
-	case h.Version != Version:
+	case h.Version != Version && h.Version != BatchVersion:
 		return nil, fmt.Errorf("create checkpoint: %w %d", ErrVersion, h.Version)
 	case h.Rows < 0 || h.Rows > MaxRows:
 		return nil, fmt.Errorf("create checkpoint: rows %d out of range [0,%d]", h.Rows, MaxRows)

@@ -41,6 +41,7 @@
 // with payloads
 //
 //	H <header JSON>                    first record, carries "version":3
+//	                                   (Version; BatchVersion with B records)
 //	N <row> <key> <model> <id JSON>    the row's name: its request key (64
 //	                                   lowercase hex digits), model URI (no
 //	                                   spaces) and id (a JSON string, last);
@@ -73,6 +74,11 @@
 //	G <base64>                         (version 4) part of the caller's blob of
 //	                                   duplicate-row groups, right after the
 //	                                   header (Groups); opaque to this package
+//	B <json>                           (version 5) one step of the batch
+//	                                   backend (docs/api.md §9): a JSON value
+//	                                   on one line, opaque to this package;
+//	                                   journaled and fsynced before
+//	                                   Writer.Step returns
 //
 // The D records count exactly what may have been billed twice: a caller
 // journals one for each try that failed in a way that may have created an
@@ -95,6 +101,13 @@
 // and appends to an older one in its own records. A reader of version 2
 // refuses version 3, rather than skipping its L records as damaged and taking
 // their resolved rows for new ones.
+//
+// A checkpoint of the batch backend is created with "version":5 ([BatchVersion], [Version] + 1)
+// and alone takes B records ([Writer.Step], [State.Steps]): a reader of version 4 refuses it
+// instead of resuming its rows one request at a time, which would pay for them twice.
+// Asynchronous checkpoints stay at [Version]. Snapshots (compaction, Finalize, Open, Archive)
+// write every B record after the header and the G records, in order, and keep the version;
+// SetSettings copies them as it copies every record.
 //
 // The writer compacts the journal whenever it has doubled since it was
 // opened or last compacted (and is at least 64 MiB): a snapshot keeps open

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"os"
@@ -58,6 +59,11 @@ func FuzzLoad(f *testing.F) {
 		append(store.Record("G Z3JvdXBz"), store.Record("G AP8")...),
 		store.Record("G"),
 		store.Record("G !!"),
+		store.Record(`B {"step":"creating","labels":{"batchgpt_run":"x"}}`),
+		append(store.Record(`B {"step":"created","dataset":"fds1"}`), store.Record("R 0 0 9")...),
+		store.Record(`B {"unterminated"`),
+		store.Record("B "),
+		[]byte(`B {"torn":1`),
 	} {
 		f.Add(seed)
 	}
@@ -69,6 +75,11 @@ func FuzzLoad(f *testing.F) {
 		}
 		if st.Len() != 4 || st.DroppedBytes < 0 || st.DroppedBytes > int64(len(tail)) || st.ResultsEnd < 4 {
 			t.Fatalf("inconsistent state: rows %d dropped %d resultsEnd %d", st.Len(), st.DroppedBytes, st.ResultsEnd)
+		}
+		for _, s := range st.Steps {
+			if !json.Valid(s) || bytes.IndexByte(s, '\n') >= 0 {
+				t.Fatalf("step %q is not one line of JSON", s)
+			}
 		}
 		doubts := 0
 		for _, r := range store.Rows(st) {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"encoding/json"
 	"errors"
@@ -20,6 +21,12 @@ import (
 // rows they resolve for new ones; version 4 added the G records (Groups),
 // which a reader of version 3 would skip as damaged too.
 const Version = 4
+
+// BatchVersion is the version of a checkpoint of the batch backend, the one with B records
+// (Writer.Step), and everything Version has: a reader of Version refuses it rather than resuming
+// its rows one request at a time, which would pay for the rows a batch task answers as well.
+// Asynchronous checkpoints stay at Version.
+const BatchVersion = Version + 1
 
 // minVersion is the oldest checkpoint format version this package reads.
 const minVersion = 1
@@ -131,6 +138,10 @@ type State struct {
 	Problems     []string // human-readable: skipped records, results repairs
 	ResultsEnd   int64    // where the next result line goes
 	Doubts       int      // D records: tries that may have created an operation never used (possible billed duplicates)
+
+	// Steps are the payloads of the B records, in journal order: the steps of the batch backend
+	// (docs/api.md §9), opaque to store. They are few, and a snapshot keeps them all.
+	Steps []json.RawMessage
 
 	// Named holds the N record of every row that has one and is not resolved at the end of the
 	// journal (rows resolved since are dropped while loading, so its size follows the rows still
@@ -696,8 +707,8 @@ func decodeHeader(payload []byte) (*State, error) {
 	if err := json.Unmarshal(payload[2:], &dh); err != nil {
 		return nil, fmt.Errorf("%w: header: %v", ErrNoHeader, err)
 	}
-	if dh.Version < minVersion || dh.Version > Version {
-		return nil, fmt.Errorf("%w %d (this batchgpt reads versions %d to %d)", ErrVersion, dh.Version, minVersion, Version)
+	if dh.Version < minVersion || dh.Version > BatchVersion {
+		return nil, fmt.Errorf("%w %d (this batchgpt reads versions %d to %d)", ErrVersion, dh.Version, minVersion, BatchVersion)
 	}
 	if dh.Rows < 0 || dh.Rows > MaxRows {
 		return nil, fmt.Errorf("%w: header: rows %d out of range", ErrNoHeader, dh.Rows)
@@ -718,6 +729,9 @@ func (s *State) apply(r *record) {
 		return // see settleFinalize
 	case kindSeconds:
 		s.recent.set(r.at, int(r.end))
+		return
+	case kindStep:
+		s.Steps = append(s.Steps, json.RawMessage(bytes.Clone(r.raw)))
 		return
 	}
 	i := r.row

@@ -165,7 +165,7 @@ func TestCreateValidation(t *testing.T) {
 		{Rows: store.MaxRows + 1, Results: filepath.Join(dir, "r")},
 		{Rows: 1},
 		{Version: 1, Rows: 1, Results: filepath.Join(dir, "r")}, // read, never written
-		{Version: store.Version + 1, Rows: 1, Results: filepath.Join(dir, "r")},
+		{Version: store.BatchVersion + 1, Rows: 1, Results: filepath.Join(dir, "r")},
 		{Rows: 1, Results: filepath.Join(dir, "r"), Settings: []byte("{not json")},
 	}
 	for _, h := range bad {

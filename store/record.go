@@ -36,6 +36,7 @@ const (
 	kindLines     = 'L'
 	kindSeconds   = 'T'
 	kindGroups    = 'G'
+	kindStep      = 'B'
 	kindFlush     = 0
 	kindCompact   = 'C'
 	kindFinalizeQ = 'Z'
@@ -133,6 +134,14 @@ func appendFinalize(dst []byte, size int64, sum uint32, inputOrder bool) []byte 
 	} else {
 		dst = append(dst, " 0"...)
 	}
+	return appendSum(dst, start)
+}
+
+// appendStep appends "B <json>": one step of the batch backend, as Writer.Step compacted it.
+func appendStep(dst, raw []byte) []byte {
+	start := len(dst)
+	dst = append(dst, kindStep, ' ')
+	dst = append(dst, raw...)
 	return appendSum(dst, start)
 }
 
@@ -271,6 +280,7 @@ type record struct {
 	model   []byte // N: aliases the input line
 	id      string // N
 	blob    []byte // G: decoded
+	raw     []byte // B: the step's JSON, aliases the input line
 }
 
 // field splits off the next space-separated field of p.
@@ -324,6 +334,13 @@ func parseRecord(p []byte, rows int) (record, error) {
 	switch r.kind {
 	case kindPosition, kindFinalize, kindSeconds:
 		return parseFileRecord(p)
+	case kindStep:
+		// One JSON value on its line, as Writer.Step wrote it; what it means is its caller's.
+		if !json.Valid(p[2:]) {
+			return r, errSyntax
+		}
+		r.raw = p[2:]
+		return r, nil
 	}
 	f, rest, ok := field(p[2:])
 	if !ok {

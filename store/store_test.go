@@ -385,8 +385,8 @@ func TestLoadErrors(t *testing.T) {
 	t.Parallel()
 	h := header(3, "/nonexistent/results")
 	h.Version = store.Version
-	next := h
-	next.Version = store.Version + 1
+	future := h
+	future.Version = store.BatchVersion + 1 // 5 is the batch backend's
 	good := string(store.HeaderRecord(h, nil))
 	tests := []struct {
 		name, data string
@@ -399,7 +399,7 @@ func TestLoadErrors(t *testing.T) {
 		{"bad header checksum", strings.Replace(good, "in.csv", "in.csX", 1), store.ErrNoHeader, "checksum"},
 		{"no header", string(store.Record("I 0 1")) + good, store.ErrNoHeader, "not a header"},
 		{"bad json", string(store.Record("H {\"version\":")), store.ErrNoHeader, "header"},
-		{"version 5", string(store.HeaderRecord(next, nil)), store.ErrVersion, "version 5"},
+		{"version 6", string(store.HeaderRecord(future, nil)), store.ErrVersion, "version 6"},
 		{"version 0", string(store.Record(`H {"rows":3}`)), store.ErrVersion, "version 0"},
 		{"version -1", string(store.Record(`H {"version":-1,"rows":3}`)), store.ErrVersion, "version -1"},
 		{"too many rows", string(store.Record(`H {"version":1,"rows":1000000000000}`)), store.ErrNoHeader, "rows"},

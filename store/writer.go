@@ -1,6 +1,8 @@
 package store
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -217,6 +219,24 @@ func (w *Writer) Doubt(row int) error {
 		return err
 	}
 	return w.enqueue(request{kind: kindDoubt, row: row})
+}
+
+// Step journals one step of the batch backend, raw (a JSON value, compacted here onto one line),
+// and returns once its B record is durable: the step a crash leaves in doubt must be on disk
+// before the call it announces. Only a checkpoint created with BatchVersion takes steps, so that
+// an older batchgpt refuses it (see BatchVersion).
+func (w *Writer) Step(raw []byte) error {
+	if w.header.Version != BatchVersion {
+		return fmt.Errorf("checkpoint %s: batch steps need a version-%d checkpoint, this one is version %d", w.path, BatchVersion, w.header.Version)
+	}
+	var b bytes.Buffer
+	if err := json.Compact(&b, raw); err != nil {
+		return fmt.Errorf("checkpoint %s: batch step is not valid JSON: %w", w.path, err)
+	}
+	if b.Len() > maxRecord-32 {
+		return fmt.Errorf("checkpoint %s: batch step of %d bytes is too long", w.path, b.Len())
+	}
+	return w.wait(request{kind: kindStep, line: b.Bytes()})
 }
 
 // Flush returns once everything queued before it is durable, or the error

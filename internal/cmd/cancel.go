@@ -61,6 +61,9 @@ func (e *env) cancelCommand() *cli.Command {
 // cancel runs job.Cancel for rc and prints its one summary line.
 func (e *env) cancel(c *cli.Context, rc *runConfig, noCache bool) error {
 	logger := e.logger(rc, e.stderr)
+	if isBatchCheckpoint(rc.checkpoint) {
+		return e.cancelBatch(c.Context, rc, logger)
+	}
 	cfg := job.Config{Checkpoint: rc.checkpoint, Tuning: rc.tuning, Logger: logger, Kill: e.kill,
 		HTTPClient: &http.Client{Transport: api.NewTransport()}, Connect: connector(rc.auth, logger)}
 	// Answers of operations done before their cancel go to the cache, as a collection stores them.

@@ -39,6 +39,8 @@ type runConfig struct {
 	prices    job.Prices
 	cache     cacheConfig
 
+	batch batchConfig // --backend batch and its flags
+
 	emulator        bool
 	emulatorLatency emulator.Latency
 	emulatorFaults  emulator.Faults
@@ -163,11 +165,14 @@ func parseRunFlags(c *cli.Context, resume bool) (*runConfig, error) {
 		}
 		rc.cache.ttl = ttl
 	}
+	if err := parseBatchFlags(c, rc); err != nil {
+		return rc, err
+	}
 	if rc.emulator {
 		if rc.emulatorLatency, err = emulator.ParseLatency(c.String("emulator-latency")); err != nil {
 			return rc, usagef("--emulator-latency: %v", err)
 		}
-		if faults := c.String("emulator-faults"); faults != "" {
+		if faults := c.String("emulator-faults"); faults != "" && !rc.batch.on {
 			if rc.emulatorFaults, err = emulator.ParseFaults(faults); err != nil {
 				return rc, usagef("--emulator-faults: %v", err)
 			}

@@ -130,7 +130,7 @@ func (e *env) emulatorCommand() *cli.Command {
 }
 
 // loopbackAddr reports whether a listen address binds loopback only ("" or ":8080" bind every
-// interface).
+// interface), or an endpoint is on this machine (the batch backend's plaintext to an emulator).
 func loopbackAddr(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {

@@ -29,14 +29,14 @@ func runFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "refresh", Usage: "submit every row even if the cache has its answer, and store the new answers (e.g. to sample again with temperature > 0)"},
 		&cli.BoolFlag{Name: "no-dedup", Usage: "submit every row, even one whose request an earlier row of the file sends too"},
 		&cli.BoolFlag{Name: "accept-filtered", Usage: "keep answers stopped by the API's content filter as succeeded rows (by default they fail with error kind content-filter; kept by resume)"},
-	}, requestFlags(), tuningFlags(), limitFlags(), cacheFlags(), authFlags(), outputFlags())
+	}, requestFlags(), batchFlags(true), tuningFlags(), limitFlags(), cacheFlags(), authFlags(), outputFlags())
 }
 
 // resumeFlags are the flags of resume, in the order --help lists them.
 func resumeFlags() []cli.Flag {
 	return slices.Concat([]cli.Flag{
 		&cli.BoolFlag{Name: "retry-failed", Usage: "submit again the rows that failed (e.g. after fixing a quota or a permission); the rest is kept"},
-	}, tuningFlags(), limitFlags(), cacheFlags(), authFlags(), outputFlags())
+	}, batchFlags(false), tuningFlags(), limitFlags(), cacheFlags(), authFlags(), outputFlags())
 }
 
 // requestFlags say what each request asks for (run only: resume takes them from the checkpoint).

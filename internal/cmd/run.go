@@ -39,8 +39,13 @@ func (e *env) runCommand() *cli.Command {
 			if err != nil {
 				return e.usageError(rc, err)
 			}
-			if rc.dryRun {
+			switch {
+			case rc.dryRun && rc.batch.on:
+				return e.dryRunBatch(c.Context, rc)
+			case rc.dryRun:
 				return e.dryRun(c.Context, rc)
+			case rc.batch.on:
+				return e.executeBatch(c.Context, rc)
 			}
 			return e.execute(c.Context, rc)
 		},
@@ -53,6 +58,8 @@ func (e *env) resumeCommand() *cli.Command {
 		Usage:     "continue an interrupted run from its CHECKPOINT",
 		ArgsUsage: "CHECKPOINT",
 		Description: "Submits rows never submitted, polls operations still pending and writes results not yet written.\n" +
+			"A checkpoint of --backend batch carries on from its last step: a dataset or task an interrupted call may have\n" +
+			"made is looked up before the call is made again, so there is never a second task.\n" +
 			"A row whose operation id is in the checkpoint is never submitted again. Request settings come from the\n" +
 			"checkpoint; only tuning (concurrency, rates, attempts) and credentials may change.\n" +
 			"Examples:\n   batchgpt resume prompts.checkpoint.json\n   batchgpt resume --retry-failed prompts.checkpoint.json\n\n" + credentialsHelp + "\n\n" + exitCodesHelp,
@@ -61,6 +68,13 @@ func (e *env) resumeCommand() *cli.Command {
 			rc, err := parseRunFlags(c, true)
 			if err != nil {
 				return e.usageError(rc, err)
+			}
+			if isBatchCheckpoint(rc.checkpoint) {
+				if rc.retryFailed {
+					return e.usageError(rc, usagef("--retry-failed: not supported yet for a run of --backend batch"))
+				}
+				rc.batch.on = true
+				return e.executeBatch(c.Context, rc)
 			}
 			return e.execute(c.Context, rc)
 		},
@@ -136,6 +150,14 @@ func (e *env) runJob(ctx context.Context, rc *runConfig, prog *progress, logger 
 		sum.EstimatedCost = job.Cost(sum.InputTokens+sum.OutputTokens, price)
 		sum.SavedCost = job.Cost(sum.SavedTokens, price)
 	}
+	err = e.ended(rc, &sum, oc, cfg.Checkpoint, "every operation id", err)
+	return j, sum, err
+}
+
+// ended reports how a run or resume ended: the summary (with the cache's path and problem), and
+// the error the command returns for err, with how to continue a run that can be resumed; saved
+// says what the checkpoint kept ("every operation id").
+func (e *env) ended(rc *runConfig, sum *job.Summary, oc *openedCache, checkpoint, saved string, err error) error {
 	if oc.cache != nil {
 		sum.Cache = oc.path
 	}
@@ -143,30 +165,30 @@ func (e *env) runJob(ctx context.Context, rc *runConfig, prog *progress, logger 
 		sum.CacheProblem = oc.problem
 	}
 	if sum.Rows > 0 && !rc.quiet {
-		e.printSummary(sum)
+		e.printSummary(*sum)
 	}
 	if err != nil {
 		var ve *batch.ValidationError
 		switch {
 		case errors.As(err, &ve):
-			return j, sum, err
+			return err
 		case errors.Is(err, store.ErrExists):
-			return j, sum, &UsageError{Msg: err.Error()}
+			return &UsageError{Msg: err.Error()}
 		case errors.Is(err, job.ErrSpendLimit):
-			return j, sum, e.stoppedAtLimit(sum, cfg.Checkpoint, err)
+			return e.stoppedAtLimit(*sum, checkpoint, err)
 		case sum.Rows > 0 && (errors.Is(err, job.ErrInterrupted) || errors.Is(err, job.ErrAuth) || sum.Pending > 0):
-			msg, resumeCmd := auth.Redact(err.Error()), "batchgpt resume "+shellQuote(cfg.Checkpoint)
-			e.console.Error(msg+"; every operation id is saved",
-				fmt.Sprintf("batchgpt: %s\nbatchgpt: every operation id is saved; to continue run:\n    %s\n", msg, resumeCmd),
+			msg, resumeCmd := auth.Redact(err.Error()), "batchgpt resume "+shellQuote(checkpoint)
+			e.console.Error(msg+"; "+saved+" is saved",
+				fmt.Sprintf("batchgpt: %s\nbatchgpt: %s is saved; to continue run:\n    %s\n", msg, saved, resumeCmd),
 				"resume", resumeCmd)
-			return j, sum, errors.Join(err, ErrReported)
+			return errors.Join(err, ErrReported)
 		}
-		return j, sum, err
+		return err
 	}
 	if sum.Failed > rc.tolerated(sum.Rows) {
-		return j, sum, &FailedRowsError{Failed: sum.Failed, Rows: sum.Rows}
+		return &FailedRowsError{Failed: sum.Failed, Rows: sum.Rows}
 	}
-	return j, sum, nil
+	return nil
 }
 
 type emulatorHandle struct {
@@ -176,15 +198,20 @@ type emulatorHandle struct {
 
 // startEmulator starts an in-process emulator on a loopback port with a fresh API key.
 func startEmulator(lat emulator.Latency, f emulator.Faults) (*emulatorHandle, string, error) {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	key := "AQVNemulator" + hex.EncodeToString(b[:])
+	key := emulatorKey()
 	srv := emulator.New(emulator.Config{Latency: lat, Faults: f, APIKeys: []string{key}})
 	url, err := srv.Start("127.0.0.1:0")
 	if err != nil {
 		return nil, "", fmt.Errorf("start emulator: %w", err)
 	}
 	return &emulatorHandle{URL: url, Close: srv.Close}, key, nil
+}
+
+// emulatorKey is a fresh API key for an in-process emulator.
+func emulatorKey() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return "AQVNemulator" + hex.EncodeToString(b[:])
 }
 
 // shellQuote quotes a path for the printed resume command when it needs it.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/batchgpt/batchgpt/internal/batchjob"
 	"github.com/batchgpt/batchgpt/internal/job"
 )
 
@@ -31,12 +32,27 @@ func (e *env) statusCommand() *cli.Command {
 			if err != nil {
 				return err
 			}
+			bs, err := statusBatch(c.Args().First())
+			if err != nil {
+				return err
+			}
 			if c.Bool("json") {
 				enc := json.NewEncoder(e.stdout)
 				enc.SetIndent("", "  ")
+				if bs != nil {
+					return enc.Encode(struct {
+						*job.Status
+						Backend string           `json:"backend"`
+						Batch   *batchjob.Status `json:"batch"`
+					}{st, backendBatch, bs})
+				}
 				return enc.Encode(st)
 			}
 			w := e.stdout
+			if bs != nil {
+				fmt.Fprintf(w, "backend:    batch (%s)\ndataset:    %s\ntask:       %s\nstatus:     %s, %d of %d batches done (as last seen)\nstep:       %s\n",
+					bs.Endpoint, orNone(bs.Dataset), orNone(bs.Task), orNone(bs.Status), bs.Completed, bs.Total, bs.Step)
+			}
 			fmt.Fprintf(w, "checkpoint: %s\ninput:      %s\nresults:    %s\n", st.Checkpoint, st.Input, st.Results)
 			fmt.Fprintf(w, "rows:       %d\nsubmitted:  %d\npending:    %d\nsucceeded:  %d\nfailed:     %d\n",
 				st.Rows, st.Submitted, st.Pending, st.Succeeded, st.Failed)
@@ -61,4 +77,12 @@ func (e *env) statusCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// orNone is s, or "none" when empty.
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }

@@ -50,12 +50,12 @@ func (j *Job) backfillCache(ctx context.Context, checkpoint string, st *store.St
 		return j.cfg.Cache.Put(context.Background(), missing)
 	}
 	var putErr error
-	err = eachResult(st.Header.Results, st.Header.ResultsFormat, st.ResultsEnd, func(r *Result, _ int64) {
+	err = EachResult(st.Header.Results, st.Header.ResultsFormat, st.ResultsEnd, func(r *Result, _ int64) {
 		n, ok := byID[r.ID]
 		if !ok || putErr != nil || r.Status != StatusSucceeded || r.Cached || r.DeduplicatedFrom != "" || n.Model == "" {
 			return
 		}
-		e := cacheEntry(batch.Key(n.Key), n.Model, r)
+		e := CacheEntry(batch.Key(n.Key), n.Model, r)
 		e.CachedAt = time.Now().UTC()
 		if todo = append(todo, e); len(todo) == lookupBatch {
 			putErr = flush()

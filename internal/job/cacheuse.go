@@ -67,28 +67,39 @@ func (u *cacheUse) lookup(ctx context.Context, keys []batch.Key) []*cache.Entry 
 	if u.refresh || u.off.Load() {
 		return nil
 	}
-	ck := make([]cache.Key, len(keys))
-	for i, k := range keys {
-		ck[i] = cache.Key(k)
-	}
-	var notBefore time.Time
-	if u.ttl > 0 {
-		notBefore = time.Now().Add(-u.ttl)
-	}
-	entries, ok, err := u.c.GetMany(ctx, ck, notBefore)
+	out, err := CacheLookup(ctx, u.c, keys, u.ttl, u.acceptFiltered)
 	if err != nil {
 		if ctx.Err() == nil && !errors.Is(err, context.Canceled) {
 			u.disable("read", err)
 		}
 		return nil
 	}
+	return out
+}
+
+// CacheLookup returns the answers c holds for keys (nil for a miss): entries stored within ttl
+// (0: any age), and a content-filtered answer only with acceptFiltered, as such an entry would
+// fail the row (see Result.judge).
+func CacheLookup(ctx context.Context, c ResultCache, keys []batch.Key, ttl time.Duration, acceptFiltered bool) ([]*cache.Entry, error) {
+	ck := make([]cache.Key, len(keys))
+	for i, k := range keys {
+		ck[i] = cache.Key(k)
+	}
+	var notBefore time.Time
+	if ttl > 0 {
+		notBefore = time.Now().Add(-ttl)
+	}
+	entries, ok, err := c.GetMany(ctx, ck, notBefore)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]*cache.Entry, len(keys))
 	for i := range ok {
-		if ok[i] && (u.acceptFiltered || entries[i].AlternativeStatus != string(api.AltContentFilter)) {
+		if ok[i] && (acceptFiltered || entries[i].AlternativeStatus != string(api.AltContentFilter)) {
 			out[i] = &entries[i]
 		}
 	}
-	return out
+	return out, nil
 }
 
 // store queues an answer whose result line is durable. It is called on the checkpoint writer's
@@ -169,9 +180,9 @@ func (u *cacheUse) close() string {
 	return u.why
 }
 
-// fromCache is the result of a row answered by a cache entry, judged like a fresh answer: a
+// FromCache is the result of a row answered by a cache entry, judged like a fresh answer: a
 // truncated one is marked so (the same request has the same maxTokens).
-func fromCache(id string, e *cache.Entry, acceptFiltered bool) *Result {
+func FromCache(id string, e *cache.Entry, acceptFiltered bool) *Result {
 	r := &Result{ID: id, Status: StatusSucceeded, Text: e.Text, AlternativeStatus: e.AlternativeStatus,
 		Usage:        &Usage{InputTokens: e.InputTokens, CompletionTokens: e.CompletionTokens, TotalTokens: e.TotalTokens},
 		ModelVersion: e.ModelVersion, OperationID: e.OperationID, Cached: true,
@@ -180,8 +191,8 @@ func fromCache(id string, e *cache.Entry, acceptFiltered bool) *Result {
 	return r
 }
 
-// cacheEntry is what the cache keeps of a succeeded result.
-func cacheEntry(key batch.Key, model string, res *Result) cache.Entry {
+// CacheEntry is what the cache keeps of a succeeded result.
+func CacheEntry(key batch.Key, model string, res *Result) cache.Entry {
 	e := cache.Entry{Key: cache.Key(key), ModelURI: model, Text: res.Text, AlternativeStatus: res.AlternativeStatus,
 		ModelVersion: res.ModelVersion, OperationID: res.OperationID, CachedAt: time.Now().UTC()}
 	if res.Usage != nil {

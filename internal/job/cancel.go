@@ -104,7 +104,7 @@ func (j *Job) Cancel(ctx context.Context) (sum CancelSummary, err error) {
 	}
 	var cols []string
 	if st.Header.ResultsFormat == FormatCSV {
-		if cols, err = csvHeader(st.Header.Results); err != nil {
+		if cols, err = CSVHeader(st.Header.Results); err != nil {
 			return sum, err
 		}
 	}
@@ -231,13 +231,13 @@ func (cc *canceller) cancel(ctx context.Context, tg cancelTarget) (cancelOutcome
 	if res.Error != nil && res.Error.Kind == KindCancelled {
 		out = cancelDone
 	}
-	line, err := res.encode(cc.format, cc.cols)
+	line, err := res.Encode(cc.format, cc.cols)
 	if err != nil {
 		return cancelPending, err
 	}
 	var durable func()
 	if cc.cache != nil && res.Status == StatusSucceeded && tg.name.Model != "" {
-		e := cacheEntry(tg.name.Key, tg.name.Model, res)
+		e := CacheEntry(tg.name.Key, tg.name.Model, res)
 		durable = func() { cc.cache.store(e) }
 	}
 	if err := cc.w.ResultThen(tg.row, res.Status == StatusFailed, line, durable); err != nil {

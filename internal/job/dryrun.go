@@ -46,7 +46,7 @@ type DryRunOptions struct {
 // DryRunWith is DryRun with options. Only the rows that would be submitted are counted, each once.
 func DryRunWith(ctx context.Context, path string, s Settings, c ResultCache, ttl time.Duration, maxErrors int, o DryRunOptions) (Plan, error) {
 	count, prices := o.Count, o.Prices
-	scope := s.keyScope()
+	scope := s.KeyScope()
 	var limits Limits
 	if s.Limits != nil {
 		limits = *s.Limits

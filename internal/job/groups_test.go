@@ -42,7 +42,7 @@ func halfDoneWithDuplicates(t *testing.T, dir, url string) (job.Config, batch.Su
 	}
 	cfg := config(dir, in, url)
 	cfg.Tuning.Concurrency = 4
-	sum, dups, err := batch.ValidateDedup(in, cfg.Settings.Input, 0, job.KeyScope(cfg.Settings), batch.WithChunkSize(chunkSize))
+	sum, dups, err := batch.ValidateDedup(in, cfg.Settings.Input, 0, cfg.Settings.KeyScope(), batch.WithChunkSize(chunkSize))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,9 +59,9 @@ type Settings struct {
 	Limits *Limits `json:"limits,omitempty"`
 }
 
-// keyScope is where the run's requests go, part of every request key: an answer of the
+// KeyScope is where the run's requests go, part of every request key: an answer of the
 // built-in emulator (whose address changes with every start) must never answer a real run.
-func (s Settings) keyScope() string {
+func (s Settings) KeyScope() string {
 	if s.Emulator {
 		return "emulator"
 	}
@@ -202,7 +202,7 @@ type Job struct {
 	cacheHits   atomic.Int64
 	deduped     atomic.Int64
 	savedTokens atomic.Int64
-	scope       string // see Settings.keyScope
+	scope       string // see Settings.KeyScope
 
 	truncated       atomic.Int64 // answers cut at maxTokens
 	contentFiltered atomic.Int64 // content-filtered answers, failed or accepted
@@ -301,7 +301,7 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 	start := time.Now()
 	j.cfg.Settings.Limits = j.cfg.Limits.Apply(nil)
 	cfg := j.cfg
-	j.scope = cfg.Settings.keyScope()
+	j.scope = cfg.Settings.KeyScope()
 	sum, dups, err := validate(cfg.Input, cfg.Settings, cfg.MaxInputErrors, batch.WithChunkSize(cfg.ChunkSize))
 	if err != nil {
 		return Summary{}, err
@@ -311,6 +311,10 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 	}
 	// The nightly pattern: the same command every night, whatever happened the night before.
 	if prev, err := store.Load(cfg.Checkpoint); err == nil {
+		if prev.Header.Version == store.BatchVersion && !cfg.Force {
+			return Summary{}, fmt.Errorf("checkpoint %s is a run of the batch backend: `batchgpt resume %s` continues it, --force starts over",
+				cfg.Checkpoint, cfg.Checkpoint)
+		}
 		date := prev.Header.Created.UTC().Format(time.DateOnly)
 		c := prev.Counts()
 		if !cfg.Force && prev.Header.InputSHA256 == sum.SHA256 && prev.Header.InputSize == sum.Size &&
@@ -343,8 +347,8 @@ func (j *Job) Run(ctx context.Context) (Summary, error) {
 	if err != nil {
 		return Summary{}, err
 	}
-	format := resultsFormat(results)
-	pre, err := preamble(format)
+	format := ResultsFormat(results)
+	pre, err := Preamble(format)
 	if err != nil {
 		return Summary{}, err
 	}
@@ -474,7 +478,7 @@ func (j *Job) Resume(ctx context.Context) (Summary, error) {
 	// names and operation ids of the journal's tail): collected often, as validation is, until the
 	// state is condensed into the plan and dropped. At ten million rows the collector's default
 	// let the heap grow to about twice the state before a collection: 262 MiB of peak RSS.
-	heapDone := sync.OnceFunc(validating())
+	heapDone := sync.OnceFunc(Validating())
 	defer heapDone()
 	w, st, s, err := j.open()
 	if err != nil {
@@ -562,6 +566,11 @@ func (j *Job) open() (*store.Writer, *store.State, Settings, error) {
 	if err != nil {
 		return nil, nil, s, err
 	}
+	if st.Header.Version == store.BatchVersion {
+		// Its rows are answered by a batch task: sending them one by one would pay twice.
+		w.Close()
+		return nil, nil, s, fmt.Errorf("checkpoint %s is a run of the batch backend: the asynchronous backend cannot resume it", j.cfg.Checkpoint)
+	}
 	for _, p := range st.Problems {
 		j.log.Warn("checkpoint repaired", "checkpoint", j.cfg.Checkpoint, "problem", p)
 	}
@@ -569,7 +578,7 @@ func (j *Job) open() (*store.Writer, *store.State, Settings, error) {
 		w.Close()
 		return nil, nil, s, fmt.Errorf("checkpoint %s: settings: %w", j.cfg.Checkpoint, err)
 	}
-	j.scope = s.keyScope()
+	j.scope = s.KeyScope()
 	return w, st, s, nil
 }
 
@@ -611,20 +620,20 @@ func (j *Job) connect(ctx context.Context) error {
 // validate checks the input and, unless deduplication is off, finds the rows that send the same
 // request as an earlier row.
 func validate(path string, s Settings, maxErrors int, po ...batch.PassOption) (batch.Summary, *batch.Duplicates, error) {
-	defer validating()()
+	defer Validating()()
 	if s.NoDedup {
 		sum, err := batch.Validate(path, s.Input, maxErrors, po...)
 		return sum, nil, err
 	}
-	return batch.ValidateDedup(path, s.Input, maxErrors, s.keyScope(), po...)
+	return batch.ValidateDedup(path, s.Input, maxErrors, s.KeyScope(), po...)
 }
 
-// validating prepares for a pass over the input and returns what ends it. Validation builds
+// Validating prepares for a pass over the input and returns what ends it. Validation builds
 // structures of a few tens of bytes per row (the id set, the request fingerprints) that live
 // until it ends: collecting more often keeps the heap near them instead of at twice their size,
 // at no measurable cost, and their memory goes back to the system before the run starts, or the
 // run's own garbage would grow to that peak before the next collection.
-func validating() (done func()) {
+func Validating() (done func()) {
 	old := debug.SetGCPercent(25)
 	return func() {
 		debug.SetGCPercent(old)
@@ -656,12 +665,12 @@ func checkInput(st *store.State, s Settings) (*batch.Duplicates, error) {
 		return dups, nil
 	}
 	if s.NoDedup || h.Duplicates == 0 {
-		return nil, checkInputHash(h)
+		return nil, CheckInputHash(h)
 	}
 	// The run validated this input; that it is the same file is checked below, so its ids need
 	// not be checked again.
-	done := validating()
-	sum, dups, err := batch.ScanDedup(h.Input, s.Input, s.keyScope())
+	done := Validating()
+	sum, dups, err := batch.ScanDedup(h.Input, s.Input, s.KeyScope())
 	done()
 	if sum.SHA256 == "" { // the file could not be read
 		if err == nil {
@@ -678,7 +687,9 @@ func checkInput(st *store.State, s Settings) (*batch.Duplicates, error) {
 	return dups, nil
 }
 
-func checkInputHash(h store.Header) error {
+// CheckInputHash refuses a resume over an input that is not, byte for byte, the one h's run
+// started with (ErrInputChanged): rows are known by position. It reads the whole input.
+func CheckInputHash(h store.Header) error {
 	f, err := os.Open(h.Input)
 	if err != nil {
 		return fmt.Errorf("resume: input of the run: %w", err)
@@ -789,7 +800,7 @@ func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, h s
 
 	if h.ResultsFormat == FormatCSV {
 		// Lines go in the columns of the file's header, which an older batchgpt may have written.
-		if j.csvCols, err = csvHeader(h.Results); err != nil {
+		if j.csvCols, err = CSVHeader(h.Results); err != nil {
 			return sum, err
 		}
 	}
@@ -884,17 +895,22 @@ func (j *Job) execute(ctx context.Context, start time.Time, w *store.Writer, h s
 	return sum, err
 }
 
-// finalize rewrites the results file when it must change shape: input order was asked for, or
-// rows resolved again (retried failures) left superseded lines. The store does it crash-safely.
+// finalize rewrites the results file when it must change shape (see Finalize).
 func (j *Job) finalize(w *store.Writer) error {
+	return Finalize(w, j.cfg.Settings.Order == OrderInput)
+}
+
+// Finalize rewrites the results file of a run whose rows are all resolved when it must change
+// shape: input order was asked for, or rows resolved again (retried failures) left superseded
+// lines. The store does it crash-safely.
+func Finalize(w *store.Writer, inputOrder bool) error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	order := j.cfg.Settings.Order == OrderInput
-	if !order && !w.NeedsFinalize() {
+	if !inputOrder && !w.NeedsFinalize() {
 		return nil
 	}
-	if err := w.Finalize(order); err != nil {
+	if err := w.Finalize(inputOrder); err != nil {
 		return fmt.Errorf("finalize results: %w", err)
 	}
 	return nil

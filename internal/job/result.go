@@ -79,7 +79,7 @@ const (
 
 // csvResult is Result flattened for CSV output (usage and error), written and read with gocsv. New
 // columns only ever go at the end, and lines are written in the columns of the file's own header
-// (see csvHeader): a run resumed by a newer batchgpt appends to a file an older one began.
+// (see CSVHeader): a run resumed by a newer batchgpt appends to a file an older one began.
 type csvResult struct {
 	ID                string `csv:"id"`
 	Status            string `csv:"status"`
@@ -161,10 +161,10 @@ type oneRecord struct{ rec []string }
 func (o oneRecord) Read() ([]string, error)      { return o.rec, nil }
 func (o oneRecord) ReadAll() ([][]string, error) { return [][]string{o.rec}, nil }
 
-// csvHeader returns the columns of the CSV results file at path: those of its header, which an
+// CSVHeader returns the columns of the CSV results file at path: those of its header, which an
 // older batchgpt may have written with fewer columns (always a prefix of csvColumns); csvColumns
 // when it has none yet.
-func csvHeader(path string) ([]string, error) {
+func CSVHeader(path string) ([]string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("open results: %w", err)
@@ -191,16 +191,16 @@ const (
 	FormatCSV   = "csv"
 )
 
-// resultsFormat picks the format from the output file name.
-func resultsFormat(path string) string {
+// ResultsFormat picks the format from the output file name.
+func ResultsFormat(path string) string {
 	if strings.HasSuffix(strings.ToLower(path), ".csv") {
 		return FormatCSV
 	}
 	return FormatJSONL
 }
 
-// preamble is what a new results file starts with: the CSV header, nothing for JSONL.
-func preamble(format string) ([]byte, error) {
+// Preamble is what a new results file starts with: the CSV header, nothing for JSONL.
+func Preamble(format string) ([]byte, error) {
 	if format != FormatCSV {
 		return nil, nil
 	}
@@ -211,9 +211,9 @@ func preamble(format string) ([]byte, error) {
 	return []byte(s), nil
 }
 
-// encode renders one result as a complete line ending in a newline: JSON, or a CSV record in the
+// Encode renders one result as a complete line ending in a newline: JSON, or a CSV record in the
 // columns cols of the file's header (a prefix of csvColumns).
-func (r *Result) encode(format string, cols []string) ([]byte, error) {
+func (r *Result) Encode(format string, cols []string) ([]byte, error) {
 	if format == FormatCSV {
 		var b bytes.Buffer
 		w := firstColumns{csv.NewWriter(&b), len(cols)}
@@ -332,7 +332,7 @@ type Tally struct {
 // resolved again (resume --retry-failed) before the results are finalized are not counted.
 func tallyResults(path, format string, limit int64, current func(end int64) bool) (Tally, error) {
 	t := Tally{FailedByKind: map[string]int{}}
-	err := eachResult(path, format, limit, func(r *Result, end int64) {
+	err := EachResult(path, format, limit, func(r *Result, end int64) {
 		if current != nil && !current(end) {
 			return
 		}
@@ -389,10 +389,10 @@ func latestLines(st *store.State) func(end int64) bool {
 	}
 }
 
-// eachResult calls fn for every complete line of a results file (JSONL or CSV) up to limit bytes
+// EachResult calls fn for every complete line of a results file (JSONL or CSV) up to limit bytes
 // (all of it if limit < 0), with the byte offset where the line ends; lines that cannot be read
 // are skipped.
-func eachResult(path, format string, limit int64, fn func(r *Result, end int64)) error {
+func EachResult(path, format string, limit int64, fn func(r *Result, end int64)) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("open results: %w", err)

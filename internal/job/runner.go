@@ -261,7 +261,7 @@ func (r *runner) lookupAndLaunch(ctx context.Context, wks []work, launch func(wo
 					return false
 				}
 			}
-			r.resolve(wk.row.Index, wk.key, "", fromCache(wk.row.ID, hits[i], r.j.cfg.Settings.AcceptFiltered)) // stored already
+			r.resolve(wk.row.Index, wk.key, "", FromCache(wk.row.ID, hits[i], r.j.cfg.Settings.AcceptFiltered)) // stored already
 			continue
 		}
 		if !launch(wk) {
@@ -511,7 +511,7 @@ func (r *runner) resolve(index int, key batch.Key, model string, res *Result) {
 	}
 	var durable func()
 	if r.cache != nil && res.Status == StatusSucceeded && !res.Cached && model != "" {
-		e := cacheEntry(key, model, res)
+		e := CacheEntry(key, model, res)
 		durable = func() { r.cache.store(e) }
 	}
 	r.write(index, res, durable)
@@ -520,7 +520,7 @@ func (r *runner) resolve(index int, key batch.Key, model string, res *Result) {
 // write queues one result line and counts it.
 func (r *runner) write(index int, res *Result, durable func()) bool {
 	j := r.j
-	line, err := res.encode(r.h.ResultsFormat, j.csvCols)
+	line, err := res.Encode(r.h.ResultsFormat, j.csvCols)
 	if err != nil {
 		r.setFatal(err)
 		return false

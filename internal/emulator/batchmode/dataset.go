@@ -52,6 +52,7 @@ type dataset struct {
 	draftSize int64    // declared by GetUploadDraftUrl; 0: no single upload started
 	draft     []byte   // the uploaded content, once complete
 	uploaded  bool     // draft holds the whole upload
+	uploads   int      // complete uploads (a PUT, or a finished multipart upload), for Uploads
 	parts     [][]byte // multipart upload: part i+1; nil while not started
 	partTags  []string
 
@@ -112,6 +113,17 @@ func (s *Server) lookup(id string) (*dataset, error) {
 		return nil, status.Errorf(codes.NotFound, "dataset %s not found", id)
 	}
 	return ds, nil
+}
+
+// Uploads returns how many complete uploads dataset id took (0 once deleted): tests check that a
+// client never uploads a dataset twice.
+func (s *Server) Uploads(id string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ds := s.datasets[id]; ds != nil {
+		return ds.uploads
+	}
+	return 0
 }
 
 // draftDataset returns a dataset that may still take an upload; the caller holds s.mu.
@@ -196,6 +208,7 @@ func (d datasetService) FinishMultipartUploadDraft(_ context.Context, req *fomod
 		return nil, status.Errorf(codes.InvalidArgument, "parts hold %d bytes, %d were declared", all.Len(), ds.draftSize)
 	}
 	ds.draft, ds.uploaded, ds.parts, ds.partTags = all.Bytes(), true, nil, nil
+	ds.uploads++
 	return &fomods.FinishMultipartUploadDraftResponse{DatasetId: ds.info.DatasetId}, nil
 }
 

@@ -57,6 +57,7 @@ func (s *Server) serveStorage(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			ds.draft, ds.uploaded = body, true
+			ds.uploads++
 		} else {
 			n, err := strconv.Atoi(sub)
 			if err != nil || n < 1 || n > len(ds.parts) {
