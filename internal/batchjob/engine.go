@@ -157,8 +157,18 @@ func (e *Engine) Run(ctx context.Context) (job.Summary, error) {
 			e.log.Info("resuming the batch run of this input", "checkpoint", cfg.Checkpoint)
 			return e.Resume(ctx)
 		}
-		return job.Summary{}, fmt.Errorf("checkpoint %s %w for another run: use `batchgpt resume %s` to continue that run, or --force to start over",
-			cfg.Checkpoint, store.ErrExists, cfg.Checkpoint)
+		if c := prev.Counts(); c.Succeeded+c.Failed < c.Rows {
+			return job.Summary{}, fmt.Errorf("checkpoint %s %w for another run, not finished: use `batchgpt resume %s` to finish that run, or --force to abandon it",
+				cfg.Checkpoint, store.ErrExists, cfg.Checkpoint)
+		}
+		// The nightly pattern over a file exported anew: the finished run of another night goes
+		// to dated names beside it, as the asynchronous backend's does.
+		date := prev.Header.Created.UTC().Format(time.DateOnly)
+		ckpt, results := job.ArchiveNames(cfg.Checkpoint, prev.Header.Results, date)
+		if err := store.Archive(cfg.Checkpoint, ckpt, results); err != nil {
+			return job.Summary{}, err
+		}
+		e.log.Info("archived the earlier run", "run_of", date, "checkpoint", ckpt, "results", results)
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) && !cfg.Force {
 		return job.Summary{}, fmt.Errorf("%w (--force starts over and replaces it)", err)
 	}

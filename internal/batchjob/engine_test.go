@@ -583,3 +583,72 @@ func TestReadyDatasetNotUploadedAgain(t *testing.T) {
 		t.Fatalf("%d datasets, %d uploads, %d tasks; want one each", d, u, k)
 	}
 }
+
+// TestNightly: the same command over a file exported anew archives the finished run of the night
+// before under dated names and runs the new file, the cache answering the rows it already had;
+// over the same file it carries the run on (here: nothing left); an unfinished run of another
+// file is refused, not archived.
+func TestNightly(t *testing.T) {
+	e := start(t, batchmode.Config{BatchSize: 10})
+	c, err := cache.Open(filepath.Join(e.dir, "cache.db"), cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	in := e.input(t, 20, 0)
+	cfg := e.config(in)
+	cfg.Cache = c
+	if _, err := run(t, cfg); err != nil {
+		t.Fatal(err)
+	}
+	first, err := os.ReadFile(cfg.Output)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum, err := run(t, cfg); err != nil || sum.Succeeded != 20 {
+		t.Fatalf("the same file again: %+v, %v", sum, err)
+	}
+	if _, _, tasks := e.made(t); tasks != 1 {
+		t.Fatalf("%d tasks after running the same file twice, want 1", tasks)
+	}
+
+	e.input(t, 25, 0) // the next night: five rows more
+	sum, err := run(t, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Succeeded != 25 || sum.CacheHits != 20 {
+		t.Fatalf("the next night: %+v; want 25 rows, 20 from the cache", sum)
+	}
+	checkAnswers(t, results(t, cfg.Output, 25), 25, 0, nil)
+	st, err := store.Load(cfg.Checkpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	date := st.Header.Created.UTC().Format(time.DateOnly)
+	old := strings.TrimSuffix(cfg.Output, ".results.jsonl") + "." + date + ".results.jsonl"
+	if got, err := os.ReadFile(old); err != nil || string(got) != string(first) {
+		t.Fatalf("the first night's results at %s: %v; %d bytes, want its %d", old, err, len(got), len(first))
+	}
+	if prev, err := store.Load(strings.TrimSuffix(cfg.Checkpoint, ".checkpoint.json") + "." + date + ".checkpoint.json"); err != nil || !batchjob.IsBatch(prev.Header) {
+		t.Fatalf("the first night's checkpoint: %v", err)
+	}
+
+	// An unfinished run of another file stays where it is.
+	stop := errors.New("stop")
+	cfg2 := cfg
+	cfg2.Crash = func(step string) error {
+		if step == "after:task_started" {
+			return stop
+		}
+		return nil
+	}
+	e.input(t, 30, 0)
+	if _, err := run(t, cfg2); !errors.Is(err, stop) {
+		t.Fatalf("the third night, stopped after its task started: %v", err)
+	}
+	e.input(t, 31, 0)
+	if _, err := run(t, cfg); err == nil || !strings.Contains(err.Error(), "not finished") {
+		t.Fatalf("over an unfinished run of another file: %v; want it refused", err)
+	}
+}

@@ -434,7 +434,7 @@ func (j *Job) retire(ctx context.Context, prev *store.State, date string) error 
 		j.log.Warn("rows were being submitted when the earlier run stopped: those still in the input are submitted again and may be billed twice",
 			"run_of", date, "in_doubt", c.InFlight)
 	}
-	ckpt, results := archiveNames(j.cfg.Checkpoint, prev.Header.Results, date)
+	ckpt, results := ArchiveNames(j.cfg.Checkpoint, prev.Header.Results, date)
 	if err := store.Archive(j.cfg.Checkpoint, ckpt, results); err != nil {
 		return err
 	}
@@ -442,10 +442,10 @@ func (j *Job) retire(ctx context.Context, prev *store.State, date string) error 
 	return nil
 }
 
-// archiveNames are the dated names beside checkpoint and results that an earlier run of date
+// ArchiveNames are the dated names beside checkpoint and results that an earlier run of date
 // moves to: prompts.checkpoint.json -> prompts.2026-11-28.checkpoint.json, and -2, -3... when a
 // day has several.
-func archiveNames(checkpoint, results, date string) (string, string) {
+func ArchiveNames(checkpoint, results, date string) (string, string) {
 	for n := 1; ; n++ {
 		tag := date
 		if n > 1 {
