@@ -179,23 +179,29 @@ func changeAt(t *testing.T, content string, off int64) string {
 	return string(b)
 }
 
+// chunked writes in, reads its rows and validates it in chunks of 300 bytes; off is where the
+// id of the first row of chunk 3 has its first digit, which the tests that change a chunk change.
+func chunked(t *testing.T, in chunkInput) (path string, rows []batch.Row, sum batch.Summary, off int64) {
+	t.Helper()
+	path = writeInput(t, in.name, in.content)
+	rows = readAll(t, path, in.opt)
+	sum, err := batch.Validate(path, in.opt, 0, batch.WithChunkSize(300))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sum.Chunks) < 5 {
+		t.Fatalf("%d chunks: the test tests little", len(sum.Chunks))
+	}
+	return path, rows, sum, sum.Chunks[3].Offset + int64(strings.IndexAny(in.content[sum.Chunks[3].Offset:], "0123456789"))
+}
+
 func TestOpenChunksChanged(t *testing.T) {
 	t.Parallel()
 	for _, in := range chunkInputs()[:3] {
 		t.Run(in.name, func(t *testing.T) {
 			t.Parallel()
-			path := writeInput(t, in.name, in.content)
-			rows := readAll(t, path, in.opt)
-			sum, err := batch.Validate(path, in.opt, 0, batch.WithChunkSize(300))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(sum.Chunks) < 5 {
-				t.Fatalf("%d chunks: the test tests little", len(sum.Chunks))
-			}
-			// The id of the first row of chunk 3 changes (its first digit).
+			path, rows, sum, off := chunked(t, in)
 			changed := sum.Chunks[3]
-			off := changed.Offset + int64(strings.IndexAny(in.content[changed.Offset:], "0123456789"))
 			if err := os.WriteFile(path, []byte(changeAt(t, in.content, off)), 0o600); err != nil {
 				t.Fatal(err)
 			}

@@ -128,14 +128,8 @@ func TestChunkRereader(t *testing.T) {
 	for _, in := range chunkInputs()[:3] {
 		t.Run(in.name, func(t *testing.T) {
 			t.Parallel()
-			path := writeInput(t, in.name, in.content)
-			rows := readAll(t, path, in.opt)
-			sum, err := batch.Validate(path, in.opt, 0, batch.WithChunkSize(300))
-			if err != nil {
-				t.Fatal(err)
-			}
+			path, rows, sum, off := chunked(t, in)
 			changed := sum.Chunks[3]
-			off := changed.Offset + int64(strings.IndexAny(in.content[changed.Offset:], "0123456789"))
 			rr, err := batch.OpenChunkRereader(path, in.opt, sum.Size, sum.Chunks)
 			if err != nil {
 				t.Fatal(err)

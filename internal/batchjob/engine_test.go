@@ -498,17 +498,24 @@ func TestCleanup(t *testing.T) {
 	}
 }
 
-// TestCache: a second run answers from the cache what the first stored (the answers written are
-// what the cache keeps), uploads only the rest, and duplicates of a cached request are cached too.
-func TestCache(t *testing.T) {
+// withCache starts an emulator and returns the config of a 20-row run with a result cache.
+func withCache(t *testing.T) (*env, batchjob.Config, *cache.Cache) {
+	t.Helper()
 	e := start(t, batchmode.Config{BatchSize: 10})
 	c, err := cache.Open(filepath.Join(e.dir, "cache.db"), cache.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	cfg := e.config(e.input(t, 20, 0))
 	cfg.Cache = c
+	return e, cfg, c
+}
+
+// TestCache: a second run answers from the cache what the first stored (the answers written are
+// what the cache keeps), uploads only the rest, and duplicates of a cached request are cached too.
+func TestCache(t *testing.T) {
+	e, cfg, c := withCache(t)
 	if _, err := run(t, cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -589,15 +596,7 @@ func TestReadyDatasetNotUploadedAgain(t *testing.T) {
 // over the same file it carries the run on (here: nothing left); an unfinished run of another
 // file is refused, not archived.
 func TestNightly(t *testing.T) {
-	e := start(t, batchmode.Config{BatchSize: 10})
-	c, err := cache.Open(filepath.Join(e.dir, "cache.db"), cache.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	in := e.input(t, 20, 0)
-	cfg := e.config(in)
-	cfg.Cache = c
+	e, cfg, _ := withCache(t)
 	if _, err := run(t, cfg); err != nil {
 		t.Fatal(err)
 	}
