@@ -91,10 +91,13 @@ type Engine struct {
 	resolved []uint64 // rows whose result line is queued or durable
 
 	succeeded, failed, cached, deduped atomic.Int64
-	mu                                 sync.Mutex
-	failedByKind                       map[string]int
-	toCache                            []cache.Entry // answers whose lines are durable, not yet stored
-	cacheProblem                       string
+	// What Progress reads besides the counts of this process: the rows, and those resolved
+	// before it (a resume), set once the checkpoint is open.
+	rows, doneBefore, succeededBefore atomic.Int64
+	mu                                sync.Mutex
+	failedByKind                      map[string]int
+	toCache                           []cache.Entry // answers whose lines are durable, not yet stored
+	cacheProblem                      string
 }
 
 // New prepares an engine.
@@ -275,6 +278,9 @@ func (e *Engine) execute(ctx context.Context, start time.Time, w *store.Writer, 
 			}
 		}
 	}
+	e.rows.Store(int64(e.h.Rows))
+	e.doneBefore.Store(int64(base.Succeeded + base.Failed))
+	e.succeededBefore.Store(int64(base.Succeeded))
 	defer func() {
 		if cerr := w.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("close checkpoint: %w", cerr)
@@ -884,7 +890,8 @@ func (e *Engine) cleanup(ctx context.Context) error {
 // Progress returns what the run has resolved; safe while it runs.
 func (e *Engine) Progress() job.Progress {
 	s, f := e.succeeded.Load(), e.failed.Load()
-	return job.Progress{Rows: int64(e.h.Rows), Resolved: s + f, Succeeded: s, Failed: f,
+	done, ok := e.doneBefore.Load(), e.succeededBefore.Load()
+	return job.Progress{Rows: e.rows.Load(), Resolved: done + s + f, Succeeded: ok + s, Failed: done - ok + f,
 		Cached: e.cached.Load(), Deduplicated: e.deduped.Load()}
 }
 

@@ -651,3 +651,35 @@ func TestNightly(t *testing.T) {
 		t.Fatalf("over an unfinished run of another file: %v; want it refused", err)
 	}
 }
+
+// TestProgressAfterResume: a resumed run's progress counts the rows resolved before it (here the
+// cache's answers, written before the crash), not only its own.
+func TestProgressAfterResume(t *testing.T) {
+	e, cfg, _ := withCache(t)
+	if _, err := run(t, cfg); err != nil {
+		t.Fatal(err)
+	}
+	e.input(t, 25, 0) // 20 rows the cache has, 5 new
+	stop := errors.New("stop")
+	cfg.Force = true
+	cfg.Crash = func(p string) error {
+		if p == "after:created" {
+			return stop
+		}
+		return nil
+	}
+	if _, err := run(t, cfg); !errors.Is(err, stop) {
+		t.Fatalf("run: %v", err)
+	}
+	cfg.Crash, cfg.Force = nil, false
+	eng := batchjob.New(cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	sum, err := eng.Resume(ctx)
+	if err != nil || sum.Succeeded != 25 {
+		t.Fatalf("resume: %+v, %v", sum, err)
+	}
+	if p := eng.Progress(); p.Rows != 25 || p.Resolved != 25 || p.Succeeded != 25 || p.Failed != 0 {
+		t.Fatalf("progress after the resume: %+v; want all 25 rows resolved", p)
+	}
+}

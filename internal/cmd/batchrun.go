@@ -91,7 +91,7 @@ func (e *env) executeBatch(ctx context.Context, rc *runConfig) error {
 	logger := e.logger(rc, prog.logOut)
 	build := version.Get()
 	logger.Info("batchgpt starting", append(build.LogAttrs(), "backend", backendBatch)...)
-	sum, err := e.runBatch(ctx, rc, logger)
+	sum, err := e.runBatch(ctx, rc, logger, prog)
 	_, err = writeSummary(rc, sum, build, err)
 	return err
 }
@@ -105,7 +105,7 @@ func (e *env) batchConfigOf(rc *runConfig, logger *slog.Logger) batchjob.Config 
 }
 
 // runBatch builds the engine rc describes and runs it.
-func (e *env) runBatch(ctx context.Context, rc *runConfig, logger *slog.Logger) (job.Summary, error) {
+func (e *env) runBatch(ctx context.Context, rc *runConfig, logger *slog.Logger, prog *progress) (job.Summary, error) {
 	cfg := e.batchConfigOf(rc, logger)
 	oc := e.openCache(rc.cache, logger, rc.settings.NoCache, false)
 	defer oc.close()
@@ -126,6 +126,9 @@ func (e *env) runBatch(ctx context.Context, rc *runConfig, logger *slog.Logger) 
 		cfg.Connect = func(ctx context.Context) (auth.Source, error) { return connect(ctx) }
 	}
 	eng := batchjob.New(cfg)
+	// Rows resolve in bursts here (the cache's answers first, the task's at its end); how the
+	// task moves between them is logged as its status and batches change.
+	prog.start(rc, eng, logger, nil)
 	var sum job.Summary
 	var err error
 	if rc.resume {
@@ -133,6 +136,7 @@ func (e *env) runBatch(ctx context.Context, rc *runConfig, logger *slog.Logger) 
 	} else {
 		sum, err = eng.Run(ctx)
 	}
+	prog.stop()
 	err = e.ended(rc, &sum, oc, cfg.Checkpoint, "every step of the batch run", err)
 	return sum, err
 }

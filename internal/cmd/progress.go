@@ -104,6 +104,9 @@ func (b *bars) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// progressSource is a run that reports how far it is: a job of either backend.
+type progressSource interface{ Progress() job.Progress }
+
 // progress is how a run shows that it moves: bars on a terminal, a log line at a steady interval
 // otherwise (cron, pipes), nothing with --quiet.
 type progress struct {
@@ -125,7 +128,7 @@ func (e *env) newProgress(rc *runConfig) *progress {
 // terminal, and every --progress-interval a log line (not on a terminal, not with --quiet) and
 // a call of each (the metrics file, whatever stderr is). --progress-interval 0 turns the
 // interval off.
-func (p *progress) start(rc *runConfig, j *job.Job, logger *slog.Logger, each func()) {
+func (p *progress) start(rc *runConfig, j progressSource, logger *slog.Logger, each func()) {
 	bars := p.bars != nil
 	logLines := !rc.quiet && !bars
 	interval := rc.progressInterval > 0 && (logLines || each != nil)
