@@ -278,6 +278,10 @@ func startChild(b *testing.B, url string, args ...string) *child {
 	cmd := exec.Command(binary(b), args...)
 	// A result cache of its own, never the user's: a benchmark that shares one passes --cache.
 	cmd.Env = append(childEnv(url), "XDG_CACHE_HOME="+b.TempDir())
+	if dir := os.Getenv("BATCHGPT_BENCH_PROFILE_DIR"); dir != "" {
+		// Where the time of a child goes, without a rebuild (see BATCHGPT_CPUPROFILE).
+		cmd.Env = append(cmd.Env, "BATCHGPT_CPUPROFILE="+filepath.Join(dir, fmt.Sprintf("%s-%s.prof", args[0], time.Now().Format("150405.000"))))
+	}
 	c := &child{cmd: cmd, stderr: newTailBuffer(32 << 10)}
 	cmd.Stdout = c.stderr
 	cmd.Stderr = c.stderr
