@@ -41,10 +41,16 @@ func (w *Writer) autoCompact() {
 	if w.sticky() != nil {
 		return
 	}
+	// The state it loads (about 12 bytes a row, for every row of the input) is live on top of
+	// the run's own memory, and loading it makes garbage (the journal's tail, read twice): at
+	// the collector's default the heap may reach twice state and run together before a
+	// collection. Collected often meanwhile, as validation is.
+	old := debug.SetGCPercent(25)
 	err := w.compact()
-	// The state it loaded (about 12 bytes a row) is garbage now: collect it and return it at once,
-	// or the collector's next goal, set while it was live, lets the run's own garbage grow to
-	// twice its size before the next collection.
+	debug.SetGCPercent(old)
+	// The state it loaded is garbage now: collect it and return it at once, or the collector's
+	// next goal, set while it was live, lets the run's own garbage grow to twice its size before
+	// the next collection.
 	debug.FreeOSMemory()
 	if err != nil {
 		w.compactAt = 2 * w.journalSize
