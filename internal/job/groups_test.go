@@ -2,6 +2,7 @@ package job_test
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -131,6 +132,105 @@ func TestResumeTakesTheGroupsFromTheCheckpoint(t *testing.T) {
 					t.Fatalf("row %s: %+v; want %q (deduplicated: %v)", id, r, want, i >= 90)
 				}
 			}
+		})
+	}
+}
+
+// strayCheckpoint writes a 120-row input of different requests and the checkpoint of a run of it
+// stopped with rows [0, 60) resolved except row 5, whose fingerprint collided with row 2's: the
+// checkpoint's groups say it follows row 2, and the run found it independent and put it at the
+// back of its queue, so it is still new.
+func strayCheckpoint(t *testing.T, dir, url string) (job.Config, batch.Summary) {
+	t.Helper()
+	in := writeJSONL(t, dir, 120)
+	cfg := config(dir, in, url)
+	cfg.Tuning.Concurrency = 4
+	sum, err := batch.Validate(in, cfg.Settings.Input, 0, batch.WithChunkSize(chunkSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd, err := batch.Open(in, cfg.Settings.Input)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stray batch.Row
+	for stray.Index != 5 || stray.Body == nil {
+		if stray, err = rd.Next(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rd.Close()
+	// The groups as the run encodes them (batch.Duplicates.MarshalBinary): format 1, one follower,
+	// leader 2, follower 2+3, its line and offset.
+	blob := binary.AppendUvarint([]byte{1, 1, 2, 3}, uint64(stray.Line))
+	blob = binary.AppendUvarint(blob, uint64(stray.Offset))
+	settings, _ := json.Marshal(cfg.Settings)
+	h := store.Header{Version: store.Version, Created: time.Now().UTC(), Input: in, InputSHA256: sum.SHA256,
+		InputSize: sum.Size, Rows: 120, Results: cfg.Output, ResultsFormat: job.FormatJSONL, Settings: settings,
+		Duplicates: 1, InputChunks: storeChunks(sum.Chunks)}
+	w, err := store.Create(cfg.Checkpoint, h, nil, false, store.Groups(blob))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 60 {
+		if i == 5 {
+			continue
+		}
+		res := job.Result{ID: fmt.Sprintf("r%05d", i), Status: job.StatusSucceeded, OperationID: fmt.Sprintf("op%d", i), Attempts: 1,
+			Text:  emulator.Answer(modelURI, []emulator.Message{{Role: "user", Text: prompt(i)}}),
+			Usage: &job.Usage{InputTokens: 1, CompletionTokens: 1, TotalTokens: 2}}
+		line, _ := json.Marshal(res)
+		if err := w.ResultThen(i, false, append(line, '\n'), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, sum
+}
+
+// A resume reads a row left open behind a resolved leader (a fingerprint collision) by position,
+// and reads the input in sequence from the first row open otherwise: a change between the two
+// goes unseen (those rows are done), a change in the stray row's own chunk stops the resume before
+// it is sent.
+func TestResumeReadsStraysByPosition(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		changeRow  int // the row whose chunk changes; -1 none
+		wantChange bool
+	}{
+		{"intact", -1, false},
+		{"between the stray and the others", 30, false},
+		{"the stray's chunk", 5, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, url := startEmulator(t, emulator.Config{})
+			cfg, sum := strayCheckpoint(t, t.TempDir(), url)
+			if tc.changeRow >= 0 {
+				k := chunkOf(sum.Chunks, tc.changeRow)
+				if k == chunkOf(sum.Chunks, 5) != (tc.changeRow == 5) || k == chunkOf(sum.Chunks, 60) {
+					t.Fatalf("row %d is in chunk %d: the test tests little", tc.changeRow, k)
+				}
+				changeID(t, cfg.Input, sum.Chunks[k])
+			}
+			rcfg := cfg
+			rcfg.Input, rcfg.Output, rcfg.Settings = "", "", job.Settings{Endpoint: url, OperationsEndpoint: url}
+			res, err := job.New(rcfg).Resume(context.Background())
+			sent := srv.SubmissionsFor(modelURI, []emulator.Message{{Role: "user", Text: prompt(5)}})
+			if tc.wantChange {
+				if !errors.Is(err, job.ErrInputChanged) || sent != 0 {
+					t.Fatalf("resume: %v, row 5 sent %d times; want the input changed and row 5 not sent", err, sent)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("resume: %v", err)
+			}
+			if res.Succeeded != 120 || srv.Stats().Submissions != 61 || sent != 1 {
+				t.Fatalf("resume: %+v, %d submissions, row 5 sent %d times; want 120 rows, 61 submissions", res, srv.Stats().Submissions, sent)
+			}
+			checkAll(t, readResults(t, cfg.Output), 120)
 		})
 	}
 }

@@ -27,6 +27,13 @@ type plan struct {
 	// only be one that was made independent, and stays so.
 	dups    *batch.Duplicates
 	follows []uint64 // bit per row
+	// strays are the rows still open behind a resolved leader (a request that was made
+	// independent: its fingerprint collided with the leader's), with where they are; strayBits
+	// marks them. They go back to the back of the queue when found independent, so an interrupted
+	// run leaves them open far behind the others: a resume reads them by position, and its
+	// sequential read starts at the first row open otherwise.
+	strays    []batch.Pos
+	strayBits []uint64 // bit per row
 	// collect, when not nil, makes the execution a collection: the operations of the rows in
 	// submitted are polled and written, with the names the journal keeps (a row of a checkpoint
 	// made before names were kept has none), and nothing is read from the input or submitted.
@@ -67,6 +74,15 @@ func (p *plan) follow(dups *batch.Duplicates) {
 	p.follows = make([]uint64, (p.rows+63)/64)
 	dups.Groups(func(leader int, followers []batch.Pos) bool {
 		if p.row(leader).Phase == store.PhaseResolved {
+			for _, f := range followers {
+				if f.Index < p.rows && p.row(f.Index).Phase != store.PhaseResolved {
+					if p.strayBits == nil {
+						p.strayBits = make([]uint64, (p.rows+63)/64)
+					}
+					p.strayBits[f.Index/64] |= 1 << (f.Index % 64)
+					p.strays = append(p.strays, f)
+				}
+			}
 			return true
 		}
 		for _, f := range followers {
@@ -78,13 +94,19 @@ func (p *plan) follow(dups *batch.Duplicates) {
 	})
 }
 
+// stray reports whether row i is one of p.strays.
+func (p *plan) stray(i int) bool {
+	return p.strayBits != nil && p.strayBits[i/64]&(1<<(i%64)) != 0
+}
+
 // following reports whether row i waits for its leader's answer.
 func (p *plan) following(i int) bool {
 	return p.follows != nil && p.follows[i/64]&(1<<(i%64)) != 0
 }
 
 // firstOpen returns the first row the execution reads from the input (p.rows if none): the first
-// not resolved, with or without an operation, that does not wait for its leader's answer.
+// not resolved, with or without an operation, that does not wait for its leader's answer and is
+// not read by position (a stray).
 func (p *plan) firstOpen() int {
 	if p.resolved == nil {
 		return 0
@@ -93,6 +115,9 @@ func (p *plan) firstOpen() int {
 		open := ^done
 		if p.follows != nil {
 			open &^= p.follows[w]
+		}
+		if p.strayBits != nil {
+			open &^= p.strayBits[w]
 		}
 		if open != 0 {
 			return min(w*64+bits.TrailingZeros64(open), p.rows)

@@ -128,6 +128,36 @@ func (r *runner) feed(ctx context.Context, p *plan, launch func(work) bool) erro
 	}
 	defer rd.Close()
 	var lookups []work // rows for the cache, looked up lookupBatch at a time
+	// dispatch hands row on; false: stop.
+	dispatch := func(row batch.Row) bool {
+		wk, send := r.route(p, row)
+		switch {
+		case !send:
+		case r.cache == nil:
+			return launch(wk)
+		default:
+			lookups = append(lookups, wk)
+			if len(lookups) == lookupBatch {
+				if !r.lookupAndLaunch(ctx, lookups, launch) {
+					return false
+				}
+				lookups = lookups[:0]
+			}
+		}
+		return true
+	}
+	for _, pos := range p.strays {
+		row, err := r.reread.Row(pos)
+		if ch := changed(err); errors.Is(ch, ErrInputChanged) {
+			return ch
+		}
+		if err != nil {
+			return fmt.Errorf("re-read row %d of %s: %w", pos.Index+1, j.cfg.Input, err)
+		}
+		if !dispatch(row) {
+			return nil
+		}
+	}
 	for {
 		row, err := rd.Next()
 		if err == io.EOF {
@@ -146,21 +176,11 @@ func (r *runner) feed(ctx context.Context, p *plan, launch func(work) bool) erro
 		if row.Index >= p.rows {
 			return fmt.Errorf("input %s has more rows than the checkpoint's %d", j.cfg.Input, p.rows)
 		}
-		wk, send := r.route(p, row)
-		switch {
-		case !send:
-		case r.cache == nil:
-			if !launch(wk) {
-				return nil
-			}
-		default:
-			lookups = append(lookups, wk)
-			if len(lookups) == lookupBatch {
-				if !r.lookupAndLaunch(ctx, lookups, launch) {
-					return nil
-				}
-				lookups = lookups[:0]
-			}
+		if p.stray(row.Index) {
+			continue // read by position above
+		}
+		if !dispatch(row) {
+			return nil
 		}
 	}
 }
