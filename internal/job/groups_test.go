@@ -54,15 +54,26 @@ func halfDoneWithDuplicates(t *testing.T, dir, url string) (job.Config, batch.Su
 	if err != nil {
 		t.Fatal(err)
 	}
+	writeResolved(t, cfg, sum, dups.Count(), blob, func(i int) bool { return i < 60 })
+	return cfg, sum
+}
+
+// writeResolved writes the checkpoint of a 120-row run of cfg's input (sum) with dups duplicate
+// rows in groups blob, stopped with the rows done(i) resolved, as the run would have left it.
+func writeResolved(t *testing.T, cfg job.Config, sum batch.Summary, dups int, blob []byte, done func(i int) bool) {
+	t.Helper()
 	settings, _ := json.Marshal(cfg.Settings)
-	h := store.Header{Version: store.Version, Created: time.Now().UTC(), Input: in, InputSHA256: sum.SHA256,
+	h := store.Header{Version: store.Version, Created: time.Now().UTC(), Input: cfg.Input, InputSHA256: sum.SHA256,
 		InputSize: sum.Size, Rows: 120, Results: cfg.Output, ResultsFormat: job.FormatJSONL, Settings: settings,
-		Duplicates: dups.Count(), InputChunks: storeChunks(sum.Chunks)}
+		Duplicates: dups, InputChunks: storeChunks(sum.Chunks)}
 	w, err := store.Create(cfg.Checkpoint, h, nil, false, store.Groups(blob))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 60 {
+	for i := range 120 {
+		if !done(i) {
+			continue
+		}
 		res := job.Result{ID: fmt.Sprintf("r%05d", i), Status: job.StatusSucceeded, OperationID: fmt.Sprintf("op%d", i), Attempts: 1,
 			Text:  emulator.Answer(modelURI, []emulator.Message{{Role: "user", Text: prompt(i)}}),
 			Usage: &job.Usage{InputTokens: 1, CompletionTokens: 1, TotalTokens: 2}}
@@ -74,7 +85,6 @@ func halfDoneWithDuplicates(t *testing.T, dir, url string) (job.Config, batch.Su
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	return cfg, sum
 }
 
 // A resume of a run with duplicate rows takes the groups from the checkpoint instead of reading
@@ -164,29 +174,7 @@ func strayCheckpoint(t *testing.T, dir, url string) (job.Config, batch.Summary) 
 	// leader 2, follower 2+3, its line and offset.
 	blob := binary.AppendUvarint([]byte{1, 1, 2, 3}, uint64(stray.Line))
 	blob = binary.AppendUvarint(blob, uint64(stray.Offset))
-	settings, _ := json.Marshal(cfg.Settings)
-	h := store.Header{Version: store.Version, Created: time.Now().UTC(), Input: in, InputSHA256: sum.SHA256,
-		InputSize: sum.Size, Rows: 120, Results: cfg.Output, ResultsFormat: job.FormatJSONL, Settings: settings,
-		Duplicates: 1, InputChunks: storeChunks(sum.Chunks)}
-	w, err := store.Create(cfg.Checkpoint, h, nil, false, store.Groups(blob))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range 60 {
-		if i == 5 {
-			continue
-		}
-		res := job.Result{ID: fmt.Sprintf("r%05d", i), Status: job.StatusSucceeded, OperationID: fmt.Sprintf("op%d", i), Attempts: 1,
-			Text:  emulator.Answer(modelURI, []emulator.Message{{Role: "user", Text: prompt(i)}}),
-			Usage: &job.Usage{InputTokens: 1, CompletionTokens: 1, TotalTokens: 2}}
-		line, _ := json.Marshal(res)
-		if err := w.ResultThen(i, false, append(line, '\n'), nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
+	writeResolved(t, cfg, sum, 1, blob, func(i int) bool { return i < 60 && i != 5 })
 	return cfg, sum
 }
 
