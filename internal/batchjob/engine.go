@@ -166,12 +166,9 @@ func (e *Engine) Run(ctx context.Context) (job.Summary, error) {
 		}
 		// The nightly pattern over a file exported anew: the finished run of another night goes
 		// to dated names beside it, as the asynchronous backend's does.
-		date := prev.Header.Created.UTC().Format(time.DateOnly)
-		ckpt, results := job.ArchiveNames(cfg.Checkpoint, prev.Header.Results, date)
-		if err := store.Archive(cfg.Checkpoint, ckpt, results); err != nil {
+		if err := job.ArchiveRun(cfg.Checkpoint, prev.Header, e.log); err != nil {
 			return job.Summary{}, err
 		}
-		e.log.Info("archived the earlier run", "run_of", date, "checkpoint", ckpt, "results", results)
 	} else if err != nil && !errors.Is(err, fs.ErrNotExist) && !cfg.Force {
 		return job.Summary{}, fmt.Errorf("%w (--force starts over and replaces it)", err)
 	}

@@ -434,18 +434,25 @@ func (j *Job) retire(ctx context.Context, prev *store.State, date string) error 
 		j.log.Warn("rows were being submitted when the earlier run stopped: those still in the input are submitted again and may be billed twice",
 			"run_of", date, "in_doubt", c.InFlight)
 	}
-	ckpt, results := ArchiveNames(j.cfg.Checkpoint, prev.Header.Results, date)
-	if err := store.Archive(j.cfg.Checkpoint, ckpt, results); err != nil {
+	return ArchiveRun(j.cfg.Checkpoint, prev.Header, j.log)
+}
+
+// ArchiveRun moves the run whose checkpoint is at checkpoint (with header h) to the dated names
+// beside it (ArchiveNames, the date of its start), and logs where it went.
+func ArchiveRun(checkpoint string, h store.Header, log *slog.Logger) error {
+	date := h.Created.UTC().Format(time.DateOnly)
+	ckpt, results := archiveNames(checkpoint, h.Results, date)
+	if err := store.Archive(checkpoint, ckpt, results); err != nil {
 		return err
 	}
-	j.log.Info("archived the earlier run", "run_of", date, "checkpoint", ckpt, "results", results)
+	log.Info("archived the earlier run", "run_of", date, "checkpoint", ckpt, "results", results)
 	return nil
 }
 
-// ArchiveNames are the dated names beside checkpoint and results that an earlier run of date
+// archiveNames are the dated names beside checkpoint and results that an earlier run of date
 // moves to: prompts.checkpoint.json -> prompts.2026-11-28.checkpoint.json, and -2, -3... when a
 // day has several.
-func ArchiveNames(checkpoint, results, date string) (string, string) {
+func archiveNames(checkpoint, results, date string) (string, string) {
 	for n := 1; ; n++ {
 		tag := date
 		if n > 1 {
