@@ -6,6 +6,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -178,5 +179,37 @@ func TestCompactionKeepsTheHourWindow(t *testing.T) {
 	want := []store.SecondCount{{Second: 1_700_007_200, N: 2}}
 	if !slices.Equal(got, want) {
 		t.Errorf("SubmittedSince: %+v, want %+v", got, want)
+	}
+}
+
+// TestLeanSnapshot: the snapshot a compaction writes from its lean state (no row's line kept) is
+// the one written from the full state, byte for byte, for the journals of every version, a run's
+// journal with superseded lines and open rows, and that journal compacted more than once and
+// appended to since (L records after L records).
+func TestLeanSnapshot(t *testing.T) {
+	t.Parallel()
+	const rows = 600
+	compacting, ckptA, _ := newRunWith(t, store.Hooks{CompactMin: 4 << 10}, rows, "id,answer\n")
+	plain, ckptB, _ := newRunWith(t, store.Hooks{CompactMin: 1 << 40}, rows, "id,answer\n")
+	runOps(t, compacting, rows, 11)
+	runOps(t, plain, rows, 11)
+	must(t, compacting.Close())
+	must(t, plain.Close())
+	if compacting.Compactions() < 2 {
+		t.Fatalf("%d compactions", compacting.Compactions())
+	}
+	goldens, err := filepath.Glob("testdata/journal/*.ckpt")
+	must(t, err)
+	for _, path := range append(goldens, ckptA, ckptB) {
+		full, lean, err := store.Snapshots([]byte(readFile(t, path)))
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if !bytes.Equal(full, lean) {
+			t.Errorf("%s: the lean snapshot differs (%d bytes, full %d)", path, len(lean), len(full))
+		}
+		if !bytes.Contains(full, []byte("\nL ")) && strings.Contains(readFile(t, path), "\nR ") {
+			t.Errorf("%s: no L record in its snapshot", path)
+		}
 	}
 }

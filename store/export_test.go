@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -143,4 +144,25 @@ func WriteSnapshot(path string, out io.Writer) error {
 		return err
 	}
 	return snapshotOf(out, st, path)
+}
+
+// Snapshots writes the snapshot of the journal in data twice: from a state loaded with every
+// row's line (Finalize, Open, Archive) and from a lean one (the writer's compactions).
+func Snapshots(data []byte) (full, lean []byte, err error) {
+	for _, opt := range []loadOptions{{resolutions: true}, {resolutions: true, lean: true}} {
+		st, err := loadWith(bytes.NewReader(data), opt)
+		if err != nil {
+			return nil, nil, err
+		}
+		var out bytes.Buffer
+		if err := writeSnapshot(&out, st, bytes.NewReader(data)); err != nil {
+			return nil, nil, err
+		}
+		if opt.lean {
+			lean = out.Bytes()
+		} else {
+			full = out.Bytes()
+		}
+	}
+	return full, lean, nil
 }

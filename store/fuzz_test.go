@@ -114,6 +114,11 @@ func FuzzLoad(f *testing.F) {
 		if len(st.Named)+len(st2.Named) > 0 && !maps.Equal(st.Named, st2.Named) {
 			t.Fatalf("names %+v vs prefix %+v", st.Named, st2.Named)
 		}
+		// A compaction's lean state writes the snapshot a full one does.
+		full, lean, err := store.Snapshots(data)
+		if err != nil || !bytes.Equal(full, lean) {
+			t.Fatalf("snapshots: %v\nfull:\n%s\nlean:\n%s", err, full, lean)
+		}
 	})
 }
 

@@ -53,7 +53,7 @@ func TestLinesRoundTrip(t *testing.T) {
 		}
 	}
 	// Replayed from a cursor of 10, each line lands where it was.
-	st := newState(Header{Rows: 10_000_000}, make([]byte, 10))
+	st := newState(Header{Rows: 10_000_000}, make([]byte, 10), false)
 	if err := st.checkLines(got); err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestLinesErrors(t *testing.T) {
 		}
 	}
 	// A line may not start before the results file does.
-	st := newState(Header{Rows: 4}, []byte("pre\n"))
+	st := newState(Header{Rows: 4}, []byte("pre\n"), false)
 	if err := st.checkLines([]lineEntry{{row: 1, skip: -5, n: 3}}); err == nil {
 		t.Error("a line before the start of the file was accepted")
 	}
@@ -122,7 +122,7 @@ func TestLinesErrors(t *testing.T) {
 // TestWideLines: lines too long, or ending too far, to pack in a word are kept exactly.
 func TestWideLines(t *testing.T) {
 	t.Parallel()
-	st := newState(Header{Rows: 3}, nil)
+	st := newState(Header{Rows: 3}, nil, false)
 	for _, c := range []struct{ end, n int64 }{{maxEnd + 1, 10}, {1 << 30, maxLen + 1}, {maxEnd, maxLen}, {100, 100}} {
 		st.setPos(1, c.end, c.n)
 		if st.end(1) != c.end || st.lineLen(1) != c.n {

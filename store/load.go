@@ -155,10 +155,12 @@ type State struct {
 	subs        map[int]opEntry // submitted rows (and kept rows, see keepNames): their operation
 	recent      secondCounts    // submissions per second, for the hour window
 	resolutions []uint16        // per row, if asked for: R records and L entries (saturating)
+	saturated   bool            // a row's resolutions reached the counter's limit
 
 	// Per row, while resolved: where its result line ends and how long it is (0: unknown, after
 	// damage), packed in one word (see maxEnd); lines it cannot pack are in wide. A line starts where the
-	// previous R record's line ended, or at the offset of a P record in between.
+	// previous R record's line ended, or at the offset of a P record in between. Nil in a state
+	// loaded for a compaction (loadOptions.lean), which takes each line from the journal instead.
 	pos       []uint64
 	wide      map[int]wideLine
 	cursor    int64 // where the next R record's line starts
@@ -192,15 +194,20 @@ const (
 	posWide = ^uint64(0)
 )
 
-func newState(h Header, preamble []byte) *State {
-	return &State{
+// newState returns the state of h's rows, all new; lean leaves out where their lines are
+// (loadOptions.lean).
+func newState(h Header, preamble []byte, lean bool) *State {
+	st := &State{
 		Header:   h,
 		flags:    make([]uint8, h.Rows),
 		attempts: make([]uint8, h.Rows),
-		pos:      make([]uint64, h.Rows),
 		cursor:   int64(len(preamble)),
 		preamble: preamble,
 	}
+	if !lean {
+		st.pos = make([]uint64, h.Rows)
+	}
+	return st
 }
 
 // Len returns the number of rows.
@@ -300,6 +307,9 @@ type wideLine struct {
 }
 
 func (s *State) setPos(i int, end, n int64) {
+	if s.pos == nil {
+		return // lean: the journal says where the line is
+	}
 	if s.pos[i] == posWide {
 		delete(s.wide, i)
 	}
@@ -605,6 +615,10 @@ func loadKeeping(r io.Reader, keep []uint64) (*State, error) {
 type loadOptions struct {
 	keep        []uint64 // rows whose names and operations a resolution does not drop
 	resolutions bool     // count each row's resolutions (State.resolutions), for writeSnapshot
+	// lean keeps no row's line (State.pos, 8 bytes a row, 80 MB at ten million rows): the state
+	// is for writeSnapshot alone, which then takes each resolved row's line from the journal as
+	// it reads it again. Its ResultsEnd is not computed.
+	lean bool
 }
 
 func loadWith(r io.Reader, opt loadOptions) (*State, error) {
@@ -626,7 +640,7 @@ func loadWith(r io.Reader, opt loadOptions) (*State, error) {
 			if reason != nil {
 				return nil, fmt.Errorf("%w: first record: %v", ErrNoHeader, reason)
 			}
-			if st, err = decodeHeader(jr.payload); err != nil {
+			if st, err = decodeHeader(jr.payload, opt.lean); err != nil {
 				return nil, err
 			}
 			if len(opt.keep) == (st.Len()+63)/64 {
@@ -690,7 +704,7 @@ func loadWith(r io.Reader, opt loadOptions) (*State, error) {
 	}
 	st.ResultsEnd = int64(len(st.preamble))
 	for i := range st.flags {
-		if st.Phase(i) == PhaseResolved {
+		if st.pos != nil && st.Phase(i) == PhaseResolved {
 			st.ResultsEnd = max(st.ResultsEnd, st.end(i))
 		}
 	}
@@ -699,7 +713,7 @@ func loadWith(r io.Reader, opt loadOptions) (*State, error) {
 	return st, nil
 }
 
-func decodeHeader(payload []byte) (*State, error) {
+func decodeHeader(payload []byte, lean bool) (*State, error) {
 	if len(payload) < 2 || payload[0] != kindHeader || payload[1] != ' ' {
 		return nil, fmt.Errorf("%w: first record is not a header", ErrNoHeader)
 	}
@@ -713,7 +727,7 @@ func decodeHeader(payload []byte) (*State, error) {
 	if dh.Rows < 0 || dh.Rows > MaxRows {
 		return nil, fmt.Errorf("%w: header: rows %d out of range", ErrNoHeader, dh.Rows)
 	}
-	return newState(dh.Header, dh.ResultsPreamble), nil
+	return newState(dh.Header, dh.ResultsPreamble, lean), nil
 }
 
 // apply replays one record; the latest record of a row wins.
@@ -791,24 +805,35 @@ func (s *State) resolve(i int, failed bool, end int64) {
 	if s.subs != nil && !s.keeps(i) {
 		delete(s.subs, i)
 	}
-	if s.resolutions != nil && s.resolutions[i] < math.MaxUint16 {
-		s.resolutions[i]++
+	if s.resolutions != nil {
+		if s.resolutions[i] < math.MaxUint16 {
+			s.resolutions[i]++
+		} else {
+			s.saturated = true
+		}
 	}
 	s.flags[i] = uint8(PhaseResolved)
 	if failed {
 		s.flags[i] |= flagFailed
 	}
-	var n int64
-	if d := end - s.cursor; d > 0 && d <= math.MaxUint32 {
-		n = d
-	}
-	s.setPos(i, end, n)
+	s.setPos(i, end, lineLen(s.cursor, end))
 	s.cursor = end
 }
 
+// lineLen returns the length of the line that ends at end and starts at the cursor: 0 (unknown)
+// if that makes no sense (a line cut by a repair, or longer than 4 GiB).
+func lineLen(cursor, end int64) int64 {
+	if d := end - cursor; d > 0 && d <= math.MaxUint32 {
+		return d
+	}
+	return 0
+}
+
 // checkLines reports whether an L record's lines start within the results file.
-func (s *State) checkLines(lines []lineEntry) error {
-	c := s.cursor
+func (s *State) checkLines(lines []lineEntry) error { return checkLines(s.cursor, lines) }
+
+// checkLines reports whether lines, starting at cursor c, start within the results file.
+func checkLines(c int64, lines []lineEntry) error {
 	for k := range lines {
 		if c += lines[k].skip; c < 0 {
 			return errSyntax
