@@ -31,19 +31,22 @@ type cacheUse struct {
 	// such an entry is a miss, as the answer would fail the row (see Result.judge).
 	acceptFiltered bool
 
-	off  atomic.Bool
-	mu   sync.Mutex
-	why  string
-	todo []cache.Entry
-	wake chan struct{} // something was queued
-	full chan struct{} // a batch is full
-	stop chan struct{}
-	done chan struct{}
+	off     atomic.Bool
+	mu      sync.Mutex
+	why     string
+	todo    []cache.Entry
+	room    *sync.Cond // todo was taken, or the queue was given up (off, closing)
+	closing bool
+	wake    chan struct{} // something was queued
+	full    chan struct{} // a batch is full
+	stop    chan struct{}
+	done    chan struct{}
 }
 
 func newCacheUse(c ResultCache, log *slog.Logger, refresh bool, ttl time.Duration, acceptFiltered bool) *cacheUse {
 	u := &cacheUse{c: c, log: log, refresh: refresh, ttl: ttl, acceptFiltered: acceptFiltered,
 		wake: make(chan struct{}, 1), full: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	u.room = sync.NewCond(&u.mu)
 	go u.run()
 	return u
 }
@@ -58,6 +61,7 @@ func (u *cacheUse) disable(what string, err error) {
 	u.why = what + ": " + err.Error()
 	u.off.Store(true)
 	u.todo = nil
+	u.room.Broadcast()
 	u.log.Warn("the result cache failed; going on without it (rows are submitted, answers are not stored)", "err", u.why)
 }
 
@@ -103,12 +107,21 @@ func CacheLookup(ctx context.Context, c ResultCache, keys []batch.Key, ttl time.
 }
 
 // store queues an answer whose result line is durable. It is called on the checkpoint writer's
-// goroutine, so it only queues.
+// goroutine, so it only queues; but while maxQueued answers wait for the database it waits for
+// room, holding the whole run to the pace the cache can store at rather than queueing without
+// end (ten million answers queued are gigabytes).
 func (u *cacheUse) store(e cache.Entry) {
 	if u.off.Load() {
 		return
 	}
 	u.mu.Lock()
+	for len(u.todo) >= maxQueued && !u.off.Load() && !u.closing {
+		u.room.Wait()
+	}
+	if u.off.Load() {
+		u.mu.Unlock()
+		return
+	}
 	u.todo = append(u.todo, e)
 	n := len(u.todo)
 	u.mu.Unlock()
@@ -126,8 +139,9 @@ func (u *cacheUse) store(e cache.Entry) {
 // transaction per answer would cost more than the run itself on a fast emulator, and an entry
 // lost to a crash in that time only costs one submission the next night.
 const (
-	putBatch = 1024
-	putDelay = 500 * time.Millisecond
+	putBatch  = 1024
+	putDelay  = 500 * time.Millisecond
+	maxQueued = 4 * putBatch // while one batch is stored, the next few fill
 )
 
 // run writes what is queued, one transaction per batch.
@@ -158,6 +172,7 @@ func (u *cacheUse) run() {
 		u.mu.Lock()
 		todo := u.todo
 		u.todo = nil
+		u.room.Broadcast()
 		u.mu.Unlock()
 		if len(todo) > 0 && !u.off.Load() {
 			// Not the run's context: answers already paid for are stored even on Ctrl-C.
@@ -173,6 +188,10 @@ func (u *cacheUse) run() {
 
 // close stores what is queued and returns why the cache was given up, if it was.
 func (u *cacheUse) close() string {
+	u.mu.Lock()
+	u.closing = true // a store still waiting queues, and run takes it before it returns
+	u.room.Broadcast()
+	u.mu.Unlock()
 	close(u.stop)
 	<-u.done
 	u.mu.Lock()
