@@ -313,6 +313,41 @@ func OpenChunks(path string, opt Options, size int64, chunks []Chunk, from int) 
 	return r, nil
 }
 
+// SkipChunks makes a Reader of OpenChunks pass over each later chunk whose rows [first, end) need
+// nothing from the input (needs returns false; end is -1 for the last chunk, which runs to the
+// end of the file): such a chunk is neither read nor verified, so a change in it goes unseen, as
+// one in the chunks before from does. A resume uses it to pass over the rows done between the
+// few still open.
+func (r *Reader) SkipChunks(needs func(first, end int) bool) { r.needs = needs }
+
+// skipChunks moves past the chunks that SkipChunks says need nothing, once the chunk before them
+// was read to its end.
+func (r *Reader) skipChunks() error {
+	cs := r.cf.chunks
+	if r.needs == nil || r.sc == nil {
+		return nil // not asked, or before the first chunk: from's chunk, which is needed
+	}
+	skip := r.next
+	for ; skip < len(cs); skip++ {
+		end := -1
+		if skip+1 < len(cs) {
+			end = cs[skip+1].Row
+		}
+		if r.needs(cs[skip].Row, end) {
+			break
+		}
+	}
+	if skip == r.next {
+		return nil
+	}
+	if r.index != cs[r.next].Row {
+		// The chunk read had other rows than when it was validated (enter checks it otherwise).
+		return r.cf.changed(r.next - 1)
+	}
+	r.next, r.sc = skip, nil
+	return nil
+}
+
 // enter verifies the chunk reading goes on with and starts scanning it.
 func (r *Reader) enter() error {
 	cf, k := r.cf, r.next
@@ -363,6 +398,9 @@ func (r *Reader) nextChunked() (Row, error) {
 			}
 		}
 		// At the end of a chunk, or before the first.
+		if err := r.skipChunks(); err != nil {
+			return Row{}, err
+		}
 		if r.next == len(r.cf.chunks) {
 			return Row{}, io.EOF
 		}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -231,6 +232,87 @@ func TestOpenChunksChanged(t *testing.T) {
 			}
 			if want := fmt.Sprintf("lines %d-%d differ", changed.Line, sum.Chunks[4].Line-1); !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), path) {
 				t.Fatalf("error %q: want the file and %q", err, want)
+			}
+		})
+	}
+}
+
+// TestSkipChunks: a reader told which chunks need nothing returns exactly the rows of the others,
+// for every pattern of chunks needed, and never reads a skipped chunk: a change there goes unseen,
+// while one in a chunk it reads is reported before any of its rows.
+func TestSkipChunks(t *testing.T) {
+	t.Parallel()
+	eachChunking(t, func(t *testing.T, in chunkInput, path string, rows []batch.Row, size int64, sum batch.Summary) {
+		cs := sum.Chunks[1:] // the chunks of rows (chunk 0 is the preamble)
+		if len(cs) > 7 {
+			cs = cs[:7] // 128 patterns are enough
+		}
+		for pattern := range 1 << len(cs) {
+			// needed(first) reports whether the chunk starting at row first is in the pattern; the
+			// chunks past the seventh are always needed.
+			needed := func(first int) bool {
+				for k, c := range cs {
+					if c.Row == first {
+						return pattern&(1<<k) != 0
+					}
+				}
+				return true
+			}
+			var want []batch.Row
+			for _, row := range rows {
+				k := 0
+				for k+1 < len(sum.Chunks) && sum.Chunks[k+1].Row <= row.Index {
+					k++
+				}
+				if k == 1 || needed(sum.Chunks[k].Row) { // from row 0: its chunk is read
+					want = append(want, row)
+				}
+			}
+			r, err := batch.OpenChunks(path, in.opt, sum.Size, sum.Chunks, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.SkipChunks(func(first, end int) bool {
+				if end >= 0 && end < first {
+					t.Fatalf("chunk of rows [%d, %d)", first, end)
+				}
+				return needed(first)
+			})
+			got, err := readFrom(t, r)
+			if err != nil {
+				t.Fatalf("pattern %b: %v", pattern, err)
+			}
+			if len(got)+len(want) > 0 && !reflect.DeepEqual(got, want) {
+				t.Fatalf("pattern %b: %d rows, want %d", pattern, len(got), len(want))
+			}
+		}
+	})
+	for _, in := range chunkInputs()[:3] {
+		t.Run(in.name+"/changed", func(t *testing.T) {
+			t.Parallel()
+			path, rows, sum, off := chunked(t, in)
+			if err := os.WriteFile(path, []byte(changeAt(t, in.content, off)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			open := func(skip3 bool) ([]batch.Row, error) {
+				r, err := batch.OpenChunks(path, in.opt, sum.Size, sum.Chunks, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r.SkipChunks(func(first, end int) bool { return !skip3 || first != sum.Chunks[3].Row })
+				return readFrom(t, r)
+			}
+			// Chunk 3 skipped: every other row, no error.
+			got, err := open(true)
+			want := append(slices.Clone(rows[:sum.Chunks[3].Row]), rows[sum.Chunks[4].Row:]...)
+			if err != nil || !reflect.DeepEqual(got, want) {
+				t.Fatalf("chunk 3 skipped: %d rows, %v; want %d rows", len(got), err, len(want))
+			}
+			// Chunk 3 needed: the rows before it, then the change.
+			got, err = open(false)
+			var ce *batch.ChangedError
+			if !errors.As(err, &ce) || ce.Chunk != 3 || !reflect.DeepEqual(got, rows[:sum.Chunks[3].Row]) {
+				t.Fatalf("chunk 3 read: %d rows, %v; want %d rows and chunk 3 changed", len(got), err, sum.Chunks[3].Row)
 			}
 		})
 	}

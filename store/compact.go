@@ -41,10 +41,10 @@ func (w *Writer) autoCompact() {
 	if w.sticky() != nil {
 		return
 	}
-	// The state it loads (about 12 bytes a row, for every row of the input) is live on top of
-	// the run's own memory, and loading it makes garbage (the journal's tail, read twice): at
-	// the collector's default the heap may reach twice state and run together before a
-	// collection. Collected often meanwhile, as validation is.
+	// The state it loads (about 4 bytes a row, for every row of the input: loadForCompaction) is
+	// live on top of the run's own memory, and loading it makes garbage (the journal's tail, read
+	// twice): at the collector's default the heap may reach twice state and run together before
+	// a collection. Collected often meanwhile, as validation is.
 	old := debug.SetGCPercent(25)
 	err := w.compact()
 	debug.SetGCPercent(old)

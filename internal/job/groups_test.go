@@ -182,19 +182,52 @@ func strayCheckpoint(t *testing.T, dir, url string) (job.Config, batch.Summary) 
 // and reads the input in sequence from the first row open otherwise: a change between the two
 // goes unseen (those rows are done), a change in the stray row's own chunk stops the resume before
 // it is sent.
-func TestResumeReadsStraysByPosition(t *testing.T) {
+func TestResumeReadsStraysByPosition(t *testing.T) { resumeAroundRow5(t, strayCheckpoint) }
+
+// handedBackCheckpoint writes a 120-row input and the checkpoint of a run of it stopped with rows
+// [0, 60) resolved except row 5, which was tried once and handed back to the end of the queue (its
+// submission kept failing, or its operation vanished): it is new again, behind rows done.
+func handedBackCheckpoint(t *testing.T, dir, url string) (job.Config, batch.Summary) {
+	t.Helper()
+	in := writeJSONL(t, dir, 120)
+	cfg := config(dir, in, url)
+	cfg.Tuning.Concurrency = 4
+	sum, err := batch.Validate(in, cfg.Settings.Input, 0, batch.WithChunkSize(chunkSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeResolved(t, cfg, sum, 0, nil, func(i int) bool { return i < 60 && i != 5 })
+	w, _, err := store.Open(cfg.Checkpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := errors.Join(w.Intent(5, 1), w.Reopen(5), w.Close()); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, sum
+}
+
+// A resume passes over the chunks whose rows are all done between a row handed back and the rows
+// never sent: a change there goes unseen, a change in the handed-back row's own chunk stops the
+// resume before that row is sent.
+func TestResumeSkipsChunksOfRowsDone(t *testing.T) { resumeAroundRow5(t, handedBackCheckpoint) }
+
+// resumeAroundRow5 resumes the checkpoint that build writes (rows [0, 60) resolved but row 5,
+// rows [60, 120) new), with its input intact, changed in a chunk of rows done between row 5 and
+// row 60, and changed in row 5's chunk.
+func resumeAroundRow5(t *testing.T, build func(t *testing.T, dir, url string) (job.Config, batch.Summary)) {
 	for _, tc := range []struct {
 		name       string
 		changeRow  int // the row whose chunk changes; -1 none
 		wantChange bool
 	}{
 		{"intact", -1, false},
-		{"between the stray and the others", 30, false},
-		{"the stray's chunk", 5, true},
+		{"between row 5 and the others", 30, false},
+		{"row 5's chunk", 5, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv, url := startEmulator(t, emulator.Config{})
-			cfg, sum := strayCheckpoint(t, t.TempDir(), url)
+			cfg, sum := build(t, t.TempDir(), url)
 			if tc.changeRow >= 0 {
 				k := chunkOf(sum.Chunks, tc.changeRow)
 				if k == chunkOf(sum.Chunks, 5) != (tc.changeRow == 5) || k == chunkOf(sum.Chunks, 60) {

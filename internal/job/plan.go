@@ -107,12 +107,18 @@ func (p *plan) following(i int) bool {
 // firstOpen returns the first row the execution reads from the input (p.rows if none): the first
 // not resolved, with or without an operation, that does not wait for its leader's answer and is
 // not read by position (a stray).
-func (p *plan) firstOpen() int {
+func (p *plan) firstOpen() int { return p.firstOpenFrom(0) }
+
+// firstOpenFrom is firstOpen among the rows from row from on.
+func (p *plan) firstOpenFrom(from int) int {
 	if p.resolved == nil {
-		return 0
+		return min(from, p.rows)
 	}
-	for w, done := range p.resolved {
-		open := ^done
+	for w := from / 64; w < len(p.resolved); w++ {
+		open := ^p.resolved[w]
+		if w == from/64 {
+			open &^= 1<<(from%64) - 1 // the rows before from
+		}
 		if p.follows != nil {
 			open &^= p.follows[w]
 		}
@@ -124,6 +130,19 @@ func (p *plan) firstOpen() int {
 		}
 	}
 	return p.rows
+}
+
+// needs reports whether any of the rows [first, end) (end < 0: to the last) is read from the
+// input in sequence: the input's chunks whose rows are all done, or wait for their leader, or are
+// read by position, are passed over (batch.Reader.SkipChunks). Rows handed back to the end of the
+// queue (their submission kept failing, their operation vanished, their fingerprint only collided)
+// are left open behind rows done; without this, a resume would read every row from the first of
+// them on.
+func (p *plan) needs(first, end int) bool {
+	if end < 0 {
+		end = p.rows
+	}
+	return p.firstOpenFrom(first) < end
 }
 
 // waiting returns the followers that wait for leader.

@@ -1,6 +1,7 @@
 package job
 
 import (
+	"math/rand/v2"
 	"testing"
 
 	"github.com/batchgpt/batchgpt/store"
@@ -60,5 +61,47 @@ func TestFirstOpen(t *testing.T) {
 				t.Fatalf("firstOpen() = %d, want %d", got, tc.want)
 			}
 		})
+	}
+}
+
+// needs says whether a chunk of rows [first, end) has a row the resume reads in sequence: one
+// open that neither waits for its leader nor is read by position. Checked against that definition
+// row by row, for sparse and dense open rows and every range of a 200-row run.
+func TestNeeds(t *testing.T) {
+	t.Parallel()
+	const rows = 200
+	for seed := range uint64(20) {
+		rnd := rand.New(rand.NewPCG(seed, 2))
+		words := (rows + 63) / 64
+		p := &plan{rows: rows, resolved: make([]uint64, words), follows: make([]uint64, words), strayBits: make([]uint64, words)}
+		set := func(bits []uint64, i int) { bits[i/64] |= 1 << (i % 64) }
+		has := func(bits []uint64, i int) bool { return bits[i/64]&(1<<(i%64)) != 0 }
+		for i := range rows {
+			switch rnd.IntN(int(seed%4) + 2) { // from half the rows open to a few
+			case 0:
+				if rnd.IntN(3) == 0 {
+					set(p.follows, i)
+				} else if rnd.IntN(3) == 0 {
+					set(p.strayBits, i)
+				}
+			default:
+				set(p.resolved, i)
+			}
+		}
+		for first := range rows + 1 {
+			for end := first; end <= rows; end++ {
+				want := false
+				for i := first; i < end; i++ {
+					want = want || !has(p.resolved, i) && !has(p.follows, i) && !has(p.strayBits, i)
+				}
+				e := end
+				if end == rows && first%2 == 0 {
+					e = -1 // the last chunk: to the end
+				}
+				if got := p.needs(first, e); got != want {
+					t.Fatalf("seed %d: needs(%d, %d) = %v, want %v", seed, first, e, got, want)
+				}
+			}
+		}
 	}
 }
