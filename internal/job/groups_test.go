@@ -146,11 +146,9 @@ func TestResumeTakesTheGroupsFromTheCheckpoint(t *testing.T) {
 	}
 }
 
-// strayCheckpoint writes a 120-row input of different requests and the checkpoint of a run of it
-// stopped with rows [0, 60) resolved except row 5, whose fingerprint collided with row 2's: the
-// checkpoint's groups say it follows row 2, and the run found it independent and put it at the
-// back of its queue, so it is still new.
-func strayCheckpoint(t *testing.T, dir, url string) (job.Config, batch.Summary) {
+// chunkedInput writes a 120-row input in dir, validated in small chunks, and the config of a run
+// of it against url, four requests at a time.
+func chunkedInput(t *testing.T, dir, url string) (job.Config, batch.Summary) {
 	t.Helper()
 	in := writeJSONL(t, dir, 120)
 	cfg := config(dir, in, url)
@@ -159,7 +157,17 @@ func strayCheckpoint(t *testing.T, dir, url string) (job.Config, batch.Summary) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	rd, err := batch.Open(in, cfg.Settings.Input)
+	return cfg, sum
+}
+
+// strayCheckpoint writes a 120-row input of different requests and the checkpoint of a run of it
+// stopped with rows [0, 60) resolved except row 5, whose fingerprint collided with row 2's: the
+// checkpoint's groups say it follows row 2, and the run found it independent and put it at the
+// back of its queue, so it is still new.
+func strayCheckpoint(t *testing.T, dir, url string) (job.Config, batch.Summary) {
+	t.Helper()
+	cfg, sum := chunkedInput(t, dir, url)
+	rd, err := batch.Open(cfg.Input, cfg.Settings.Input)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,13 +197,7 @@ func TestResumeReadsStraysByPosition(t *testing.T) { resumeAroundRow5(t, strayCh
 // submission kept failing, or its operation vanished): it is new again, behind rows done.
 func handedBackCheckpoint(t *testing.T, dir, url string) (job.Config, batch.Summary) {
 	t.Helper()
-	in := writeJSONL(t, dir, 120)
-	cfg := config(dir, in, url)
-	cfg.Tuning.Concurrency = 4
-	sum, err := batch.Validate(in, cfg.Settings.Input, 0, batch.WithChunkSize(chunkSize))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, sum := chunkedInput(t, dir, url)
 	writeResolved(t, cfg, sum, 0, nil, func(i int) bool { return i < 60 && i != 5 })
 	w, _, err := store.Open(cfg.Checkpoint)
 	if err != nil {
