@@ -54,6 +54,7 @@ bench: build
 bench-smoke: build
 	BATCHGPT_BENCH_ROWS=2000 BATCHGPT_BENCH_QUOTA_ROWS=200 BATCHGPT_BENCH_WINDOW_ROWS=1000 BATCHGPT_BENCH_CONCURRENCY=16 \
 		$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 10m ./...
+	d=$$(mktemp -d) && $(GO) run ./bench/compactmem -rows 20000 -dir $$d/compactmem && rm -rf $$d
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime 30s ./store
