@@ -5,11 +5,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 	"os/signal"
 	"runtime/pprof"
 	"syscall"
+	"time"
 
 	"github.com/batchgpt/batchgpt/internal/cmd"
 )
@@ -19,8 +21,15 @@ func main() {
 }
 
 // profiled runs f under a CPU profile written to $BATCHGPT_CPUPROFILE when that is set: the
-// benchmarks profile the real binary with it. Nothing is profiled otherwise.
+// benchmarks profile the real binary with it. With $BATCHGPT_HEAPPROFILE, a heap profile (the
+// objects live at the latest collection) is written there every 10 seconds, each replacing the
+// last: what a long run holds while it runs, not only at its end. Nothing is profiled otherwise.
 func profiled(f func() int) int {
+	if path := os.Getenv("BATCHGPT_HEAPPROFILE"); path != "" {
+		stop := make(chan struct{})
+		defer close(stop)
+		go writeHeapProfiles(path, stop)
+	}
 	path := os.Getenv("BATCHGPT_CPUPROFILE")
 	if path == "" {
 		return f()
@@ -37,6 +46,30 @@ func profiled(f func() int) int {
 	}
 	defer pprof.StopCPUProfile()
 	return f()
+}
+
+// writeHeapProfiles writes a heap profile to path every 10 seconds until stop is closed.
+func writeHeapProfiles(path string, stop <-chan struct{}) {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		out, err := os.Create(path + ".tmp")
+		if err == nil {
+			err = errors.Join(pprof.Lookup("heap").WriteTo(out, 0), out.Close())
+		}
+		if err == nil {
+			err = os.Rename(path+".tmp", path)
+		}
+		if err != nil {
+			io.WriteString(os.Stderr, "batchgpt: BATCHGPT_HEAPPROFILE: "+err.Error()+"\n")
+			return
+		}
+	}
 }
 
 // run builds the signal contexts, runs the app and returns the exit code.
