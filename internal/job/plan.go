@@ -107,10 +107,11 @@ func (p *plan) following(i int) bool {
 // firstOpen returns the first row the execution reads from the input (p.rows if none): the first
 // not resolved, with or without an operation, that does not wait for its leader's answer and is
 // not read by position (a stray).
-func (p *plan) firstOpen() int { return p.firstOpenFrom(0) }
+func (p *plan) firstOpen() int { return p.firstOpenFrom(0, false) }
 
-// firstOpenFrom is firstOpen among the rows from row from on.
-func (p *plan) firstOpenFrom(from int) int {
+// firstOpenFrom is firstOpen among the rows from row from on; with followers, a row that waits
+// for its leader's answer counts as open.
+func (p *plan) firstOpenFrom(from int, followers bool) int {
 	if p.resolved == nil {
 		return min(from, p.rows)
 	}
@@ -119,7 +120,7 @@ func (p *plan) firstOpenFrom(from int) int {
 		if w == from/64 {
 			open &^= 1<<(from%64) - 1 // the rows before from
 		}
-		if p.follows != nil {
+		if p.follows != nil && !followers {
 			open &^= p.follows[w]
 		}
 		if p.strayBits != nil {
@@ -132,17 +133,18 @@ func (p *plan) firstOpenFrom(from int) int {
 	return p.rows
 }
 
-// needs reports whether any of the rows [first, end) (end < 0: to the last) is read from the
-// input in sequence: the input's chunks whose rows are all done, or wait for their leader, or are
-// read by position, are passed over (batch.Reader.SkipChunks). Rows handed back to the end of the
-// queue (their submission kept failing, their operation vanished, their fingerprint only collided)
-// are left open behind rows done; without this, a resume would read every row from the first of
-// them on.
+// needs reports whether any of the rows [first, end) (end < 0: to the last) is open and not read
+// by position: the input's chunks whose rows are all done (or strays) are passed over
+// (batch.Reader.SkipChunks). Rows handed back to the end of the queue (their submission kept
+// failing, their operation vanished) are left open behind rows done; without this, a resume would
+// read every row from the first of them on. A chunk of rows waiting for their leader is read: it
+// is verified then, so that a change there stops the resume as soon as the reading reaches it,
+// before the leaders' answers come back (the followers are read again by position when they do).
 func (p *plan) needs(first, end int) bool {
 	if end < 0 {
 		end = p.rows
 	}
-	return p.firstOpenFrom(first) < end
+	return p.firstOpenFrom(first, true) < end
 }
 
 // waiting returns the followers that wait for leader.
