@@ -14,10 +14,13 @@ import (
 // resumed million-row checkpoint would otherwise keep ~60 MB of store.State alive for the whole
 // run. Rows with an operation id still pending are few at any time and kept in a map.
 type plan struct {
-	rows      int
-	resolved  []uint64 // bit per row
-	inFlight  []uint64 // bit per row: intent journaled, no operation id (in doubt)
-	attempts  []uint8  // submissions made so far (saturating)
+	rows     int
+	resolved []uint64 // bit per row
+	inFlight []uint64 // bit per row: intent journaled, no operation id (in doubt)
+	// attempts are the submissions made so far (saturating) of the rows open with some: a
+	// resolved row's are never read again, and a byte for each of ten million rows was a fifth
+	// of a resume's live heap.
+	attempts  map[int]uint8
 	submitted map[int]store.Row
 	counts    store.Counts
 	// dups lists the rows that send the same request as an earlier row; follows marks those of
@@ -50,16 +53,20 @@ func newPlan(st *store.State, dups *batch.Duplicates) *plan {
 		return p
 	}
 	words := (n + 63) / 64
-	p.resolved, p.inFlight, p.attempts = make([]uint64, words), make([]uint64, words), make([]uint8, n)
+	p.resolved, p.inFlight, p.attempts = make([]uint64, words), make([]uint64, words), map[int]uint8{}
 	for i := range st.Len() {
-		p.attempts[i] = uint8(min(st.Attempt(i), math.MaxUint8))
 		switch st.Phase(i) {
 		case store.PhaseResolved:
 			p.resolved[i/64] |= 1 << (i % 64)
+			continue
 		case store.PhaseInFlight:
 			p.inFlight[i/64] |= 1 << (i % 64)
 		case store.PhaseSubmitted:
 			p.submitted[i] = st.Row(i)
+			continue
+		}
+		if a := st.Attempt(i); a > 0 {
+			p.attempts[i] = uint8(min(a, math.MaxUint8))
 		}
 	}
 	return p
@@ -170,7 +177,7 @@ func (p *plan) row(i int) store.Row {
 	if p.resolved == nil {
 		return store.Row{}
 	}
-	r := store.Row{Attempt: uint16(p.attempts[i])}
+	r := store.Row{Attempt: uint16(p.attempts[i])} // none for a resolved row: never read
 	switch bit := uint64(1) << (i % 64); {
 	case p.resolved[i/64]&bit != 0:
 		r.Phase = store.PhaseResolved

@@ -1,8 +1,11 @@
 package job
 
 import (
+	"errors"
 	"math/rand/v2"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/batchgpt/batchgpt/store"
 )
@@ -29,7 +32,7 @@ func TestFirstOpen(t *testing.T) {
 			p := newPlan(&store.State{Header: store.Header{Rows: tc.rows}}, nil)
 			if tc.phases != nil { // a resumed run, as newPlan condenses one
 				words := (tc.rows + 63) / 64
-				p.resolved, p.inFlight, p.attempts = make([]uint64, words), make([]uint64, words), make([]uint8, tc.rows)
+				p.resolved, p.inFlight, p.attempts = make([]uint64, words), make([]uint64, words), map[int]uint8{}
 				first := tc.rows
 				for i := range tc.phases {
 					first = min(first, i)
@@ -103,5 +106,46 @@ func TestNeeds(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// A resume keeps counting the submissions of the rows still open: a row handed back, a row in
+// doubt and a row with an operation keep their attempts; a resolved row's are not kept.
+func TestPlanKeepsAttemptsOfOpenRows(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "ck.json")
+	w, err := store.Create(path, store.Header{Rows: 6, Results: filepath.Join(filepath.Dir(path), "out.jsonl"), ResultsFormat: "jsonl"}, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Unix(1700000000, 0)
+	err = errors.Join(
+		w.Intent(0, 1), w.SubmittedThen(0, 1, "op0", at, nil), w.ResultThen(0, false, []byte("{\"id\":\"a\"}\n"), nil), // resolved
+		w.Intent(1, 1), w.Reopen(1), w.Intent(1, 2), w.Reopen(1), // handed back twice
+		w.Intent(2, 1), w.Reopen(2), w.Intent(2, 2), // in doubt at its second
+		w.Intent(3, 1), w.Reopen(3), w.Intent(3, 2), w.Reopen(3), w.Intent(3, 3), w.SubmittedThen(3, 3, "op3", at, nil), // pending
+		w.Close())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newPlan(st, nil)
+	for i, want := range []store.Row{
+		{Phase: store.PhaseResolved},
+		{Phase: store.PhaseNew, Attempt: 2},
+		{Phase: store.PhaseInFlight, Attempt: 2},
+		{Phase: store.PhaseSubmitted, Attempt: 3},
+		{}, {},
+	} {
+		got := p.row(i)
+		if got.Phase != want.Phase || got.Attempt != want.Attempt {
+			t.Errorf("row %d: phase %v, attempt %d; want phase %v, attempt %d", i, got.Phase, got.Attempt, want.Phase, want.Attempt)
+		}
+	}
+	if len(p.attempts) != 2 {
+		t.Errorf("attempts kept for %d rows, want 2 (the rows open without an operation)", len(p.attempts))
 	}
 }
