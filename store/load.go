@@ -154,8 +154,11 @@ type State struct {
 	doubts      map[int]uint16  // rows with doubts
 	subs        map[int]opEntry // submitted rows (and kept rows, see keepNames): their operation
 	recent      secondCounts    // submissions per second, for the hour window
-	resolutions []uint16        // per row, if asked for: R records and L entries (saturating)
-	saturated   bool            // a row's resolutions reached the counter's limit
+	// resolutions count, per row if asked for, its R records and L entries: a byte each (10 MB
+	// of a compaction at ten million rows, not 20), bigResolutions the counts of 255 and more.
+	resolutions    []uint8
+	bigResolutions map[int]uint16
+	saturated      bool // a row's resolutions reached bigResolutions' limit
 
 	// Per row, while resolved: where its result line ends and how long it is (0: unknown, after
 	// damage), packed in one word (see maxEnd); lines it cannot pack are in wide. A line starts where the
@@ -322,6 +325,28 @@ func (s *State) setPos(i int, end, n int64) {
 	}
 	s.wide[i] = wideLine{end, uint32(min(n, math.MaxUint32))}
 	s.pos[i] = posWide
+}
+
+// resolutionsOf and setResolutions read and write row i's count of resolutions.
+func (s *State) resolutionsOf(i int) int {
+	if n := s.resolutions[i]; n < math.MaxUint8 {
+		return int(n)
+	}
+	return int(s.bigResolutions[i])
+}
+
+func (s *State) setResolutions(i, n int) {
+	if n < math.MaxUint8 {
+		if s.resolutions[i] == math.MaxUint8 {
+			delete(s.bigResolutions, i)
+		}
+		s.resolutions[i] = uint8(n)
+		return
+	}
+	if s.bigResolutions == nil {
+		s.bigResolutions = make(map[int]uint16)
+	}
+	s.resolutions[i], s.bigResolutions[i] = math.MaxUint8, uint16(n)
 }
 
 // secondCounts counts submissions per second of the last hour of a journal (the S records,
@@ -647,7 +672,7 @@ func loadWith(r io.Reader, opt loadOptions) (*State, error) {
 				st.keepNames = opt.keep
 			}
 			if opt.resolutions {
-				st.resolutions = make([]uint16, st.Len())
+				st.resolutions = make([]uint8, st.Len())
 			}
 			st.validEnd = jr.off
 			continue
@@ -806,8 +831,8 @@ func (s *State) resolve(i int, failed bool, end int64) {
 		delete(s.subs, i)
 	}
 	if s.resolutions != nil {
-		if s.resolutions[i] < math.MaxUint16 {
-			s.resolutions[i]++
+		if n := s.resolutionsOf(i); n < math.MaxUint16 {
+			s.setResolutions(i, n+1)
 		} else {
 			s.saturated = true
 		}
