@@ -739,6 +739,14 @@ func loadWith(r io.Reader, opt loadOptions) (*State, error) {
 }
 
 func decodeHeader(payload []byte, lean bool) (*State, error) {
+	dh, err := parseHeader(payload)
+	if err != nil {
+		return nil, err
+	}
+	return newState(dh.Header, dh.ResultsPreamble, lean), nil
+}
+
+func parseHeader(payload []byte) (*diskHeader, error) {
 	if len(payload) < 2 || payload[0] != kindHeader || payload[1] != ' ' {
 		return nil, fmt.Errorf("%w: first record is not a header", ErrNoHeader)
 	}
@@ -752,7 +760,33 @@ func decodeHeader(payload []byte, lean bool) (*State, error) {
 	if dh.Rows < 0 || dh.Rows > MaxRows {
 		return nil, fmt.Errorf("%w: header: rows %d out of range", ErrNoHeader, dh.Rows)
 	}
-	return newState(dh.Header, dh.ResultsPreamble, lean), nil
+	return &dh, nil
+}
+
+// LoadHeader reads the header of the checkpoint at path and nothing after it: what a command
+// needs to know which backend made it, without loading ten million rows to learn it.
+func LoadHeader(path string) (Header, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Header{}, err
+	}
+	defer f.Close()
+	jr := newJournalReader(f)
+	_, _, reason, err := jr.next(nil)
+	if err == io.EOF {
+		return Header{}, fmt.Errorf("%s: %w", path, ErrNoHeader)
+	}
+	if err != nil {
+		return Header{}, fmt.Errorf("%s: %w", path, err)
+	}
+	if reason != nil {
+		return Header{}, fmt.Errorf("%s: %w: first record: %v", path, ErrNoHeader, reason)
+	}
+	dh, err := parseHeader(jr.payload)
+	if err != nil {
+		return Header{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return dh.Header, nil
 }
 
 // apply replays one record; the latest record of a row wins.

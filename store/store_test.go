@@ -6,8 +6,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -548,5 +550,37 @@ func TestRetryResetsAttempts(t *testing.T) {
 	must(t, err)
 	if !bytes.Contains(data, []byte("\nU 1 0 ")) {
 		t.Errorf("no U record with a reset in:\n%s", data)
+	}
+}
+
+// LoadHeader reads what Load reads first, and refuses what Load refuses for want of a header.
+func TestLoadHeader(t *testing.T) {
+	t.Parallel()
+	w, ckpt, _ := newRun(t, 3, "id,answer\n")
+	must(t, w.Intent(0, 1))
+	must(t, w.Close())
+	dir := t.TempDir()
+	notOne := filepath.Join(dir, "notes.txt")
+	must(t, os.WriteFile(notOne, []byte("not a checkpoint\n"), 0o600))
+	empty := filepath.Join(dir, "empty")
+	must(t, os.WriteFile(empty, nil, 0o600))
+	st, err := store.Load(ckpt)
+	must(t, err)
+	for _, tc := range []struct {
+		name, path string
+		want       error
+	}{
+		{"a checkpoint", ckpt, nil},
+		{"another file", notOne, store.ErrNoHeader},
+		{"an empty file", empty, store.ErrNoHeader},
+		{"no file", filepath.Join(dir, "none"), fs.ErrNotExist},
+	} {
+		h, err := store.LoadHeader(tc.path)
+		if !errors.Is(err, tc.want) {
+			t.Errorf("%s: error %v, want %v", tc.name, err, tc.want)
+		}
+		if tc.want == nil && !reflect.DeepEqual(h, st.Header) {
+			t.Errorf("%s: header %+v, Load's %+v", tc.name, h, st.Header)
+		}
 	}
 }

@@ -81,8 +81,8 @@ func parseBatchFlags(c *cli.Context, rc *runConfig) error {
 
 // isBatchCheckpoint reports whether the checkpoint at path is a run of the batch backend.
 func isBatchCheckpoint(path string) bool {
-	st, err := store.Load(path)
-	return err == nil && batchjob.IsBatch(st.Header)
+	h, err := store.LoadHeader(path)
+	return err == nil && batchjob.IsBatch(h)
 }
 
 // executeBatch runs or resumes a batch-backend job and reports how it ended, as execute does.
