@@ -133,6 +133,7 @@ func (e *env) runJob(ctx context.Context, rc *runConfig, prog *progress, logger 
 		logger.Info("using the built-in emulator", "url", srv.URL)
 	} else {
 		cfg.Connect = connector(rc.auth, logger)
+		defer limitMemory()() // not with the emulator in this process: its operations would count
 	}
 
 	j := job.New(cfg)
