@@ -8,6 +8,7 @@ import (
 	"hash"
 	"io"
 	"os"
+	"sort"
 )
 
 // ChunkSize is the size a pass over an input cuts its chunk table at (Summary.Chunks), unless
@@ -313,38 +314,40 @@ func OpenChunks(path string, opt Options, size int64, chunks []Chunk, from int) 
 	return r, nil
 }
 
-// SkipChunks makes a Reader of OpenChunks pass over each later chunk whose rows [first, end) need
-// nothing from the input (needs returns false; end is -1 for the last chunk, which runs to the
-// end of the file): such a chunk is neither read nor verified, so a change in it goes unseen, as
-// one in the chunks before from does. A resume uses it to pass over the rows done between the
-// few still open.
-func (r *Reader) SkipChunks(needs func(first, end int) bool) { r.needs = needs }
+// SkipChunks makes a Reader of OpenChunks pass over the later chunks that hold no row it needs:
+// needed(from) returns the first row at or after row from that the reading needs, or -1 if none.
+// A chunk passed over is neither read nor verified, so a change in it goes unseen, as one in the
+// chunks before from does. A resume uses it to pass over the rows done between the few still open.
+func (r *Reader) SkipChunks(needed func(from int) int) { r.needed = needed }
 
-// skipChunks moves past the chunks that SkipChunks says need nothing, once the chunk before them
-// was read to its end.
+// skipChunks moves on to the chunk of the next row needed (SkipChunks), once the chunk before it
+// was read to its end: one question for any number of chunks passed over.
 func (r *Reader) skipChunks() error {
 	cs := r.cf.chunks
-	if r.needs == nil || r.sc == nil {
-		return nil // not asked, or before the first chunk: from's chunk, which is needed
+	if r.needed == nil || r.sc == nil || r.next == len(cs) {
+		return nil // not asked, before the first chunk (from's, which is needed), or at the end
 	}
-	skip := r.next
-	for ; skip < len(cs); skip++ {
-		end := -1
-		if skip+1 < len(cs) {
-			end = cs[skip+1].Row
-		}
-		if r.needs(cs[skip].Row, end) {
-			break
-		}
+	skip := len(cs)
+	if row := r.needed(cs[r.next].Row); row >= 0 {
+		// The chunk that holds row: the last that starts at or before it.
+		skip = max(r.next, sort.Search(len(cs), func(k int) bool { return cs[k].Row > row })-1)
 	}
 	if skip == r.next {
 		return nil
 	}
-	if r.index != cs[r.next].Row {
-		// The chunk read had other rows than when it was validated (enter checks it otherwise).
-		return r.cf.changed(r.next - 1)
+	if err := r.ended(); err != nil {
+		return err
 	}
 	r.next, r.sc = skip, nil
+	return nil
+}
+
+// ended checks that the chunk just read had the rows it had when it was validated: its last row
+// is the one before the next chunk's first.
+func (r *Reader) ended() error {
+	if r.sc != nil && r.index != r.cf.chunks[r.next].Row {
+		return r.cf.changed(r.next - 1)
+	}
 	return nil
 }
 
@@ -352,9 +355,8 @@ func (r *Reader) skipChunks() error {
 func (r *Reader) enter() error {
 	cf, k := r.cf, r.next
 	ch := cf.chunks[k]
-	if r.sc != nil && r.index != ch.Row {
-		// The previous chunk had other rows than when it was validated.
-		return cf.changed(k - 1)
+	if err := r.ended(); err != nil {
+		return err
 	}
 	if err := cf.verify(k); err != nil {
 		return err

@@ -272,11 +272,16 @@ func TestSkipChunks(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r.SkipChunks(func(first, end int) bool {
-				if end >= 0 && end < first {
-					t.Fatalf("chunk of rows [%d, %d)", first, end)
+			r.SkipChunks(func(from int) int {
+				if !slices.ContainsFunc(sum.Chunks[1:], func(c batch.Chunk) bool { return c.Row == from }) {
+					t.Fatalf("asked from row %d, which starts no chunk", from)
 				}
-				return needed(first)
+				for _, row := range want {
+					if row.Index >= from {
+						return row.Index
+					}
+				}
+				return -1
 			})
 			got, err := readFrom(t, r)
 			if err != nil {
@@ -299,7 +304,15 @@ func TestSkipChunks(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				r.SkipChunks(func(first, end int) bool { return !skip3 || first != sum.Chunks[3].Row })
+				r.SkipChunks(func(from int) int {
+					if skip3 && from >= sum.Chunks[3].Row && from < sum.Chunks[4].Row {
+						from = sum.Chunks[4].Row
+					}
+					if from >= len(rows) {
+						return -1
+					}
+					return from
+				})
 				return readFrom(t, r)
 			}
 			// Chunk 3 skipped: every other row, no error.

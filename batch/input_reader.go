@@ -19,12 +19,12 @@ type Reader struct {
 	// Of OpenChunks: the file against its chunk table, the first row to return, the next chunk
 	// to enter, the index of the next row, a CSV file's header, and which chunks to read
 	// (SkipChunks; nil: every one).
-	cf    *chunkFile
-	from  int
-	next  int
-	index int
-	hdr   *csvHeader
-	needs func(first, end int) bool
+	cf     *chunkFile
+	from   int
+	next   int
+	index  int
+	hdr    *csvHeader
+	needed func(from int) int
 }
 
 // Open opens an input file for streaming. Problems with a CSV header come

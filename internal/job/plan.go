@@ -140,18 +140,19 @@ func (p *plan) firstOpenFrom(from int, followers bool) int {
 	return p.rows
 }
 
-// needs reports whether any of the rows [first, end) (end < 0: to the last) is open and not read
-// by position: the input's chunks whose rows are all done (or strays) are passed over
-// (batch.Reader.SkipChunks). Rows handed back to the end of the queue (their submission kept
-// failing, their operation vanished) are left open behind rows done; without this, a resume would
-// read every row from the first of them on. A chunk of rows waiting for their leader is read: it
-// is verified then, so that a change there stops the resume as soon as the reading reaches it,
-// before the leaders' answers come back (the followers are read again by position when they do).
-func (p *plan) needs(first, end int) bool {
-	if end < 0 {
-		end = p.rows
+// nextNeeded returns the first row from row from on that the input's sequential reading needs,
+// or -1 if none: a row open and not read by position (a stray). The input's chunks before it are
+// passed over (batch.Reader.SkipChunks): rows handed back to the end of the queue (their
+// submission kept failing, their operation vanished) are left open behind rows done, and without
+// this a resume would read every row from the first of them on. A row that waits for its leader
+// counts as needed: its chunk is verified as the reading reaches it, so that a change there stops
+// the resume before the leader's answer comes back (the followers are read again by position when
+// it does).
+func (p *plan) nextNeeded(from int) int {
+	if i := p.firstOpenFrom(from, true); i < p.rows {
+		return i
 	}
-	return p.firstOpenFrom(first, true) < end
+	return -1
 }
 
 // waiting returns the followers that wait for leader.

@@ -67,10 +67,10 @@ func TestFirstOpen(t *testing.T) {
 	}
 }
 
-// needs says whether a chunk of rows [first, end) is read in sequence: it has a row open that is
-// not read by position (a row that waits for its leader counts: its chunk is verified early). Checked against that definition
-// row by row, for sparse and dense open rows and every range of a 200-row run.
-func TestNeeds(t *testing.T) {
+// nextNeeded says where the sequential reading goes on: the first row from a given row on that is
+// open and not read by position (a row that waits for its leader counts: its chunk is verified
+// early). Checked against that definition row by row, for sparse and dense open rows.
+func TestNextNeeded(t *testing.T) {
 	t.Parallel()
 	const rows = 200
 	for seed := range uint64(20) {
@@ -91,19 +91,15 @@ func TestNeeds(t *testing.T) {
 				set(p.resolved, i)
 			}
 		}
-		for first := range rows + 1 {
-			for end := first; end <= rows; end++ {
-				want := false
-				for i := first; i < end; i++ {
-					want = want || !has(p.resolved, i) && !has(p.strayBits, i)
+		for from := range rows + 1 {
+			want := -1
+			for i := from; i < rows && want < 0; i++ {
+				if !has(p.resolved, i) && !has(p.strayBits, i) {
+					want = i
 				}
-				e := end
-				if end == rows && first%2 == 0 {
-					e = -1 // the last chunk: to the end
-				}
-				if got := p.needs(first, e); got != want {
-					t.Fatalf("seed %d: needs(%d, %d) = %v, want %v", seed, first, e, got, want)
-				}
+			}
+			if got := p.nextNeeded(from); got != want {
+				t.Fatalf("seed %d: nextNeeded(%d) = %d, want %d", seed, from, got, want)
 			}
 		}
 	}

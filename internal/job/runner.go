@@ -118,7 +118,7 @@ func (r *runner) feed(ctx context.Context, p *plan, launch func(work) bool) erro
 		// validated the whole input, and reads it from the start.)
 		rd, err = batch.OpenChunks(j.cfg.Input, j.cfg.Settings.Input, r.h.InputSize, batchChunks(cs), p.firstOpen())
 		if err == nil {
-			rd.SkipChunks(p.needs) // and the later chunks whose rows are all done, too
+			rd.SkipChunks(p.nextNeeded) // and the later chunks whose rows are all done, too
 		}
 	} else {
 		rd, err = batch.Open(j.cfg.Input, j.cfg.Settings.Input)
