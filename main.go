@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"runtime/trace"
 	"syscall"
 	"time"
 
@@ -23,12 +24,19 @@ func main() {
 // profiled runs f under a CPU profile written to $BATCHGPT_CPUPROFILE when that is set: the
 // benchmarks profile the real binary with it. With $BATCHGPT_HEAPPROFILE, a heap profile (the
 // objects live at the latest collection) is written there every 10 seconds, each replacing the
-// last: what a long run holds while it runs, not only at its end. Nothing is profiled otherwise.
+// last: what a long run holds while it runs, not only at its end. With $BATCHGPT_TRACE, an
+// execution trace of five seconds from ten seconds in (a long run's steady state) is written there:
+// where goroutines wait, which a CPU profile does not show. Nothing is profiled otherwise.
 func profiled(f func() int) int {
 	if path := os.Getenv("BATCHGPT_HEAPPROFILE"); path != "" {
 		stop := make(chan struct{})
 		defer close(stop)
 		go writeHeapProfiles(path, stop)
+	}
+	if path := os.Getenv("BATCHGPT_TRACE"); path != "" {
+		stop, done := make(chan struct{}), make(chan struct{})
+		defer func() { close(stop); <-done }() // a trace cut short is still written whole
+		go func() { defer close(done); writeTrace(path, 10*time.Second, 5*time.Second, stop) }()
 	}
 	path := os.Getenv("BATCHGPT_CPUPROFILE")
 	if path == "" {
@@ -69,6 +77,32 @@ func writeHeapProfiles(path string, stop <-chan struct{}) {
 			io.WriteString(os.Stderr, "batchgpt: BATCHGPT_HEAPPROFILE: "+err.Error()+"\n")
 			return
 		}
+	}
+}
+
+// writeTrace writes an execution trace of the span [after, after+span) of the process to path,
+// or of what of it passed before stop is closed.
+func writeTrace(path string, after, span time.Duration, stop <-chan struct{}) {
+	select {
+	case <-stop:
+		return
+	case <-time.After(after):
+	}
+	out, err := os.Create(path)
+	if err == nil {
+		err = trace.Start(out)
+	}
+	if err != nil {
+		io.WriteString(os.Stderr, "batchgpt: BATCHGPT_TRACE: "+err.Error()+"\n")
+		return
+	}
+	select {
+	case <-stop:
+	case <-time.After(span):
+	}
+	trace.Stop()
+	if err := out.Close(); err != nil {
+		io.WriteString(os.Stderr, "batchgpt: BATCHGPT_TRACE: "+err.Error()+"\n")
 	}
 }
 
