@@ -49,23 +49,33 @@ func runOps(t *testing.T, w *store.Writer, rows int, seed uint64) {
 	must(t, w.Flush())
 }
 
+// twoRuns journals the same operations (runOps with seed) twice: with compactions from
+// compactMin bytes on, at least minCompactions of them, and without any. It returns both
+// checkpoints and results files, closed.
+func twoRuns(t *testing.T, rows int, compactMin int64, seed uint64, minCompactions int) (ckptA, resA, ckptB, resB string) {
+	t.Helper()
+	compacting, ckptA, resA := newRunWith(t, store.Hooks{CompactMin: compactMin}, rows, "id,answer\n")
+	plain, ckptB, resB := newRunWith(t, store.Hooks{CompactMin: 1 << 40}, rows, "id,answer\n")
+	runOps(t, compacting, rows, seed)
+	runOps(t, plain, rows, seed)
+	must(t, compacting.Close())
+	must(t, plain.Close())
+	if n := compacting.Compactions(); n < minCompactions {
+		t.Fatalf("%d compactions, want %d or more", n, minCompactions)
+	}
+	if n := plain.Compactions(); n != 0 {
+		t.Fatalf("%d compactions without a threshold", n)
+	}
+	return ckptA, resA, ckptB, resB
+}
+
+
 // TestAutoCompaction: a writer that compacts its journal as it grows ends with the state of one
 // that never does, in a fraction of the journal.
 func TestAutoCompaction(t *testing.T) {
 	t.Parallel()
 	const rows = 1500
-	compacting, ckptA, resA := newRunWith(t, store.Hooks{CompactMin: 8 << 10}, rows, "id,answer\n")
-	plain, ckptB, resB := newRunWith(t, store.Hooks{CompactMin: 1 << 40}, rows, "id,answer\n")
-	runOps(t, compacting, rows, 7)
-	runOps(t, plain, rows, 7)
-	if n := compacting.Compactions(); n < 3 {
-		t.Errorf("%d compactions", n)
-	}
-	if plain.Compactions() != 0 {
-		t.Errorf("%d compactions without a threshold", plain.Compactions())
-	}
-	must(t, compacting.Close())
-	must(t, plain.Close())
+	ckptA, resA, ckptB, resB := twoRuns(t, rows, 8<<10, 7, 3)
 
 	a, b := load(t, ckptA), load(t, ckptB)
 	sameState(t, a, b)
@@ -189,15 +199,7 @@ func TestCompactionKeepsTheHourWindow(t *testing.T) {
 func TestLeanSnapshot(t *testing.T) {
 	t.Parallel()
 	const rows = 600
-	compacting, ckptA, _ := newRunWith(t, store.Hooks{CompactMin: 4 << 10}, rows, "id,answer\n")
-	plain, ckptB, _ := newRunWith(t, store.Hooks{CompactMin: 1 << 40}, rows, "id,answer\n")
-	runOps(t, compacting, rows, 11)
-	runOps(t, plain, rows, 11)
-	must(t, compacting.Close())
-	must(t, plain.Close())
-	if compacting.Compactions() < 2 {
-		t.Fatalf("%d compactions", compacting.Compactions())
-	}
+	ckptA, _, ckptB, _ := twoRuns(t, rows, 4<<10, 11, 2)
 	goldens, err := filepath.Glob("testdata/journal/*.ckpt")
 	must(t, err)
 	for _, path := range append(goldens, ckptA, ckptB) {
