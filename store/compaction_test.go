@@ -69,7 +69,6 @@ func twoRuns(t *testing.T, rows int, compactMin int64, seed uint64, minCompactio
 	return ckptA, resA, ckptB, resB
 }
 
-
 // TestAutoCompaction: a writer that compacts its journal as it grows ends with the state of one
 // that never does, in a fraction of the journal.
 func TestAutoCompaction(t *testing.T) {
