@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -123,6 +124,27 @@ func sameState(t *testing.T, a, b *store.State) {
 	}
 	if len(a.Problems)+len(b.Problems) > 0 {
 		t.Errorf("problems %q %q", a.Problems, b.Problems)
+	}
+}
+
+// sameAsFull checks that a state Open loaded lean says what the full load of the same journal
+// says, lines aside.
+func sameAsFull(t *testing.T, lean, full *store.State) {
+	t.Helper()
+	diffRows(t, store.Rows(lean), store.Rows(full))
+	if !maps.Equal(lean.Named, full.Named) {
+		t.Errorf("names differ: %d lean, %d full", len(lean.Named), len(full.Named))
+	}
+	if lean.ResultsEnd != full.ResultsEnd || lean.Doubts != full.Doubts || lean.SupersededBytes() != full.SupersededBytes() {
+		t.Errorf("lean/full: ResultsEnd %d/%d, Doubts %d/%d, superseded %d/%d", lean.ResultsEnd, full.ResultsEnd,
+			lean.Doubts, full.Doubts, lean.SupersededBytes(), full.SupersededBytes())
+	}
+	since := t0.Add(-time.Hour)
+	if sa, sb := lean.SubmittedSince(since), full.SubmittedSince(since); !slices.Equal(sa, sb) {
+		t.Errorf("submissions per second differ: %d lean, %d full seconds", len(sa), len(sb))
+	}
+	if !slices.Equal(lean.Problems, full.Problems) || lean.DroppedBytes != full.DroppedBytes {
+		t.Errorf("problems %q (%d bytes dropped) lean, %q (%d) full", lean.Problems, lean.DroppedBytes, full.Problems, full.DroppedBytes)
 	}
 }
 
@@ -255,4 +277,94 @@ func TestSnapshotOfARowAnsweredOften(t *testing.T) {
 	if s, e := store.Span(after, 0); e-s != int64(len("0,answer 299\n")) {
 		t.Errorf("row 0's line is [%d, %d), not its last answer's", s, e)
 	}
+}
+
+// Open loads a journal lean, without its rows' lines, when it needs none of them: a run stopped
+// and resumed as usual, compacted or not, with rows in flight, pending and in doubt; the state is
+// the full load's, lines aside. A row reopened or answered again, an interrupted finalize or a
+// results file shorter than the journal says makes it load the lines.
+func TestOpenLoadsLean(t *testing.T) {
+	t.Parallel()
+	const rows = 400
+	for _, tc := range []struct {
+		name     string
+		compact  int64
+		change   func(t *testing.T, w *store.Writer, results string)
+		wantLean bool
+	}{
+		{"a run stopped", 1 << 40, nil, true},
+		{"a run compacted", 4 << 10, nil, true},
+		{"results file with bytes past the journal", 1 << 40, func(t *testing.T, _ *store.Writer, results string) {
+			appendFile(t, results, "0,a line never journaled\n")
+		}, true},
+		{"a row answered again", 1 << 40, func(t *testing.T, w *store.Writer, _ string) {
+			must(t, w.Reopen(3))
+			must(t, w.Result(3, false, []byte("3,again\n")))
+		}, false},
+		{"a failed row retried", 1 << 40, func(t *testing.T, w *store.Writer, _ string) {
+			must(t, w.Retry(5))
+		}, false},
+		{"results file cut short", 1 << 40, func(t *testing.T, _ *store.Writer, results string) {
+			fi, err := os.Stat(results)
+			must(t, err)
+			must(t, os.Truncate(results, fi.Size()-10))
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			w, ckpt, results := newRunWith(t, store.Hooks{CompactMin: tc.compact}, rows, "id,answer\n")
+			for row := range rows {
+				switch {
+				case row%50 == 7:
+					continue // never sent
+				case row%50 == 9:
+					must(t, w.Intent(row, 1)) // in flight
+					continue
+				case row%50 == 11:
+					must(t, w.Intent(row, 1))
+					must(t, w.Doubt(row))
+					must(t, w.Intent(row, 2))
+				default:
+					must(t, w.Intent(row, 1))
+				}
+				must(t, w.Submitted(row, 1, fmt.Sprintf("d7q%017d", row), t0.Add(time.Duration(row)*time.Second)))
+				if row%50 != 13 { // else pending
+					must(t, w.Result(row, row%10 == 5, []byte(fmt.Sprintf("%d,answer %d\n", row, row))))
+				}
+			}
+			if tc.change != nil {
+				tc.change(t, w, results)
+			}
+			must(t, w.Close())
+			if tc.compact < 1<<40 && w.Compactions() == 0 {
+				t.Fatal("no compaction")
+			}
+			full := load(t, ckpt) // before Open repairs anything
+			w, st, err := store.Open(ckpt)
+			must(t, err)
+			defer w.Close()
+			if store.Lean(st) != tc.wantLean {
+				t.Fatalf("loaded lean: %v, want %v", store.Lean(st), tc.wantLean)
+			}
+			if !tc.wantLean {
+				return // the full load, as Open always did: its repairs are tested elsewhere
+			}
+			if len(st.Problems) == 0 { // else the results file was cut back: ResultsEnd as the journal says
+				sameAsFull(t, st, full)
+			} else {
+				diffRows(t, store.Rows(st), store.Rows(full))
+			}
+			if fi, err := os.Stat(results); err != nil || fi.Size() != st.ResultsEnd {
+				t.Errorf("results file of %v bytes after Open (%v), ResultsEnd %d", fi.Size(), err, st.ResultsEnd)
+			}
+		})
+	}
+}
+
+func appendFile(t *testing.T, path, s string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	must(t, err)
+	_, err = f.WriteString(s)
+	must(t, errors.Join(err, f.Close()))
 }

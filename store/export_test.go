@@ -166,3 +166,6 @@ func Snapshots(data []byte) (full, lean []byte, err error) {
 	}
 	return full, lean, nil
 }
+
+// Lean reports whether st was loaded without its rows' lines (Open's lean load).
+func Lean(st *State) bool { return st.pos == nil }

@@ -363,7 +363,13 @@ func TestFinalizeCrash(t *testing.T) {
 
 				w, st, err = store.Open(ckpt)
 				must(t, err)
-				checkSpans(t, st, results, latest)
+				if store.Lean(st) { // the spans are in the full state of the journal Open left
+					full := load(t, ckpt)
+					sameAsFull(t, st, full)
+					checkSpans(t, full, results, latest)
+				} else {
+					checkSpans(t, st, results, latest)
+				}
 				if got := readFile(t, results); got != want || int64(len(got)) != st.ResultsEnd {
 					t.Errorf("results file after Open:\n%q\nwant\n%q", got, want)
 				}

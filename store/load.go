@@ -163,21 +163,27 @@ type State struct {
 	// Per row, while resolved: where its result line ends and how long it is (0: unknown, after
 	// damage), packed in one word (see maxEnd); lines it cannot pack are in wide. A line starts where the
 	// previous R record's line ended, or at the offset of a P record in between. Nil in a state
-	// loaded for a compaction (loadOptions.lean), which takes each line from the journal instead.
-	pos       []uint64
-	wide      map[int]wideLine
-	cursor    int64 // where the next R record's line starts
-	final     record
-	hasFinal  bool // final is the last good record
-	finalized bool // an interrupted Finalize was completed in memory
-	voidFinal bool // an interrupted Finalize was rolled back
-	preamble  []byte
-	groups    []byte              // the G records' blob (Groups)
-	validEnd  int64               // journal bytes up to the end of the last good record
-	overflown int                 // problems beyond maxProblems
-	model     string              // the latest model URI, shared by the rows named with it
-	models    map[string]struct{} // every model URI named in the journal
-	keepNames []uint64            // rows whose names and operations a resolution does not drop (see namesOf)
+	// loaded lean (loadOptions.lean): for a compaction, which takes each line from the journal
+	// instead, and for Open when no line needs moving.
+	pos  []uint64
+	wide map[int]wideLine
+	// Without pos (loadOptions.lean): the furthest end and the total length of the resolved
+	// rows' lines, added up as they resolve, and whether a row lost a line it had (reopened, or
+	// answered again), after which the two say nothing and only a full load does.
+	leanEnd, leanLen int64
+	lostLine         bool
+	cursor           int64 // where the next R record's line starts
+	final            record
+	hasFinal         bool // final is the last good record
+	finalized        bool // an interrupted Finalize was completed in memory
+	voidFinal        bool // an interrupted Finalize was rolled back
+	preamble         []byte
+	groups           []byte              // the G records' blob (Groups)
+	validEnd         int64               // journal bytes up to the end of the last good record
+	overflown        int                 // problems beyond maxProblems
+	model            string              // the latest model URI, shared by the rows named with it
+	models           map[string]struct{} // every model URI named in the journal
+	keepNames        []uint64            // rows whose names and operations a resolution does not drop (see namesOf)
 }
 
 // opEntry is a row's latest operation: its id and when it was submitted (unix ms).
@@ -268,6 +274,9 @@ func (s *State) setAttempt(i, a int) {
 
 // setNew makes row i new again, attempts and doubts kept; its operation and line are forgotten.
 func (s *State) setNew(i int) {
+	if s.pos == nil && s.Phase(i) == PhaseResolved {
+		s.lostLine = true
+	}
 	s.flags[i] = uint8(PhaseNew)
 	if s.subs != nil {
 		delete(s.subs, i)
@@ -458,6 +467,9 @@ func (s *State) Models() []string {
 // reopened and resolved again. Finalize drops them.
 func (s *State) SupersededBytes() int64 {
 	n := s.ResultsEnd - int64(len(s.preamble))
+	if s.pos == nil {
+		return max(n-s.leanLen, 0) // right unless s.lostLine
+	}
 	for i := range s.flags {
 		if s.Phase(i) == PhaseResolved {
 			n -= s.lineLen(i)
@@ -468,8 +480,13 @@ func (s *State) SupersededBytes() int64 {
 
 // LineEnds returns, in increasing order, where the result line of every resolved row ends in
 // the results file. A line that ends anywhere else belongs to no row any more: it was superseded
-// by a later line of its row (or its row was reopened), and Finalize drops it.
+// by a later line of its row (or its row was reopened), and Finalize drops it. A state that Open
+// loaded lean has no superseded line (SupersededBytes is 0: every line up to ResultsEnd is a
+// row's), and none of them listed: LineEnds returns nil.
 func (s *State) LineEnds() []int64 {
+	if s.pos == nil {
+		return nil
+	}
 	var out []int64
 	for i := range s.flags {
 		if s.Phase(i) == PhaseResolved && s.end(i) > 0 {
@@ -640,9 +657,10 @@ func loadKeeping(r io.Reader, keep []uint64) (*State, error) {
 type loadOptions struct {
 	keep        []uint64 // rows whose names and operations a resolution does not drop
 	resolutions bool     // count each row's resolutions (State.resolutions), for writeSnapshot
-	// lean keeps no row's line (State.pos, 8 bytes a row, 80 MB at ten million rows): the state
-	// is for writeSnapshot alone, which then takes each resolved row's line from the journal as
-	// it reads it again. Its ResultsEnd is not computed.
+	// lean keeps no row's line (State.pos, 8 bytes a row, 80 MB at ten million rows): for
+	// writeSnapshot, which then takes each resolved row's line from the journal as it reads it
+	// again, and for Open when no line needs moving (see loadForOpen). Its ResultsEnd and
+	// SupersededBytes are right only while no row lost a line (State.lostLine).
 	lean bool
 }
 
@@ -728,6 +746,9 @@ func loadWith(r io.Reader, opt loadOptions) (*State, error) {
 		}
 	}
 	st.ResultsEnd = int64(len(st.preamble))
+	if st.pos == nil {
+		st.ResultsEnd = max(st.ResultsEnd, st.leanEnd) // right unless st.lostLine
+	}
 	for i := range st.flags {
 		if st.pos != nil && st.Phase(i) == PhaseResolved {
 			st.ResultsEnd = max(st.ResultsEnd, st.end(i))
@@ -870,6 +891,10 @@ func (s *State) resolve(i int, failed bool, end int64) {
 		} else {
 			s.saturated = true
 		}
+	}
+	if s.pos == nil {
+		s.lostLine = s.lostLine || s.Phase(i) == PhaseResolved
+		s.leanEnd, s.leanLen = max(s.leanEnd, end), s.leanLen+lineLen(s.cursor, end)
 	}
 	s.flags[i] = uint8(PhaseResolved)
 	if failed {

@@ -37,6 +37,29 @@ func openWith(path string, hk *hooks) (*Writer, *State, error) {
 	return w, st, nil
 }
 
+// loadForOpen loads the journal j for Open: lean first (without where each resolved row's line
+// is, 8 bytes a row and most of the work of a big resume's load), and in full when Open needs
+// those lines: to settle an interrupted finalize, to move back rows whose lines the results file
+// lost, or because a row's line was superseded (a row reopened or answered again, lines of
+// unknown length), which only the lines can account for. A run interrupted and resumed as usual
+// needs none of them.
+func loadForOpen(j *os.File) (*State, error) {
+	st, err := loadWith(io.NewSectionReader(j, 0, math.MaxInt64), loadOptions{lean: true})
+	if err != nil || !st.needsLines() {
+		return st, err
+	}
+	return load(io.NewSectionReader(j, 0, math.MaxInt64))
+}
+
+// needsLines reports whether Open needs the lines of a state loaded lean (see loadForOpen).
+func (s *State) needsLines() bool {
+	if s.lostLine || s.hasFinal || s.SupersededBytes() > 0 {
+		return true
+	}
+	fi, err := os.Stat(s.Header.Results)
+	return err != nil || fi.Size() < s.ResultsEnd
+}
+
 func open(path string, lk *flock.Flock, hk *hooks) (_ *Writer, _ *State, err error) {
 	j, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
 	if err != nil {
@@ -47,7 +70,7 @@ func open(path string, lk *flock.Flock, hk *hooks) (_ *Writer, _ *State, err err
 			j.Close()
 		}
 	}()
-	st, err := load(j)
+	st, err := loadForOpen(j)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open checkpoint %s: %w", path, err)
 	}

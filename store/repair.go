@@ -39,7 +39,14 @@ func repairResults(st *State, kept func(rows []uint64) (*State, error)) (_ *os.F
 		gone []uint64 // rows whose lines are gone
 		old  = &State{}
 	)
+	if st.pos == nil && valid < st.ResultsEnd {
+		// Loaded lean because the file was long enough (loadForOpen): it shrank since.
+		return nil, nil, fmt.Errorf("results file %s changed while the checkpoint was opened", name)
+	}
 	for i := range st.Len() {
+		if st.pos == nil {
+			break // every line is there (loadForOpen)
+		}
 		if st.Phase(i) == PhaseResolved && st.end(i) > valid {
 			if gone == nil {
 				gone = make([]uint64, (st.Len()+63)/64)
@@ -53,8 +60,14 @@ func repairResults(st *State, kept func(rows []uint64) (*State, error)) (_ *os.F
 		}
 	}
 	end, moved := pre, 0
+	if st.pos == nil {
+		end = st.ResultsEnd // where the last line ends: no line is gone
+	}
 	var idBuf []byte
 	for i := range st.Len() {
+		if st.pos == nil {
+			break
+		}
 		if st.Phase(i) != PhaseResolved {
 			continue
 		}
