@@ -481,10 +481,11 @@ func datedName(path, tag string) string {
 // Resume reopens a checkpoint and finishes its run.
 func (j *Job) Resume(ctx context.Context) (Summary, error) {
 	start := time.Now()
-	// Loading the checkpoint builds its state (about 10 bytes a row) and garbage besides (the
-	// names and operation ids of the journal's tail): collected often, as validation is, until the
-	// state is condensed into the plan and dropped. At ten million rows the collector's default
-	// let the heap grow to about twice the state before a collection: 262 MiB of peak RSS.
+	// Loading the checkpoint builds its state (about 2 bytes a row, 10 when store.Open must load
+	// where each row's line is) and garbage besides (the names and operation ids of the journal's
+	// tail): collected often, as validation is, until the state is condensed into the plan and
+	// dropped. At ten million rows the collector's default let the heap grow to about twice the
+	// state before a collection: 262 MiB of peak RSS.
 	heapDone := sync.OnceFunc(Validating())
 	defer heapDone()
 	w, st, s, err := j.open()
