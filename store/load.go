@@ -666,11 +666,22 @@ type loadOptions struct {
 
 func loadWith(r io.Reader, opt loadOptions) (*State, error) {
 	var (
-		st      *State
 		pending []badLine // bad lines after the last good record
 		nBad    int       // len(pending) plus those not kept
 	)
 	jr := newJournalReader(r)
+	dh, err := readHeader(jr)
+	if err != nil {
+		return nil, err
+	}
+	st := newState(dh.Header, dh.ResultsPreamble, opt.lean)
+	if len(opt.keep) == (st.Len()+63)/64 {
+		st.keepNames = opt.keep
+	}
+	if opt.resolutions {
+		st.resolutions = make([]uint8, st.Len())
+	}
+	st.validEnd = jr.off
 	for {
 		rec, lines, reason, err := jr.next(st)
 		if err == io.EOF {
@@ -678,22 +689,6 @@ func loadWith(r io.Reader, opt loadOptions) (*State, error) {
 		}
 		if err != nil {
 			return nil, err
-		}
-		if st == nil {
-			if reason != nil {
-				return nil, fmt.Errorf("%w: first record: %v", ErrNoHeader, reason)
-			}
-			if st, err = decodeHeader(jr.payload, opt.lean); err != nil {
-				return nil, err
-			}
-			if len(opt.keep) == (st.Len()+63)/64 {
-				st.keepNames = opt.keep
-			}
-			if opt.resolutions {
-				st.resolutions = make([]uint8, st.Len())
-			}
-			st.validEnd = jr.off
-			continue
 		}
 		if reason != nil {
 			nBad++
@@ -731,9 +726,6 @@ func loadWith(r io.Reader, opt loadOptions) (*State, error) {
 	}
 	lineNo := jr.lineNo
 	off := jr.off
-	if st == nil {
-		return nil, fmt.Errorf("%w: the file is empty", ErrNoHeader)
-	}
 	st.DroppedBytes = off - st.validEnd
 	if nBad > 1 {
 		st.addProblem("checkpoint lines %d-%d at the end are unreadable (%v first): dropped %d bytes",
@@ -759,12 +751,18 @@ func loadWith(r io.Reader, opt loadOptions) (*State, error) {
 	return st, nil
 }
 
-func decodeHeader(payload []byte, lean bool) (*State, error) {
-	dh, err := parseHeader(payload)
-	if err != nil {
+// readHeader reads the journal's first record, its header.
+func readHeader(jr *journalReader) (*diskHeader, error) {
+	_, _, reason, err := jr.next(nil)
+	switch {
+	case err == io.EOF:
+		return nil, fmt.Errorf("%w: the file is empty", ErrNoHeader)
+	case err != nil:
 		return nil, err
+	case reason != nil:
+		return nil, fmt.Errorf("%w: first record: %v", ErrNoHeader, reason)
 	}
-	return newState(dh.Header, dh.ResultsPreamble, lean), nil
+	return parseHeader(jr.payload)
 }
 
 func parseHeader(payload []byte) (*diskHeader, error) {
@@ -792,18 +790,7 @@ func LoadHeader(path string) (Header, error) {
 		return Header{}, err
 	}
 	defer f.Close()
-	jr := newJournalReader(f)
-	_, _, reason, err := jr.next(nil)
-	if err == io.EOF {
-		return Header{}, fmt.Errorf("%s: %w", path, ErrNoHeader)
-	}
-	if err != nil {
-		return Header{}, fmt.Errorf("%s: %w", path, err)
-	}
-	if reason != nil {
-		return Header{}, fmt.Errorf("%s: %w: first record: %v", path, ErrNoHeader, reason)
-	}
-	dh, err := parseHeader(jr.payload)
+	dh, err := readHeader(newJournalReader(f))
 	if err != nil {
 		return Header{}, fmt.Errorf("%s: %w", path, err)
 	}

@@ -39,14 +39,16 @@ func repairResults(st *State, kept func(rows []uint64) (*State, error)) (_ *os.F
 		gone []uint64 // rows whose lines are gone
 		old  = &State{}
 	)
-	if st.pos == nil && valid < st.ResultsEnd {
-		// Loaded lean because the file was long enough (loadForOpen): it shrank since.
-		return nil, nil, fmt.Errorf("results file %s changed while the checkpoint was opened", name)
-	}
-	for i := range st.Len() {
-		if st.pos == nil {
-			break // every line is there (loadForOpen)
+	// The rows whose lines to check: none in a state loaded lean, which loadForOpen keeps for a
+	// results file that has every line; the last of them ends at ResultsEnd.
+	rows, end := st.Len(), pre
+	if st.pos == nil {
+		if valid < st.ResultsEnd { // it shrank since
+			return nil, nil, fmt.Errorf("results file %s changed while the checkpoint was opened", name)
 		}
+		rows, end = 0, st.ResultsEnd
+	}
+	for i := range rows {
 		if st.Phase(i) == PhaseResolved && st.end(i) > valid {
 			if gone == nil {
 				gone = make([]uint64, (st.Len()+63)/64)
@@ -59,15 +61,9 @@ func repairResults(st *State, kept func(rows []uint64) (*State, error)) (_ *os.F
 			return nil, nil, fmt.Errorf("read the rows whose lines are gone: %w", err)
 		}
 	}
-	end, moved := pre, 0
-	if st.pos == nil {
-		end = st.ResultsEnd // where the last line ends: no line is gone
-	}
+	moved := 0
 	var idBuf []byte
-	for i := range st.Len() {
-		if st.pos == nil {
-			break
-		}
+	for i := range rows {
 		if st.Phase(i) != PhaseResolved {
 			continue
 		}
