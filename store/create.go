@@ -22,8 +22,8 @@ func Create(path string, h Header, resultsPreamble []byte, force bool, opts ...O
 // Option changes how a Writer works.
 type Option func(*hooks)
 
-// CompactFrom makes the Writer compact its journal once it has doubled and is at least n bytes
-// (64 MiB without it; tests make it small to compact often).
+// CompactFrom makes the Writer compact its journal once it has doubled (or grown by 128 MiB) and
+// is at least n bytes (64 MiB without it; tests make it small to compact often).
 func CompactFrom(n int64) Option { return func(h *hooks) { h.compactMin = n } }
 
 func withOptions(opts []Option) *hooks {

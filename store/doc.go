@@ -20,6 +20,7 @@
 //	             compaction when the journal doubles, and the one Finalize,
 //	             Open and Archive write)
 //	lines.go     the L record: resolved rows in a few bytes each
+//	summary.go   the K record: a snapshot's L records summed up for Open
 //	finalize.go  Finalize: one line per row, the F record
 //	settings.go  SetSettings: the header's settings replaced, every other
 //	             record copied as it is (the run's spend limits change)
@@ -65,6 +66,11 @@
 //	                                   in a snapshot, across superseded lines)
 //	F <size> <crc32c> <0|1 row order>  Finalize is about to replace the results
 //	                                   file with one of that size and checksum
+//	K <records> <rows> ... <base64>    (snapshots) the L records just before it
+//	                                   summed up: which rows they resolve, in
+//	                                   runs, with attempts and failures, and
+//	                                   where their lines end (see summary.go);
+//	                                   Open's lean load takes it in their place
 //	L <count> <base64>                 (snapshots, version 3) count resolved
 //	                                   rows: each one's line, attempts and last
 //	                                   operation, packed (see lines.go)
@@ -110,10 +116,11 @@
 // SetSettings copies them as it copies every record.
 //
 // The writer compacts the journal whenever it has doubled since it was
-// opened or last compacted (and is at least 64 MiB): a snapshot keeps open
-// rows as records of their own and resolved rows as L entries of a few dozen
-// bytes, so a long run's journal, and what a resume reads, stays within about
-// twice a snapshot.
+// opened or last compacted, or grown by 128 MiB (and is at least 64 MiB): a
+// snapshot keeps open rows as records of their own and resolved rows as L
+// entries of a few dozen bytes, summed up by a K record, so a long run's
+// journal stays within about twice a snapshot, and what a resume decodes is
+// the open rows and at most 128 MiB of records since.
 //
 // A result line starts where the previous R record's line ended (or at the
 // preamble's end, or at a P record's offset), so the journal knows each

@@ -169,3 +169,36 @@ func Snapshots(data []byte) (full, lean []byte, err error) {
 
 // Lean reports whether st was loaded without its rows' lines (Open's lean load).
 func Lean(st *State) bool { return st.pos == nil }
+
+// Summaries returns how many K records the load of st took in place of L records.
+func Summaries(st *State) int { return st.summaries }
+
+// LoadLeanTwice loads data lean as Open does, taking K records in place of the L records they
+// sum up, and lean again decoding every L record.
+func LoadLeanTwice(data []byte) (summed, decoded *State, err1, err2 error) {
+	r := bytes.NewReader(data)
+	summed, err1 = loadWith(io.NewSectionReader(r, 0, int64(len(data))), loadOptions{lean: true, summaries: r})
+	decoded, err2 = loadWith(bytes.NewReader(data), loadOptions{lean: true})
+	return summed, decoded, err1, err2
+}
+
+// LeanView describes what a lean state keeps besides its rows.
+func LeanView(st *State) string {
+	return fmt.Sprintf("cursor %d, lines end %d and take %d bytes, lost a line %v, valid to %d, final %v %+v",
+		st.cursor, st.leanEnd, st.leanLen, st.lostLine, st.validEnd, st.hasFinal, st.final)
+}
+
+// LoadLean loads the journal at path lean, as Open does when no line needs moving, taking K
+// records in place of the L records they sum up or not.
+func LoadLean(path string, summaries bool) (*State, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	opt := loadOptions{lean: true}
+	if summaries {
+		opt.summaries = f
+	}
+	return loadWith(io.NewSectionReader(f, 0, 1<<62), opt)
+}

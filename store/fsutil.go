@@ -25,12 +25,13 @@ type file interface {
 // package, so tests that use them can run in parallel. A nil *hooks, or a
 // zero field, means the real thing.
 type hooks struct {
-	createTemp func(dir, pattern string) (*os.File, error) // temp files (os.CreateTemp)
-	wrapFile   func(*os.File) file                         // the Writer's journal and results file
-	afterStep  func(step int) error                        // after each step of Finalize
-	copy       copySizes                                   // Finalize's copy (defaultCopySizes)
-	compactMin int64                                       // the smallest journal compacted (defaultCompactMin)
-	groups     []byte                                      // Create's G records (Groups)
+	createTemp  func(dir, pattern string) (*os.File, error) // temp files (os.CreateTemp)
+	wrapFile    func(*os.File) file                         // the Writer's journal and results file
+	afterStep   func(step int) error                        // after each step of Finalize
+	copy        copySizes                                   // Finalize's copy (defaultCopySizes)
+	compactMin  int64                                       // the smallest journal compacted (defaultCompactMin)
+	compactTail int64                                       // the journal's growth that triggers a compaction at most (defaultCompactTail)
+	groups      []byte                                      // Create's G records (Groups)
 }
 
 func (h *hooks) tempFile(dir, pattern string) (*os.File, error) {
@@ -52,6 +53,13 @@ func (h *hooks) minCompact() int64 {
 		return defaultCompactMin
 	}
 	return h.compactMin
+}
+
+func (h *hooks) maxTail() int64 {
+	if h == nil || h.compactTail == 0 {
+		return defaultCompactTail
+	}
+	return h.compactTail
 }
 
 func (h *hooks) copySize() copySizes {

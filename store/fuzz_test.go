@@ -166,7 +166,8 @@ func writeBigJournal(tb testing.TB, rows int) string {
 }
 
 // BenchmarkLoad loads a 1,000,000-row journal as a run leaves it (an I, S and R record per row)
-// and as a compaction leaves it (L records), so that the two are compared in one command.
+// and as a compaction leaves it (L records and their K record), so that the loads are compared
+// in one command.
 func BenchmarkLoad(b *testing.B) {
 	const rows = 1_000_000
 	plain := writeBigJournal(b, rows)
@@ -178,7 +179,17 @@ func BenchmarkLoad(b *testing.B) {
 	if err := os.WriteFile(snap, buf.Bytes(), 0o600); err != nil {
 		b.Fatal(err)
 	}
-	for _, bc := range []struct{ name, path string }{{"journal", plain}, {"snapshot", snap}} {
+	for _, bc := range []struct {
+		name, path string
+		load       func(string) (*store.State, error)
+	}{
+		{"journal", plain, store.Load},
+		{"snapshot", snap, store.Load},
+		// as Open loads it when no line needs moving: lean, decoding each L record or taking the
+		// K record that sums them up
+		{"snapshot-lean", snap, func(p string) (*store.State, error) { return store.LoadLean(p, false) }},
+		{"snapshot-lean-K", snap, func(p string) (*store.State, error) { return store.LoadLean(p, true) }},
+	} {
 		b.Run(bc.name, func(b *testing.B) {
 			fi, err := os.Stat(bc.path)
 			if err != nil {
@@ -187,7 +198,7 @@ func BenchmarkLoad(b *testing.B) {
 			b.SetBytes(fi.Size())
 			b.ReportMetric(float64(fi.Size())/rows, "B/row")
 			for b.Loop() {
-				st, err := store.Load(bc.path)
+				st, err := bc.load(bc.path)
 				if err != nil {
 					b.Fatal(err)
 				}

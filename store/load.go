@@ -172,6 +172,7 @@ type State struct {
 	// answered again), after which the two say nothing and only a full load does.
 	leanEnd, leanLen int64
 	lostLine         bool
+	summaries        int   // K records taken in place of the L records they sum up
 	cursor           int64 // where the next R record's line starts
 	final            record
 	hasFinal         bool // final is the last good record
@@ -544,7 +545,11 @@ type journalReader struct {
 	rec     record
 	lines   []lineEntry
 	raw     []byte // lines' decoded payload
+	sum     summary
 	done    bool
+	// countOnly leaves L records undecoded but for their count (record.count), for Open's lean
+	// load (loadOptions.summaries).
+	countOnly bool
 }
 
 func newJournalReader(r io.Reader) *journalReader {
@@ -610,6 +615,20 @@ func (jr *journalReader) next(st *State) (rec *record, lines []lineEntry, reason
 		}
 		return &jr.rec, nil, nil, nil
 	}
+	if jr.payload[0] == kindLines && jr.countOnly {
+		jr.rec = record{kind: kindLines}
+		if jr.rec.count, reason = linesCount(jr.payload); reason != nil {
+			return nil, nil, reason, nil
+		}
+		return &jr.rec, nil, nil, nil
+	}
+	if jr.payload[0] == kindSummary {
+		jr.rec = record{kind: kindSummary}
+		if reason = parseSummary(jr.payload, st.Len(), &jr.sum); reason != nil {
+			return nil, nil, reason, nil
+		}
+		return &jr.rec, nil, nil, nil
+	}
 	if jr.payload[0] == kindLines {
 		jr.rec = record{kind: kindLines}
 		if reason = parseLines(jr.payload, st.Len(), &jr.lines, &jr.raw); reason != nil {
@@ -662,6 +681,10 @@ type loadOptions struct {
 	// again, and for Open when no line needs moving (see loadForOpen). Its ResultsEnd and
 	// SupersededBytes are right only while no row lost a line (State.lostLine).
 	lean bool
+	// summaries, the journal read again, lets a lean load take a K record in place of the L
+	// records it sums up, reading them without decoding them (see kindSummary): for Open. Not
+	// with keep or resolutions, which need each row of the L records.
+	summaries io.ReaderAt
 }
 
 func loadWith(r io.Reader, opt loadOptions) (*State, error) {
@@ -682,20 +705,15 @@ func loadWith(r io.Reader, opt loadOptions) (*State, error) {
 		st.resolutions = make([]uint8, st.Len())
 	}
 	st.validEnd = jr.off
-	for {
-		rec, lines, reason, err := jr.next(st)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
+	// handle replays one line of the journal, ending at byte end: a record, or a line that is
+	// not one (reason).
+	handle := func(rec *record, lines []lineEntry, reason error, lineNo int, end int64) {
 		if reason != nil {
 			nBad++
 			if len(pending) < maxProblems {
-				pending = append(pending, badLine{jr.lineNo, reason})
+				pending = append(pending, badLine{lineNo, reason})
 			}
-			continue
+			return
 		}
 		if nBad > 0 {
 			// A good record after bad ones: they were damaged in
@@ -710,19 +728,68 @@ func loadWith(r io.Reader, opt loadOptions) (*State, error) {
 			if reason = st.checkLines(lines); reason != nil {
 				nBad++
 				if len(pending) < maxProblems {
-					pending = append(pending, badLine{jr.lineNo, reason})
+					pending = append(pending, badLine{lineNo, reason})
 				}
-				continue
+				return
 			}
 			st.applyLines(lines)
 		} else {
 			st.apply(rec)
 		}
-		st.validEnd = jr.off
+		st.validEnd = end
 		st.hasFinal = rec.kind == kindFinalize
 		if st.hasFinal {
 			st.final = *rec
 		}
+	}
+	// With opt.summaries, L records wait undecoded in block for the K record that sums them up;
+	// anything else in its place, and they are read again and decoded after all.
+	jr.countOnly = opt.summaries != nil
+	var block pendingLines
+	replay := func() error {
+		b := block
+		if block = (pendingLines{}); b.records == 0 {
+			return nil
+		}
+		again := newJournalReader(io.NewSectionReader(opt.summaries, b.start, b.end-b.start))
+		again.lineNo = b.line - 1
+		for {
+			rec, lines, reason, err := again.next(st)
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			handle(rec, lines, reason, again.lineNo, b.start+again.off)
+		}
+	}
+	for {
+		at := jr.off
+		rec, lines, reason, err := jr.next(st)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		if reason == nil && jr.countOnly && rec.kind == kindLines {
+			if block.records == 0 {
+				block = pendingLines{start: at, line: jr.lineNo, cursor: st.cursor}
+			}
+			block.records, block.rows, block.end = block.records+1, block.rows+rec.count, jr.off
+			continue
+		}
+		if reason == nil && rec.kind == kindSummary && block.records > 0 && block.matches(&jr.sum) {
+			st.applySummary(&jr.sum)
+			block = pendingLines{}
+		} else if err := replay(); err != nil {
+			return nil, err
+		}
+		handle(rec, lines, reason, jr.lineNo, jr.off)
+	}
+	if err := replay(); err != nil {
+		return nil, err
 	}
 	lineNo := jr.lineNo
 	off := jr.off
@@ -814,6 +881,8 @@ func (s *State) apply(r *record) {
 	case kindStep:
 		s.Steps = append(s.Steps, json.RawMessage(bytes.Clone(r.raw)))
 		return
+	case kindSummary:
+		return // used in place of the L records before it, or not at all (loadWith)
 	}
 	i := r.row
 	switch r.kind {

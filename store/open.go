@@ -44,7 +44,7 @@ func openWith(path string, hk *hooks) (*Writer, *State, error) {
 // unknown length), which only the lines can account for. A run interrupted and resumed as usual
 // needs none of them.
 func loadForOpen(j *os.File) (*State, error) {
-	st, err := loadWith(io.NewSectionReader(j, 0, math.MaxInt64), loadOptions{lean: true})
+	st, err := loadWith(io.NewSectionReader(j, 0, math.MaxInt64), loadOptions{lean: true, summaries: j})
 	if err != nil || !st.needsLines() {
 		return st, err
 	}

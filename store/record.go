@@ -281,6 +281,7 @@ type record struct {
 	id      string // N
 	blob    []byte // G: decoded
 	raw     []byte // B: the step's JSON, aliases the input line
+	count   int    // L read for its count alone (journalReader.countOnly)
 }
 
 // field splits off the next space-separated field of p.
