@@ -262,3 +262,78 @@ func BenchmarkFinalize(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkOpen opens the snapshot of a run of BATCHGPT_BENCH_ROWS rows (default 2,000,000)
+// stopped with a tenth, half or nearly all of them done, as a resume does: with the snapshot's K
+// record (the time should follow the rows left, not the rows done) and without it, as a snapshot
+// of an earlier batchgpt (every L entry decoded), so that the two are compared in one command.
+func BenchmarkOpen(b *testing.B) {
+	rows := 2_000_000
+	if v, err := strconv.Atoi(os.Getenv("BATCHGPT_BENCH_ROWS")); err == nil && v > 0 {
+		rows = v
+	}
+	for _, done := range []int{rows / 10, rows / 2, rows - rows/100} {
+		dir := b.TempDir()
+		ckpt, results := filepath.Join(dir, "run.ckpt"), filepath.Join(dir, "results.csv")
+		h := header(rows, results)
+		h.Version = store.Version
+		var j bytes.Buffer
+		j.Write(store.HeaderRecord(h, []byte("id,answer\n")))
+		end := 10
+		for row := range done {
+			j.Write(store.Record(fmt.Sprintf("S %d 1 d7qqr3frkl%010d 1735787045%03d", row, row, row%1000)))
+			end += 80
+			j.Write(store.Record("R " + strconv.Itoa(row) + " 0 " + strconv.Itoa(end)))
+		}
+		plain := filepath.Join(dir, "plain.ckpt")
+		if err := os.WriteFile(plain, j.Bytes(), 0o600); err != nil {
+			b.Fatal(err)
+		}
+		j.Reset()
+		if err := store.WriteSnapshot(plain, &j); err != nil {
+			b.Fatal(err)
+		}
+		os.Remove(plain)
+		snap := bytes.Clone(j.Bytes())
+		k := bytes.Index(snap, []byte("\nK ")) + 1
+		if k == 0 {
+			b.Fatal("no K record in the snapshot")
+		}
+		older := append(bytes.Clone(snap[:k]), snap[k+bytes.IndexByte(snap[k:], '\n')+1:]...)
+		// The results file as long as the journal says (sparse), or Open would load in full.
+		f, err := os.Create(results)
+		if err == nil {
+			err = f.Truncate(int64(end))
+		}
+		if err == nil {
+			err = f.Close()
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, bc := range []struct {
+			name    string
+			journal []byte
+			wantK   int
+		}{{"K", snap, 1}, {"decoded", older, 0}} {
+			b.Run(fmt.Sprintf("done=%d/%s", done, bc.name), func(b *testing.B) {
+				if err := os.WriteFile(ckpt, bc.journal, 0o600); err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(float64(len(bc.journal))/float64(done), "B/row-done")
+				for b.Loop() {
+					w, st, err := store.Open(ckpt)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if c := st.Counts(); c.Succeeded != done || !store.Lean(st) || store.Summaries(st) != bc.wantK {
+						b.Fatalf("counts %+v, lean %v, %d K records", c, store.Lean(st), store.Summaries(st))
+					}
+					if err := w.Close(); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
