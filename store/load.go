@@ -744,7 +744,7 @@ func loadWith(r io.Reader, opt loadOptions) (*State, error) {
 	}
 	// With opt.summaries, L records wait undecoded in block for the K record that sums them up;
 	// anything else in its place, and they are read again and decoded after all.
-	jr.countOnly = opt.summaries != nil
+	jr.countOnly = opt.summaries != nil && opt.lean && opt.keep == nil && !opt.resolutions
 	var block pendingLines
 	replay := func() error {
 		b := block
