@@ -69,9 +69,6 @@ func CreateWith(hk Hooks, path string, h Header, preamble []byte, force bool) (*
 // OpenWith is Open with hooks.
 func OpenWith(hk Hooks, path string) (*Writer, *State, error) { return openWith(path, hk.hooks()) }
 
-// Compactions counts the compactions the writer made on its own.
-func (w *Writer) Compactions() int { return int(w.compactions.Load()) }
-
 // JournalSize is the journal's size as the writer counts it.
 func (w *Writer) JournalSize() int64 { return w.journalSize }
 

@@ -297,3 +297,6 @@ func (w *Writer) wait(req request) error {
 	}
 	return <-req.done
 }
+
+// Compactions counts the compactions the writer made on its own.
+func (w *Writer) Compactions() int { return int(w.compactions.Load()) }

@@ -28,8 +28,13 @@ import (
 func main() {
 	rows := flag.Int("rows", 10_000_000, "rows of the checkpoint")
 	dir := flag.String("dir", filepath.Join(os.TempDir(), "compactmem"), "directory for the checkpoint and results (emptied first)")
+	tail := flag.Int64("tail", 0, "compact once the journal has grown by this many bytes since its last snapshot, if it has not doubled first (0: the store's default, 128 MiB)")
 	flag.Parse()
-	if err := run(*rows, *dir); err != nil {
+	var opts []store.Option
+	if *tail > 0 {
+		opts = append(opts, store.CompactTail(*tail))
+	}
+	if err := run(*rows, *dir, opts); err != nil {
 		fmt.Fprintln(os.Stderr, "compactmem:", err)
 		os.Exit(1)
 	}
@@ -80,7 +85,7 @@ func phase(w *store.Writer, from, to int) error {
 	return errors.Join(errs...)
 }
 
-func run(rows int, dir string) error {
+func run(rows int, dir string, opts []store.Option) error {
 	if err := os.RemoveAll(dir); err != nil {
 		return err
 	}
@@ -89,7 +94,7 @@ func run(rows int, dir string) error {
 	}
 	ck := filepath.Join(dir, "c.ckpt")
 	h := store.Header{Input: os.DevNull, Rows: rows, Results: filepath.Join(dir, "r.jsonl"), ResultsFormat: "jsonl", Settings: []byte(`{}`)}
-	w, err := store.Create(ck, h, nil, false)
+	w, err := store.Create(ck, h, nil, false, opts...)
 	if err != nil {
 		return err
 	}
@@ -105,12 +110,14 @@ func run(rows int, dir string) error {
 	if err := errors.Join(phase(w, 0, rows/2), w.Close()); err != nil {
 		return err
 	}
-	fmt.Println("first half journaled", time.Since(t0).Round(time.Millisecond), memory())
-	w, st, err := store.Open(ck)
+	fmt.Println("first half journaled", time.Since(t0).Round(time.Millisecond), "compactions", w.Compactions(), memory())
+	t1 := time.Now()
+	w, st, err := store.Open(ck, opts...)
 	if err != nil {
 		return err
 	}
-	fmt.Println("opened", st.Len(), "rows", memory())
+	fmt.Println("opened", st.Len(), "rows in", time.Since(t1).Round(time.Millisecond), memory())
+	t1 = time.Now()
 	// A resume condenses the loaded state and drops it, and returns its memory (see job.Resume);
 	// the peak is then reset, so that the second half's is its compactions' alone.
 	st = nil
@@ -122,6 +129,6 @@ func run(rows int, dir string) error {
 	if err := errors.Join(phase(w, rows/2, rows), w.Close()); err != nil {
 		return err
 	}
-	fmt.Println("second half journaled", time.Since(t0).Round(time.Millisecond), memory())
+	fmt.Println("second half journaled", time.Since(t1).Round(time.Millisecond), "compactions", w.Compactions(), memory())
 	return nil
 }
