@@ -118,9 +118,10 @@
 // The writer compacts the journal whenever it has doubled since it was
 // opened or last compacted, or grown by 128 MiB (and is at least 64 MiB): a
 // snapshot keeps open rows as records of their own and resolved rows as L
-// entries of a few dozen bytes, summed up by a K record, so a long run's
-// journal stays within about twice a snapshot, and what a resume decodes is
-// the open rows and at most 128 MiB of records since.
+// entries of a few dozen bytes, summed up by a K record when they fall in
+// few runs, so a long run's journal stays within about twice a snapshot, and
+// what a resume's lean load decodes is the open rows and about 128 MiB at
+// most of records since.
 //
 // A result line starts where the previous R record's line ended (or at the
 // preamble's end, or at a P record's offset), so the journal knows each
