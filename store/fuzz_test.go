@@ -143,17 +143,18 @@ func linesPayload(args ...any) string {
 	return base64.RawStdEncoding.EncodeToString(raw)
 }
 
-// writeBigJournal writes a checkpoint of rows rows, each with an I, S and R
-// record, as a run leaves it.
-func writeBigJournal(tb testing.TB, rows int) string {
+// writeBigJournal writes a checkpoint of rows rows whose first done rows have each an I, S and R
+// record, as a run leaves it, with results; it returns its path and where the results end (80
+// bytes a line after a 10-byte preamble).
+func writeBigJournal(tb testing.TB, rows, done int, results string) (string, int) {
 	tb.Helper()
 	path := filepath.Join(tb.TempDir(), "big.ckpt")
-	h := header(rows, "/nonexistent/results")
+	h := header(rows, results)
 	h.Version = store.Version
 	var b bytes.Buffer
 	b.Write(store.HeaderRecord(h, []byte("id,answer\n")))
 	end := 10
-	for row := range rows {
+	for row := range done {
 		b.Write(store.Record(fmt.Sprintf("I %d 1", row)))
 		b.Write(store.Record(fmt.Sprintf("S %d 1 d7qqr3frkl%010d 1735787045%03d", row, row, row%1000)))
 		end += 80
@@ -162,7 +163,7 @@ func writeBigJournal(tb testing.TB, rows int) string {
 	if err := os.WriteFile(path, b.Bytes(), 0o600); err != nil {
 		tb.Fatal(err)
 	}
-	return path
+	return path, end
 }
 
 // BenchmarkLoad loads a 1,000,000-row journal as a run leaves it (an I, S and R record per row)
@@ -170,7 +171,7 @@ func writeBigJournal(tb testing.TB, rows int) string {
 // in one command.
 func BenchmarkLoad(b *testing.B) {
 	const rows = 1_000_000
-	plain := writeBigJournal(b, rows)
+	plain, _ := writeBigJournal(b, rows, rows, "/nonexistent/results")
 	snap := filepath.Join(b.TempDir(), "snapshot.ckpt")
 	var buf bytes.Buffer
 	if err := store.WriteSnapshot(plain, &buf); err != nil {
@@ -275,21 +276,8 @@ func BenchmarkOpen(b *testing.B) {
 	for _, done := range []int{rows / 10, rows / 2, rows - rows/100} {
 		dir := b.TempDir()
 		ckpt, results := filepath.Join(dir, "run.ckpt"), filepath.Join(dir, "results.csv")
-		h := header(rows, results)
-		h.Version = store.Version
+		plain, end := writeBigJournal(b, rows, done, results)
 		var j bytes.Buffer
-		j.Write(store.HeaderRecord(h, []byte("id,answer\n")))
-		end := 10
-		for row := range done {
-			j.Write(store.Record(fmt.Sprintf("S %d 1 d7qqr3frkl%010d 1735787045%03d", row, row, row%1000)))
-			end += 80
-			j.Write(store.Record("R " + strconv.Itoa(row) + " 0 " + strconv.Itoa(end)))
-		}
-		plain := filepath.Join(dir, "plain.ckpt")
-		if err := os.WriteFile(plain, j.Bytes(), 0o600); err != nil {
-			b.Fatal(err)
-		}
-		j.Reset()
 		if err := store.WriteSnapshot(plain, &j); err != nil {
 			b.Fatal(err)
 		}

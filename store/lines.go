@@ -85,18 +85,28 @@ func (e *linesEncoder) flush(dst []byte) []byte {
 	return appendSum(dst, start)
 }
 
+// linesCount returns the count of an L payload and its encoded entries: all Open's lean load
+// decodes of it, and where parseLines starts.
+func linesCount(p []byte) (count int, entries []byte, err error) {
+	f, rest, ok := field(p[2:])
+	if !ok || len(rest) == 0 {
+		return 0, nil, errSyntax
+	}
+	n, ok := parseUint(f, maxLinesPerRecord)
+	if !ok || n == 0 {
+		return 0, nil, errSyntax
+	}
+	return int(n), rest, nil
+}
+
 // parseLines decodes an L payload into *out (reused), decoding the payload into *buf (reused too:
 // the entries' operation ids alias it, and a snapshot of ten million rows would otherwise leave
 // hundreds of megabytes of garbage per load); rows bounds the row numbers. The record is taken
 // whole or not at all.
 func parseLines(p []byte, rows int, out *[]lineEntry, buf *[]byte) error {
-	f, rest, ok := field(p[2:])
-	if !ok {
-		return errSyntax
-	}
-	count, ok := parseUint(f, maxLinesPerRecord)
-	if !ok || count == 0 || len(rest) == 0 {
-		return errSyntax
+	count, rest, err := linesCount(p)
+	if err != nil {
+		return err
 	}
 	raw, err := base64.RawStdEncoding.AppendDecode((*buf)[:0], rest)
 	*buf = raw

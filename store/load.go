@@ -617,7 +617,7 @@ func (jr *journalReader) next(st *State) (rec *record, lines []lineEntry, reason
 	}
 	if jr.payload[0] == kindLines && jr.countOnly {
 		jr.rec = record{kind: kindLines}
-		if jr.rec.count, reason = linesCount(jr.payload); reason != nil {
+		if jr.rec.count, _, reason = linesCount(jr.payload); reason != nil {
 			return nil, nil, reason, nil
 		}
 		return &jr.rec, nil, nil, nil
@@ -807,10 +807,11 @@ func loadWith(r io.Reader, opt loadOptions) (*State, error) {
 	st.ResultsEnd = int64(len(st.preamble))
 	if st.pos == nil {
 		st.ResultsEnd = max(st.ResultsEnd, st.leanEnd) // right unless st.lostLine
-	}
-	for i := range st.flags {
-		if st.pos != nil && st.Phase(i) == PhaseResolved {
-			st.ResultsEnd = max(st.ResultsEnd, st.end(i))
+	} else {
+		for i := range st.flags {
+			if st.Phase(i) == PhaseResolved {
+				st.ResultsEnd = max(st.ResultsEnd, st.end(i))
+			}
 		}
 	}
 	st.keepNames = nil

@@ -225,16 +225,3 @@ type pendingLines struct {
 func (p *pendingLines) matches(k *summary) bool {
 	return p.records == k.records && p.rows == k.rows && p.end-p.start == k.bytes && p.cursor == k.from
 }
-
-// linesCount returns the count of an L payload, the one field Open's lean load decodes of it.
-func linesCount(p []byte) (int, error) {
-	f, rest, ok := field(p[2:])
-	if !ok || len(rest) == 0 {
-		return 0, errSyntax
-	}
-	n, ok := parseUint(f, maxLinesPerRecord)
-	if !ok || n == 0 {
-		return 0, errSyntax
-	}
-	return int(n), nil
-}
