@@ -11,7 +11,7 @@ import (
 
 // TestArchive moves a run to dated names: the archived checkpoint names the archived results
 // file and keeps every row and open row's name; the old names are free; a held lock refuses;
-// LoadNames returns the names of resolved rows too.
+// EachNamed returns the names of resolved rows too.
 func TestArchive(t *testing.T) {
 	t.Parallel()
 	w, ckpt, results := newRun(t, 3, "id,answer\n")
@@ -31,9 +31,10 @@ func TestArchive(t *testing.T) {
 	}
 	must(t, w.Close())
 	// The journal names resolved rows too; a snapshot keeps only the open rows' names.
-	names, err := store.LoadNames(ckpt)
+	names := map[int]store.Named{}
+	err := store.EachNamed(ckpt, func(row int, n store.Named) error { names[row] = n; return nil })
 	if err != nil || names[0].ID != "first" || names[1].ID != "second" || len(names) != 2 {
-		t.Fatalf("LoadNames = %+v, %v", names, err)
+		t.Fatalf("EachNamed = %+v, %v", names, err)
 	}
 	must(t, store.Archive(ckpt, newCkpt, newResults))
 	for _, p := range []string{ckpt, results} {

@@ -5,9 +5,10 @@
 // the lock that keeps a second process out, and their repair after a crash.
 // File by file:
 //
-//	load.go      Header, State and Load: replaying a journal, torn tails
+//	load.go      Header, State, Load and LoadLean: replaying a journal, torn
+//	             tails
 //	record.go    one journal line: its checksum, encoding and parsing
-//	names.go     LoadNames, the N records of a whole run
+//	names.go     EachNamed, the N records of a whole run
 //	writer.go    Writer: the calls that queue or journal records, Close
 //	create.go    Create: a new checkpoint and results file
 //	open.go      Open: lock, load, truncate a torn tail, remove temp files,

@@ -185,9 +185,9 @@ func LeanView(st *State) string {
 		st.cursor, st.leanEnd, st.leanLen, st.lostLine, st.validEnd, st.hasFinal, st.final)
 }
 
-// LoadLean loads the journal at path lean, as Open does when no line needs moving, taking K
-// records in place of the L records they sum up or not.
-func LoadLean(path string, summaries bool) (*State, error) {
+// LoadLeanWith loads the journal at path lean, as Open does when no line needs moving, taking K
+// records in place of the L records they sum up or not, and never in full.
+func LoadLeanWith(path string, summaries bool) (*State, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -198,4 +198,27 @@ func LoadLean(path string, summaries bool) (*State, error) {
 		opt.summaries = f
 	}
 	return loadWith(io.NewSectionReader(f, 0, 1<<62), opt)
+}
+
+// EachNamedReader is EachNamed over data.
+func EachNamedReader(data []byte, fn func(row int, n Named) error) error {
+	return eachNamed(bytes.NewReader(data), fn)
+}
+
+// NamesKept returns the names that a load of data keeping every row's name ends with: the
+// latest N record of each row, resolved or not.
+func NamesKept(data []byte) (map[int]Named, error) {
+	dh, err := readHeader(newJournalReader(bytes.NewReader(data)))
+	if err != nil {
+		return nil, err
+	}
+	all := make([]uint64, (dh.Rows+63)/64)
+	for i := range all {
+		all[i] = ^uint64(0)
+	}
+	st, err := loadKeeping(bytes.NewReader(data), all)
+	if err != nil {
+		return nil, err
+	}
+	return st.Named, nil
 }

@@ -188,8 +188,8 @@ func BenchmarkLoad(b *testing.B) {
 		{"snapshot", snap, store.Load},
 		// as Open loads it when no line needs moving: lean, decoding each L record or taking the
 		// K record that sums them up
-		{"snapshot-lean", snap, func(p string) (*store.State, error) { return store.LoadLean(p, false) }},
-		{"snapshot-lean-K", snap, func(p string) (*store.State, error) { return store.LoadLean(p, true) }},
+		{"snapshot-lean", snap, func(p string) (*store.State, error) { return store.LoadLeanWith(p, false) }},
+		{"snapshot-lean-K", snap, func(p string) (*store.State, error) { return store.LoadLeanWith(p, true) }},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			fi, err := os.Stat(bc.path)

@@ -184,7 +184,7 @@ type State struct {
 	overflown        int                 // problems beyond maxProblems
 	model            string              // the latest model URI, shared by the rows named with it
 	models           map[string]struct{} // every model URI named in the journal
-	keepNames        []uint64            // rows whose names and operations a resolution does not drop (see namesOf)
+	keepNames        []uint64            // rows whose names and operations a resolution does not drop (see loadKeeping)
 }
 
 // opEntry is a row's latest operation: its id and when it was submitted (unix ms).
@@ -535,6 +535,28 @@ func Load(path string) (*State, error) {
 	return st, nil
 }
 
+// LoadLean is Load for a caller that needs the header, the rows' phases and ResultsEnd but not
+// where each row's line is, such as a check of an earlier run or a pass over its results file: it
+// loads as Open does, keeping no row's line (8 bytes a row, 80 MB at ten million rows) and taking
+// K records in place of the L records they sum up, and loads in full only when the lines matter
+// (see loadForOpen). LineEnds of the state it returns is nil unless it loaded in full.
+func LoadLean(path string) (*State, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("load checkpoint: %w", err)
+	}
+	defer f.Close()
+	st, err := loadForOpen(f)
+	if err == nil {
+		err = st.settleFinalize()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load checkpoint %s: %w", path, err)
+	}
+	st.finishProblems()
+	return st, nil
+}
+
 // journalReader reads a journal's records one line at a time.
 type journalReader struct {
 	br      *bufio.Reader
@@ -649,21 +671,6 @@ type badLine struct {
 }
 
 func load(r io.Reader) (*State, error) { return loadWith(r, loadOptions{}) }
-
-// namesOf reads the journal from r and returns the latest N record of the
-// rows in the bit set keep, resolved or not.
-func namesOf(r io.Reader, keep []uint64) (map[int]Named, error) {
-	st, err := loadKeeping(r, keep)
-	if err != nil {
-		return nil, err
-	}
-	for row := range st.Named {
-		if !inSet(keep, row) {
-			delete(st.Named, row)
-		}
-	}
-	return st.Named, nil
-}
 
 // loadKeeping is load that keeps the names and operations of the rows in the
 // bit set keep (if not nil) when they are resolved: Open needs them for rows

@@ -18,13 +18,9 @@ func (j *Job) backfillCache(ctx context.Context, checkpoint string, st *store.St
 	if j.cfg.Cache == nil || j.cfg.Settings.NoCache {
 		return 0, nil
 	}
-	names, err := store.LoadNames(checkpoint)
-	if err != nil || len(names) == 0 {
+	names, err := readNames(checkpoint)
+	if err != nil || names.len() == 0 {
 		return 0, err
-	}
-	byID := make(map[string]store.Named, len(names))
-	for _, n := range names {
-		byID[n.ID] = n
 	}
 	var todo []cache.Entry
 	stored := 0
@@ -51,11 +47,14 @@ func (j *Job) backfillCache(ctx context.Context, checkpoint string, st *store.St
 	}
 	var putErr error
 	err = EachResult(st.Header.Results, st.Header.ResultsFormat, st.ResultsEnd, func(r *Result, _ int64) {
-		n, ok := byID[r.ID]
-		if !ok || putErr != nil || r.Status != StatusSucceeded || r.Cached || r.DeduplicatedFrom != "" || n.Model == "" {
+		if putErr != nil || r.Status != StatusSucceeded || r.Cached || r.DeduplicatedFrom != "" {
 			return
 		}
-		e := CacheEntry(batch.Key(n.Key), n.Model, r)
+		key, model, ok := names.lookup(r.ID)
+		if !ok || model == "" {
+			return
+		}
+		e := CacheEntry(batch.Key(key), model, r)
 		e.CachedAt = time.Now().UTC()
 		if todo = append(todo, e); len(todo) == lookupBatch {
 			putErr = flush()

@@ -160,6 +160,56 @@ func TestCacheDayOneDayTwo(t *testing.T) {
 	}
 }
 
+// TestBackfillLostAnswers: when the answers of a night never reached the cache (a crash between
+// a result line and its cache entry loses them; here night 2 opens an empty cache), the next
+// night's run over the same file stores them from the earlier run's journal and results before
+// it starts, and pays only for the rows that changed.
+func TestBackfillLostAnswers(t *testing.T) {
+	srv, url := startEmulator(t, emulator.Config{Seed: 5})
+	dir := t.TempDir()
+	const n, edited = 200, 20
+	night := map[string]string{}
+	var ids []string
+	for i := range n {
+		id := fmt.Sprintf("r%05d", i)
+		ids, night[id] = append(ids, id), prompt(i)
+	}
+	in := filepath.Join(dir, "nightly.jsonl")
+	writeRows(t, in, ids, night)
+	c1, err := cache.Open(filepath.Join(dir, "night1.db"), cache.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	if sum, err := job.New(nightConfig(dir, in, url, c1)).Run(context.Background()); err != nil || sum.Submissions != n {
+		t.Fatalf("night 1: %+v, %v", sum, err)
+	}
+	night1 := readResults(t, filepath.Join(dir, "nightly.results.jsonl"))
+
+	for i := range edited {
+		id := ids[i*(n/edited)]
+		night[id] += " (edited)"
+	}
+	writeRows(t, in, ids, night)
+	c2 := openCache(t, dir) // empty: every answer of night 1 is lost to it
+	before := srv.Stats().Submissions
+	sum, err := job.New(nightConfig(dir, in, url, c2)).Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := srv.Stats().Submissions - before; got != edited || sum.CacheHits != n-edited {
+		t.Fatalf("night 2: %d submissions, %d cache hits; want the %d edited rows submitted and the rest from the backfilled cache",
+			got, sum.CacheHits, edited)
+	}
+	results := readResults(t, filepath.Join(dir, "nightly.results.jsonl"))
+	checkAnswers(t, results, night)
+	for id, r := range results {
+		if r.Cached && r.OperationID != night1[id].OperationID {
+			t.Fatalf("row %s answered by operation %s, want night 1's %s", id, r.OperationID, night1[id].OperationID)
+		}
+	}
+}
+
 // dupInput writes n rows over k distinct prompts: row i asks prompt(i % k).
 func dupInput(t *testing.T, dir string, n, k int) (string, map[string]string) {
 	t.Helper()

@@ -33,7 +33,7 @@ type Status struct {
 
 // ReadStatus reads a checkpoint (without locking it) and the results it vouches for.
 func ReadStatus(checkpoint string, rps float64, perHour int, now time.Time) (*Status, error) {
-	st, err := store.Load(checkpoint)
+	st, err := store.LoadLean(checkpoint) // loads in full when a line was superseded (latestLines)
 	if err != nil {
 		return nil, err
 	}
