@@ -59,6 +59,7 @@ bench-smoke: build
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime 30s ./store
 	$(GO) test -run '^$$' -fuzz FuzzSummary -fuzztime 30s ./store
+	$(GO) test -run '^$$' -fuzz FuzzEachNamed -fuzztime 30s ./store
 	$(GO) test -run '^$$' -fuzz FuzzJSONL -fuzztime 30s ./batch
 	$(GO) test -run '^$$' -fuzz FuzzCSV -fuzztime 30s ./batch
 
