@@ -91,7 +91,7 @@ func TestLogLinesWithoutTerminal(t *testing.T) {
 			last = m
 		}
 	}
-	if progressLines < 3 || last["rows"].(float64) != 200 {
+	if progressLines < 3 || last["rows"].(float64) != 200 || last["submit_rate"] != "300.0/s" {
 		t.Fatalf("%d progress lines, last %v:\n%s", progressLines, last, res.stderr)
 	}
 	if strings.Contains(res.stderr, "\033[") {

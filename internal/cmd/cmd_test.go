@@ -124,3 +124,14 @@ func TestFlagPlaceholders(t *testing.T) {
 }
 
 var placeholderRE = regexp.MustCompile(`^[A-Z][A-Z_]*(=[A-Z_]+)?(,\.\.\.)?$`)
+
+func TestSubmitRate(t *testing.T) {
+	for _, tc := range []struct {
+		limit float64
+		want  string
+	}{{0, "unlimited"}, {10, "10.0/s"}, {8.5, "8.5/s"}} {
+		if got := submitRate(tc.limit); got != tc.want {
+			t.Errorf("submitRate(%v) = %q, want %q", tc.limit, got, tc.want)
+		}
+	}
+}

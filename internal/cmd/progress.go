@@ -168,7 +168,7 @@ func (p *progress) start(rc *runConfig, j progressSource, logger *slog.Logger, e
 				}
 				logger.Info("progress", "rows", pr.Rows, "submitted", pr.Submitted, "resolved", pr.Resolved,
 					"succeeded", pr.Succeeded, "failed", pr.Failed, "cached", pr.Cached, "deduplicated", pr.Deduplicated, "polling", pr.Pending,
-					"submit_rate", fmt.Sprintf("%.1f/s", pr.SubmitRate), "eta", pr.ETA.Round(time.Second).String())
+					"submit_rate", submitRate(pr.SubmitRate), "eta", pr.ETA.Round(time.Second).String())
 			}
 		}
 	}()
@@ -179,4 +179,13 @@ func (p *progress) start(rc *runConfig, j progressSource, logger *slog.Logger, e
 			p.bars.finish()
 		}
 	}
+}
+
+// submitRate is the submission limit of a progress line: the pacer's 0 means no limit, and
+// "0.0/s" read as if nothing were being sent.
+func submitRate(limit float64) string {
+	if limit <= 0 {
+		return "unlimited"
+	}
+	return fmt.Sprintf("%.1f/s", limit)
 }
