@@ -46,7 +46,8 @@ func (j *Job) backfillCache(ctx context.Context, checkpoint string, st *store.St
 		return j.cfg.Cache.Put(context.Background(), missing)
 	}
 	var putErr error
-	err = EachResult(st.Header.Results, st.Header.ResultsFormat, st.ResultsEnd, func(r *Result, _ int64) {
+	named := func(id []byte) bool { _, _, ok := names.lookup(string(id)); return ok }
+	err = eachResult(st.Header.Results, st.Header.ResultsFormat, st.ResultsEnd, named, func(r *Result, _ int64) {
 		if putErr != nil || r.Status != StatusSucceeded || r.Cached || r.DeduplicatedFrom != "" {
 			return
 		}

@@ -393,6 +393,14 @@ func latestLines(st *store.State) func(end int64) bool {
 // (all of it if limit < 0), with the byte offset where the line ends; lines that cannot be read
 // are skipped.
 func EachResult(path, format string, limit int64, fn func(r *Result, end int64)) error {
+	return eachResult(path, format, limit, nil, fn)
+}
+
+// eachResult is EachResult for the lines whose id want accepts (every line when want is nil). It
+// finds the id of a line as batchgpt writes it without decoding the line: most of the cost of a
+// pass over a results file is decoding lines, and a pass for a few rows of ten million skips the
+// others for the price of finding their id.
+func eachResult(path, format string, limit int64, want func(id []byte) bool, fn func(r *Result, end int64)) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("open results: %w", err)
@@ -425,7 +433,10 @@ func EachResult(path, format string, limit int64, fn func(r *Result, end int64))
 			if err != nil {
 				return fmt.Errorf("read results %s: %w", path, err)
 			}
-			if r, err := fromCSV(rec, header); err == nil {
+			if i, ok := header["id"]; want != nil && ok && i < len(rec) && !want([]byte(rec[i])) {
+				continue
+			}
+			if r, err := fromCSV(rec, header); err == nil && (want == nil || want([]byte(r.ID))) {
 				fn(r, cr.InputOffset())
 			}
 		}
@@ -436,8 +447,11 @@ func EachResult(path, format string, limit int64, fn func(r *Result, end int64))
 		line, err := br.ReadBytes('\n')
 		end += int64(len(line))
 		if len(line) > 0 && line[len(line)-1] == '\n' {
+			if id, ok := plainID(line); want != nil && ok && !want(id) {
+				continue // err is nil: the line ended with a newline
+			}
 			var r Result
-			if json.Unmarshal(line, &r) == nil {
+			if json.Unmarshal(line, &r) == nil && (want == nil || want([]byte(r.ID))) {
 				fn(&r, end)
 			}
 		}
@@ -448,4 +462,19 @@ func EachResult(path, format string, limit int64, fn func(r *Result, end int64))
 			return fmt.Errorf("read results %s: %w", path, err)
 		}
 	}
+}
+
+// plainID returns the id of a JSONL result line as batchgpt writes it (the id first), when it has
+// nothing escaped; ok is false for any other line, which must be decoded to be known.
+func plainID(line []byte) (id []byte, ok bool) {
+	const prefix = `{"id":"`
+	if !bytes.HasPrefix(line, []byte(prefix)) {
+		return nil, false
+	}
+	rest := line[len(prefix):]
+	i := bytes.IndexByte(rest, '"')
+	if i < 0 || bytes.IndexByte(rest[:i], '\\') >= 0 {
+		return nil, false
+	}
+	return rest[:i], true
 }
