@@ -72,7 +72,7 @@ func (x *nameIndex) build() {
 		}
 		kept = append(kept, e)
 	}
-	x.entries = slices.Clip(kept)
+	x.entries = kept
 	slices.SortFunc(x.entries, func(a, b nameEntry) int { return cmp.Compare(a.hash, b.hash) })
 }
 
