@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/batchgpt/batchgpt/batch"
+	"github.com/batchgpt/batchgpt/cache"
 	"github.com/batchgpt/batchgpt/internal/emulator"
 	"github.com/batchgpt/batchgpt/internal/job"
 	"github.com/batchgpt/batchgpt/store"
@@ -255,5 +256,51 @@ func resumeAroundRow5(t *testing.T, build func(t *testing.T, dir, url string) (j
 			}
 			checkAll(t, readResults(t, cfg.Output), 120)
 		})
+	}
+}
+
+// A row whose fingerprint collided with its leader's (two different requests taken for one) is
+// answered from the cache when the leader's answer turns out not to be its own, not submitted. It
+// was submitted: about 45 rows of ten million collide, and a nightly run paid for them again
+// every night.
+func TestCollidedFollowerAsksTheCache(t *testing.T) {
+	srv, url := startEmulator(t, emulator.Config{})
+	dir := t.TempDir()
+	cfg, sum := chunkedInput(t, dir, url)
+	cfg.Cache = openCache(t, dir)
+	rd, err := batch.Open(cfg.Input, cfg.Settings.Input)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var row5 batch.Row
+	for row5.Index != 5 || row5.Body == nil {
+		if row5, err = rd.Next(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rd.Close()
+	cached := job.Result{ID: "earlier-5", Status: job.StatusSucceeded, OperationID: "op-of-an-earlier-run",
+		Text:  emulator.Answer(modelURI, []emulator.Message{{Role: "user", Text: prompt(5)}}),
+		Usage: &job.Usage{InputTokens: 3, CompletionTokens: 4, TotalTokens: 7}}
+	key := batch.RequestKey(cfg.Settings.KeyScope(), row5.Body)
+	if err := cfg.Cache.Put(context.Background(), []cache.Entry{job.CacheEntry(key, batch.ModelOf(row5.Body), &cached)}); err != nil {
+		t.Fatal(err)
+	}
+	// Row 5 follows row 2 (format 1, one follower, leader 2, follower 2+3, its line and offset);
+	// neither is done, the rest of rows [0, 60) are.
+	blob := binary.AppendUvarint([]byte{1, 1, 2, 3}, uint64(row5.Line))
+	blob = binary.AppendUvarint(blob, uint64(row5.Offset))
+	writeResolved(t, cfg, sum, 1, blob, func(i int) bool { return i < 60 && i != 5 && i != 2 })
+
+	before := srv.Stats().Submissions
+	if _, err := job.New(cfg).Resume(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := srv.Stats().Submissions - before; got != 61 {
+		t.Fatalf("%d submissions, want 61: rows 60-119 and row 2, row 5 from the cache", got)
+	}
+	r := readResults(t, cfg.Output)["r00005"]
+	if !r.Cached || r.OperationID != cached.OperationID || r.Text != cached.Text || r.DeduplicatedFrom != "" {
+		t.Fatalf("row 5: %+v; want the cached answer of %s", r, cached.OperationID)
 	}
 }

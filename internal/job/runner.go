@@ -520,10 +520,17 @@ func (r *runner) resolve(index int, key batch.Key, model string, res *Result) {
 			r.setFatal(fmt.Errorf("re-read row %d of %s: %w", f.Index+1, j.cfg.Input, err))
 			return
 		}
-		if r.key(row) != key {
-			// Two different requests whose fingerprints collide: the row goes on its own.
+		if k := r.key(row); k != key {
+			// Two different requests whose fingerprints collide: the row goes on its own, and
+			// the cache may know its answer (the lookup that answers other rows was skipped for
+			// it, a follower).
+			if hits := r.cache.lookup(r.ctx, []batch.Key{k}); hits != nil && hits[0] != nil {
+				j.log.Info("row has its own request after all; answered from the cache", "id", row.ID, "row", f.Index+1)
+				r.resolve(f.Index, k, "", FromCache(row.ID, hits[0], j.cfg.Settings.AcceptFiltered))
+				continue
+			}
 			j.log.Info("row has its own request after all; submitting it", "id", row.ID, "row", f.Index+1)
-			r.requeue(work{row: row, key: r.key(row), attempt: 1, fresh: true})
+			r.requeue(work{row: row, key: k, attempt: 1, fresh: true})
 			continue
 		}
 		fr := *res
