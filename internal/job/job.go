@@ -278,7 +278,7 @@ func (j *Job) Progress() Progress {
 	eta := SubmitETA(int(p.Rows-p.Submitted), j.submitPacer.InWindow(), p.SubmitRate, perHour)
 	// The quota bounds the pace from above; the run's own pace (the API's latency, the cache, the
 	// machine) may be slower, and without a quota it is all there is.
-	done := p.Submitted + p.Cached + p.Deduplicated
+	done := p.Submitted // rows answered by the cache or a duplicate count there too
 	j.pace.add(time.Now(), done)
 	if observed, ok := j.pace.eta(p.Rows - done); ok && observed > eta {
 		eta = observed

@@ -3,6 +3,9 @@ package job
 import (
 	"testing"
 	"time"
+
+	"github.com/batchgpt/batchgpt/internal/api"
+	"github.com/batchgpt/batchgpt/poller"
 )
 
 func TestPaceETA(t *testing.T) {
@@ -39,5 +42,23 @@ func TestPaceETA(t *testing.T) {
 	}
 	if len(p.points) > paceKeep {
 		t.Errorf("%d points kept, want at most %d", len(p.points), paceKeep)
+	}
+}
+
+// TestProgressETAWithReusedRows: rows answered from the cache count once in the pace. They were
+// counted twice (Submitted counts them already), so a run of mostly cached rows said eta=0s with
+// millions of rows left.
+func TestProgressETAWithReusedRows(t *testing.T) {
+	j := &Job{submitPacer: api.NewPacer(0, 0), schedule: poller.NewSchedule()}
+	j.total.Store(10_000)
+	j.submitted.Store(4_000) // 3,000 of them from the cache
+	j.cacheHits.Store(3_000)
+	j.Progress()
+	time.Sleep(100 * time.Millisecond)
+	j.submitted.Store(5_000) // 1,000 rows in about 0.1 s: 5,000 left take about 0.5 s
+	j.cacheHits.Store(3_800)
+	p := j.Progress()
+	if p.ETA < 200*time.Millisecond || p.ETA > 2*time.Second {
+		t.Fatalf("eta %v with 5,000 of 10,000 rows left at about 10,000 rows/s; want about 0.5 s", p.ETA)
 	}
 }
