@@ -62,6 +62,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzEachNamed -fuzztime 30s ./store
 	$(GO) test -run '^$$' -fuzz FuzzJSONL -fuzztime 30s ./batch
 	$(GO) test -run '^$$' -fuzz FuzzCSV -fuzztime 30s ./batch
+	$(GO) test -run '^$$' -fuzz FuzzResultLine -fuzztime 30s ./internal/job
 
 clean:
 	rm -rf bin samples/*.checkpoint.json* samples/*.results.*

@@ -1,8 +1,10 @@
 package job
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"testing"
 )
@@ -72,4 +74,33 @@ func TestPlainID(t *testing.T) {
 			t.Errorf("plainID(%q) = %q, %v; want %q, %v", tc.line, id, ok, tc.id, tc.ok)
 		}
 	}
+}
+
+// FuzzResultLine checks the decoder of results lines against encoding/json: a line that one
+// accepts the other must accept too, with the same Result.
+func FuzzResultLine(f *testing.F) {
+	for _, r := range []Result{
+		{ID: "r1", Status: StatusSucceeded, Text: "answer", Usage: &Usage{InputTokens: 1, CompletionTokens: 2, TotalTokens: 3}, Attempts: 1},
+		{ID: "зеркало <&>", Status: StatusFailed, Error: &ResultError{Kind: "gave-up", Message: "x\u2028y"}},
+		{ID: "c", Status: StatusSucceeded, Cached: true, CachedAt: "2026-11-30T00:00:00Z", DeduplicatedFrom: "a", Truncated: true},
+	} {
+		line, _ := r.Encode(FormatJSONL, nil)
+		f.Add(line)
+	}
+	for _, s := range []string{`{"id":1}`, `{"ID":"x","STATUS":"ok"}`, `{"id":"a","id":"b"}`, `{"usage":null}`,
+		`{"attempts":1e3}`, `{"attempts":99999999999999999999}`, `{"text":"\ud800"}`, "{\"text\":\"\xff\"}", `{"id":"x"} `, `{"id":"x"}{}`,
+		`[]`, `null`, `{"error":{"kind":"k","code":7}}`, `{"usage":{"input_tokens":"5"}}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		var std, ours Result
+		errStd := json.Unmarshal(line, &std)
+		errOurs := decodeResult(line, &ours)
+		if (errStd == nil) != (errOurs == nil) {
+			t.Fatalf("%q: encoding/json says %v, decodeResult %v", line, errStd, errOurs)
+		}
+		if errStd == nil && !reflect.DeepEqual(std, ours) {
+			t.Fatalf("%q:\nencoding/json %+v\ndecodeResult  %+v", line, std, ours)
+		}
+	})
 }
