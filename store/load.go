@@ -519,20 +519,7 @@ func (s *State) finishProblems() {
 // Problems. If the journal ends with a Finalize's F record, Load reads the
 // results file to tell whether it was replaced (see Writer.Finalize).
 func Load(path string) (*State, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("load checkpoint: %w", err)
-	}
-	defer f.Close()
-	st, err := load(f)
-	if err == nil {
-		err = st.settleFinalize()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("load checkpoint %s: %w", path, err)
-	}
-	st.finishProblems()
-	return st, nil
+	return loadChecked(path, func(f *os.File) (*State, error) { return load(f) })
 }
 
 // LoadLean is Load for a caller that needs the header, the rows' phases and ResultsEnd but not
@@ -540,13 +527,17 @@ func Load(path string) (*State, error) {
 // loads as Open does, keeping no row's line (8 bytes a row, 80 MB at ten million rows) and taking
 // K records in place of the L records they sum up, and loads in full only when the lines matter
 // (see loadForOpen). LineEnds of the state it returns is nil unless it loaded in full.
-func LoadLean(path string) (*State, error) {
+func LoadLean(path string) (*State, error) { return loadChecked(path, loadForOpen) }
+
+// loadChecked opens the checkpoint at path for Load or LoadLean, loads it with load and settles an
+// interrupted Finalize.
+func loadChecked(path string, load func(*os.File) (*State, error)) (*State, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("load checkpoint: %w", err)
 	}
 	defer f.Close()
-	st, err := loadForOpen(f)
+	st, err := load(f)
 	if err == nil {
 		err = st.settleFinalize()
 	}

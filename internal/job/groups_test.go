@@ -161,6 +161,26 @@ func chunkedInput(t *testing.T, dir, url string) (job.Config, batch.Summary) {
 	return cfg, sum
 }
 
+// row5Follows2 returns row 5 of cfg's input and the groups of a run that took it for a duplicate
+// of row 2, as the run encodes them (batch.Duplicates.MarshalBinary): format 1, one follower,
+// leader 2, follower 2+3, its line and offset.
+func row5Follows2(t *testing.T, cfg job.Config) (batch.Row, []byte) {
+	t.Helper()
+	rd, err := batch.Open(cfg.Input, cfg.Settings.Input)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	var row batch.Row
+	for row.Index != 5 || row.Body == nil {
+		if row, err = rd.Next(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	blob := binary.AppendUvarint([]byte{1, 1, 2, 3}, uint64(row.Line))
+	return row, binary.AppendUvarint(blob, uint64(row.Offset))
+}
+
 // strayCheckpoint writes a 120-row input of different requests and the checkpoint of a run of it
 // stopped with rows [0, 60) resolved except row 5, whose fingerprint collided with row 2's: the
 // checkpoint's groups say it follows row 2, and the run found it independent and put it at the
@@ -168,21 +188,7 @@ func chunkedInput(t *testing.T, dir, url string) (job.Config, batch.Summary) {
 func strayCheckpoint(t *testing.T, dir, url string) (job.Config, batch.Summary) {
 	t.Helper()
 	cfg, sum := chunkedInput(t, dir, url)
-	rd, err := batch.Open(cfg.Input, cfg.Settings.Input)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stray batch.Row
-	for stray.Index != 5 || stray.Body == nil {
-		if stray, err = rd.Next(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	rd.Close()
-	// The groups as the run encodes them (batch.Duplicates.MarshalBinary): format 1, one follower,
-	// leader 2, follower 2+3, its line and offset.
-	blob := binary.AppendUvarint([]byte{1, 1, 2, 3}, uint64(stray.Line))
-	blob = binary.AppendUvarint(blob, uint64(stray.Offset))
+	_, blob := row5Follows2(t, cfg)
 	writeResolved(t, cfg, sum, 1, blob, func(i int) bool { return i < 60 && i != 5 })
 	return cfg, sum
 }
@@ -268,17 +274,7 @@ func TestCollidedFollowerAsksTheCache(t *testing.T) {
 	dir := t.TempDir()
 	cfg, sum := chunkedInput(t, dir, url)
 	cfg.Cache = openCache(t, dir)
-	rd, err := batch.Open(cfg.Input, cfg.Settings.Input)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var row5 batch.Row
-	for row5.Index != 5 || row5.Body == nil {
-		if row5, err = rd.Next(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	rd.Close()
+	row5, blob := row5Follows2(t, cfg)
 	cached := job.Result{ID: "earlier-5", Status: job.StatusSucceeded, OperationID: "op-of-an-earlier-run",
 		Text:  emulator.Answer(modelURI, []emulator.Message{{Role: "user", Text: prompt(5)}}),
 		Usage: &job.Usage{InputTokens: 3, CompletionTokens: 4, TotalTokens: 7}}
@@ -286,10 +282,7 @@ func TestCollidedFollowerAsksTheCache(t *testing.T) {
 	if err := cfg.Cache.Put(context.Background(), []cache.Entry{job.CacheEntry(key, batch.ModelOf(row5.Body), &cached)}); err != nil {
 		t.Fatal(err)
 	}
-	// Row 5 follows row 2 (format 1, one follower, leader 2, follower 2+3, its line and offset);
-	// neither is done, the rest of rows [0, 60) are.
-	blob := binary.AppendUvarint([]byte{1, 1, 2, 3}, uint64(row5.Line))
-	blob = binary.AppendUvarint(blob, uint64(row5.Offset))
+	// Row 5 follows row 2; neither is done, the rest of rows [0, 60) are.
 	writeResolved(t, cfg, sum, 1, blob, func(i int) bool { return i < 60 && i != 5 && i != 2 })
 
 	before := srv.Stats().Submissions
