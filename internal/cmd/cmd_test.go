@@ -8,8 +8,11 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/batchgpt/batchgpt/internal/job"
 )
 
 func TestIntersperse(t *testing.T) {
@@ -132,6 +135,21 @@ func TestSubmitRate(t *testing.T) {
 	}{{0, "unlimited"}, {10, "10.0/s"}, {8.5, "8.5/s"}} {
 		if got := submitRate(tc.limit); got != tc.want {
 			t.Errorf("submitRate(%v) = %q, want %q", tc.limit, got, tc.want)
+		}
+	}
+}
+
+func TestETAText(t *testing.T) {
+	for _, tc := range []struct {
+		p    job.Progress
+		want string
+	}{
+		{job.Progress{Rows: 10, Resolved: 3, ETA: 90 * time.Second}, "1m30s"},
+		{job.Progress{Rows: 10, Resolved: 3}, "unknown"},
+		{job.Progress{Rows: 10, Resolved: 10}, "0s"},
+	} {
+		if got := etaText(tc.p); got != tc.want {
+			t.Errorf("etaText(%+v) = %q, want %q", tc.p, got, tc.want)
 		}
 	}
 }

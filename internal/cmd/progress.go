@@ -168,7 +168,7 @@ func (p *progress) start(rc *runConfig, j progressSource, logger *slog.Logger, e
 				}
 				logger.Info("progress", "rows", pr.Rows, "submitted", pr.Submitted, "resolved", pr.Resolved,
 					"succeeded", pr.Succeeded, "failed", pr.Failed, "cached", pr.Cached, "deduplicated", pr.Deduplicated, "polling", pr.Pending,
-					"submit_rate", submitRate(pr.SubmitRate), "eta", pr.ETA.Round(time.Second).String())
+					"submit_rate", submitRate(pr.SubmitRate), "eta", etaText(pr))
 			}
 		}
 	}()
@@ -188,4 +188,14 @@ func submitRate(limit float64) string {
 		return "unlimited"
 	}
 	return fmt.Sprintf("%.1f/s", limit)
+}
+
+// etaText is the ETA of a progress line. Progress says 0 both when nothing is left and when it
+// cannot tell yet (no quota to go by and no pace observed: the first line of a run without limits),
+// and "0s" would promise the end.
+func etaText(p job.Progress) string {
+	if p.ETA <= 0 && p.Resolved < p.Rows {
+		return "unknown"
+	}
+	return p.ETA.Round(time.Second).String()
 }
