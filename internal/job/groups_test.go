@@ -122,9 +122,15 @@ func TestResumeTakesTheGroupsFromTheCheckpoint(t *testing.T) {
 				if !errors.Is(err, job.ErrInputChanged) {
 					t.Fatalf("resume: %v; want the input changed", err)
 				}
-				for i := sum.Chunks[k].Row; i < 120; i++ {
+				// The rows of the changed chunk; a follower in a later, intact chunk may be
+				// answered before the change is seen, if its leader's answer comes first.
+				end := 120
+				if k+1 < len(sum.Chunks) {
+					end = sum.Chunks[k+1].Row
+				}
+				for i := sum.Chunks[k].Row; i < end; i++ {
 					if _, ok := results[fmt.Sprintf("r%05d", i)]; ok && i >= 90 {
-						t.Fatalf("row %d, a follower at or after the changed chunk %d, was answered", i, k)
+						t.Fatalf("row %d, a follower in the changed chunk %d, was answered", i, k)
 					}
 				}
 				return
