@@ -225,13 +225,21 @@ func (e *emulator) opTimes(ctx context.Context, id string) (created, done time.T
 func writeInput(b *testing.B, dir string, n int) string {
 	b.Helper()
 	path := filepath.Join(dir, "input.jsonl")
+	writeRows(b, path, n, prompt)
+	return path
+}
+
+// writeRows writes n JSONL rows to path, row i with id r<i> (seven digits) and the prompt
+// promptOf(i), which must need no escaping in JSON.
+func writeRows(b *testing.B, path string, n int, promptOf func(int) string) {
+	b.Helper()
 	f, err := os.Create(path)
 	if err != nil {
 		b.Fatal(err)
 	}
 	w := bufio.NewWriterSize(f, 1<<20)
 	for i := range n {
-		fmt.Fprintf(w, `{"id":"r%07d","prompt":"Benchmark prompt %d: answer in one short sentence."}`+"\n", i, i)
+		fmt.Fprintf(w, `{"id":"r%07d","prompt":"%s"}`+"\n", i, promptOf(i))
 	}
 	if err := w.Flush(); err != nil {
 		b.Fatal(err)
@@ -239,7 +247,6 @@ func writeInput(b *testing.B, dir string, n int) string {
 	if err := f.Close(); err != nil {
 		b.Fatal(err)
 	}
-	return path
 }
 
 // prompt is the prompt of row i as writeInput writes it.

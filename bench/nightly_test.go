@@ -1,9 +1,7 @@
 package bench
 
 import (
-	"bufio"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -67,22 +65,10 @@ func BenchmarkNightly(b *testing.B) {
 // else.
 func reexport(b *testing.B, input string, rows int) {
 	b.Helper()
-	f, err := os.Create(input)
-	if err != nil {
-		b.Fatal(err)
-	}
-	w := bufio.NewWriterSize(f, 1<<20)
-	for i := range rows {
-		p := prompt(i)
+	writeRows(b, input, rows, func(i int) string {
 		if i%20 == 7 {
-			p = fmt.Sprintf("Benchmark prompt %d, changed tonight: answer in one short sentence.", i)
+			return fmt.Sprintf("Benchmark prompt %d, changed tonight: answer in one short sentence.", i)
 		}
-		fmt.Fprintf(w, `{"id":"r%07d","prompt":%q}`+"\n", i, p)
-	}
-	if err := w.Flush(); err != nil {
-		b.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		b.Fatal(err)
-	}
+		return prompt(i)
+	})
 }

@@ -32,7 +32,7 @@ type nameEntry struct {
 
 // readNames builds the index of the checkpoint at path from its N records.
 func readNames(path string) (*nameIndex, error) {
-	x := &nameIndex{}
+	x := newNameIndex()
 	if err := store.EachNamed(path, x.add); err != nil {
 		return nil, err
 	}
@@ -40,11 +40,12 @@ func readNames(path string) (*nameIndex, error) {
 	return x, nil
 }
 
+func newNameIndex() *nameIndex {
+	seed := maphash.MakeSeed()
+	return &nameIndex{hash: func(id string) uint64 { return maphash.String(seed, id) }}
+}
+
 func (x *nameIndex) add(row int, n store.Named) error {
-	if x.hash == nil {
-		seed := maphash.MakeSeed()
-		x.hash = func(id string) uint64 { return maphash.String(seed, id) }
-	}
 	m := x.last
 	if m >= len(x.models) || x.models[m] != n.Model {
 		if m = slices.Index(x.models, n.Model); m < 0 {
@@ -81,9 +82,6 @@ func (x *nameIndex) len() int { return len(x.entries) }
 // lookup returns the latest name of the row with id id. Ids are compared in full, so two ids
 // with the same hash are told apart.
 func (x *nameIndex) lookup(id string) (key [32]byte, model string, ok bool) {
-	if x.hash == nil {
-		return key, "", false // nothing added
-	}
 	h := x.hash(id)
 	i, _ := slices.BinarySearchFunc(x.entries, h, func(e nameEntry, h uint64) int { return cmp.Compare(e.hash, h) })
 	for ; i < len(x.entries) && x.entries[i].hash == h; i++ {

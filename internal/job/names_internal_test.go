@@ -25,7 +25,7 @@ func TestNameIndex(t *testing.T) {
 	for _, tc := range []struct {
 		desc     string
 		names    []name
-		sameHash bool // every entry gets the same hash before the index is built
+		sameHash bool // every id hashes alike
 		lookups  []want
 	}{
 		{"one name a row", []name{{0, "a", 1, "m1"}, {1, "b", 2, "m2"}, {2, "c", 3, "m1"}},
@@ -39,17 +39,14 @@ func TestNameIndex(t *testing.T) {
 		{"none", nil, false, []want{{"a", 0, "", false}}},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
-			x := &nameIndex{}
+			x := newNameIndex()
+			if tc.sameHash {
+				x.hash = func(string) uint64 { return 42 }
+			}
 			for _, n := range tc.names {
 				if err := x.add(n.row, store.Named{ID: n.id, Key: key(n.key), Model: n.model}); err != nil {
 					t.Fatal(err)
 				}
-			}
-			if tc.sameHash {
-				for i := range x.entries {
-					x.entries[i].hash = 42
-				}
-				x.hash = func(string) uint64 { return 42 }
 			}
 			x.build()
 			for _, w := range tc.lookups {

@@ -397,8 +397,8 @@ func EachResult(path, format string, limit int64, fn func(r *Result, end int64))
 	return eachResult(path, format, limit, nil, fn)
 }
 
-// eachResult is EachResult for the lines whose id want accepts (every line when want is nil). It
-// finds the id of a line as batchgpt writes it without decoding the line: most of the cost of a
+// eachResult is EachResult for the lines whose id want accepts (every line when want is nil; want
+// is asked once a line). It finds the id of a line as batchgpt writes it without decoding the line: most of the cost of a
 // pass over a results file is decoding lines, and a pass for a few rows of ten million skips the
 // others for the price of finding their id.
 func eachResult(path, format string, limit int64, want func(id []byte) bool, fn func(r *Result, end int64)) error {
@@ -434,10 +434,12 @@ func eachResult(path, format string, limit int64, want func(id []byte) bool, fn 
 			if err != nil {
 				return fmt.Errorf("read results %s: %w", path, err)
 			}
-			if i, ok := header["id"]; want != nil && ok && i < len(rec) && !want([]byte(rec[i])) {
+			i, known := header["id"]
+			known = known && i < len(rec)
+			if want != nil && known && !want([]byte(rec[i])) {
 				continue
 			}
-			if r, err := fromCSV(rec, header); err == nil && (want == nil || want([]byte(r.ID))) {
+			if r, err := fromCSV(rec, header); err == nil && (want == nil || known || want([]byte(r.ID))) {
 				fn(r, cr.InputOffset())
 			}
 		}
@@ -448,11 +450,12 @@ func eachResult(path, format string, limit int64, want func(id []byte) bool, fn 
 		line, err := br.ReadBytes('\n')
 		end += int64(len(line))
 		if len(line) > 0 && line[len(line)-1] == '\n' {
-			if id, ok := plainID(line); want != nil && ok && !want(id) {
+			id, known := plainID(line)
+			if want != nil && known && !want(id) {
 				continue // err is nil: the line ended with a newline
 			}
 			var r Result
-			if decodeResult(line, &r) == nil && (want == nil || want([]byte(r.ID))) {
+			if decodeResult(line, &r) == nil && (want == nil || known || want([]byte(r.ID))) {
 				fn(&r, end)
 			}
 		}
