@@ -66,9 +66,9 @@ func (u *cacheUse) disable(what string, err error) {
 }
 
 // lookup returns the cached answers for keys (nil for a miss), or nil for all when the cache is
-// not read.
+// not read; u nil is a run without a cache (a collided follower asks whatever the run has).
 func (u *cacheUse) lookup(ctx context.Context, keys []batch.Key) []*cache.Entry {
-	if u.refresh || u.off.Load() {
+	if u == nil || u.refresh || u.off.Load() {
 		return nil
 	}
 	out, err := CacheLookup(ctx, u.c, keys, u.ttl, u.acceptFiltered)

@@ -303,3 +303,93 @@ func TestCollidedFollowerAsksTheCache(t *testing.T) {
 		t.Fatalf("row 5: %+v; want the cached answer of %s", r, cached.OperationID)
 	}
 }
+
+// Rows whose fingerprint collided with their leader's and that send the same request as each
+// other go out once: the later ones take the first one's answer. Each was submitted, and billed,
+// on its own. Here rows 5 and 6 send the same request and the checkpoint's groups say both follow
+// row 2; the leader is open (its answer finds them) or resolved (a resume finds them as strays).
+func TestCollidedTwinsAreSubmittedOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		leaderResolved bool
+		want           int64
+	}{
+		{"leader open", false, 62},     // rows 60-119, row 2, row 5 for itself and row 6
+		{"leaders resolved", true, 61}, // rows 60-119, row 5 for itself and row 6
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, url := startEmulator(t, emulator.Config{})
+			dir := t.TempDir()
+			cfg, sum, blob := twinsFollow2(t, dir, url)
+			writeResolved(t, cfg, sum, 2, blob, func(i int) bool {
+				return i < 60 && i != 5 && i != 6 && (i != 2 || tc.leaderResolved)
+			})
+			before := srv.Stats().Submissions
+			if _, err := job.New(cfg).Resume(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if got := srv.Stats().Submissions - before; got != tc.want {
+				t.Fatalf("%d submissions, want %d", got, tc.want)
+			}
+			res := readResults(t, cfg.Output)
+			r5, r6 := res["r00005"], res["r00006"]
+			want := emulator.Answer(modelURI, []emulator.Message{{Role: "user", Text: prompt(5)}})
+			if r5.Status != job.StatusSucceeded || r5.Text != want || r5.DeduplicatedFrom != "" {
+				t.Fatalf("row 5: %+v; want its own answer", r5)
+			}
+			if r6.Status != job.StatusSucceeded || r6.Text != want || r6.DeduplicatedFrom != "r00005" || r6.OperationID != r5.OperationID {
+				t.Fatalf("row 6: %+v; want row 5's answer (operation %s)", r6, r5.OperationID)
+			}
+		})
+	}
+}
+
+// twinsFollow2 writes a 120-row input whose row 6 sends the same request as row 5, and returns the
+// groups of a run that took rows 5 and 6 for duplicates of row 2 (a fingerprint collision), as the
+// run encodes them (batch.Duplicates.MarshalBinary).
+func twinsFollow2(t *testing.T, dir, url string) (job.Config, batch.Summary, []byte) {
+	t.Helper()
+	in := filepath.Join(dir, "in.jsonl")
+	var b strings.Builder
+	for i := range 120 {
+		p := prompt(i)
+		if i == 6 {
+			p = prompt(5)
+		}
+		line, _ := json.Marshal(map[string]string{"id": fmt.Sprintf("r%05d", i), "prompt": p})
+		b.Write(line)
+		b.WriteByte('\n')
+	}
+	if err := os.WriteFile(in, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config(dir, in, url)
+	cfg.Tuning.Concurrency = 4
+	sum, err := batch.Validate(in, cfg.Settings.Input, 0, batch.WithChunkSize(chunkSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd, err := batch.Open(cfg.Input, cfg.Settings.Input)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	blob := []byte{1, 2} // format 1, two followers
+	prevLeader := 0
+	for {
+		row, err := rd.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if row.Index != 5 && row.Index != 6 {
+			continue
+		}
+		for _, v := range []int{2 - prevLeader, row.Index - 2, row.Line, int(row.Offset)} {
+			blob = binary.AppendUvarint(blob, uint64(v))
+		}
+		prevLeader = 2
+		if row.Index == 6 {
+			return cfg, sum, blob
+		}
+	}
+}

@@ -40,6 +40,34 @@ type runner struct {
 
 	modelsMu sync.Mutex
 	models   map[string]string // interned model URIs of pending rows
+
+	// late holds, by row, the rows that wait for that row's answer although the input's groups
+	// do not say so: rows whose fingerprint collided with their leader's and that send the same
+	// request as another such row (see resolve and the strays in dispatch). Without it, each of
+	// them was submitted and billed. In memory: a resume finds them open as strays, and groups
+	// them again.
+	lateMu sync.Mutex
+	late   map[int][]batch.Pos
+}
+
+// wait makes the row at pos wait for row first's answer (see runner.late). It must be called
+// before first can be resolved.
+func (r *runner) wait(first int, pos batch.Pos) {
+	r.lateMu.Lock()
+	defer r.lateMu.Unlock()
+	if r.late == nil {
+		r.late = map[int][]batch.Pos{}
+	}
+	r.late[first] = append(r.late[first], pos)
+}
+
+// takeLate returns, and forgets, the rows that wait for row index's answer by runner.wait.
+func (r *runner) takeLate(index int) []batch.Pos {
+	r.lateMu.Lock()
+	defer r.lateMu.Unlock()
+	ps := r.late[index]
+	delete(r.late, index)
+	return ps
 }
 
 // setFatal records the first error that must stop the run (auth, disk) and stops everything.
@@ -149,6 +177,9 @@ func (r *runner) feed(ctx context.Context, p *plan, launch func(work) bool) erro
 		}
 		return true
 	}
+	// Strays that send the same request (true duplicates of each other, whose fingerprint
+	// collided with their leader's) go out once: the later ones wait for the first's answer.
+	var strayFirst map[batch.Key]int
 	for _, pos := range p.strays {
 		row, err := r.reread.Row(pos)
 		if ch := changed(err); errors.Is(ch, ErrInputChanged) {
@@ -157,6 +188,15 @@ func (r *runner) feed(ctx context.Context, p *plan, launch func(work) bool) erro
 		if err != nil {
 			return fmt.Errorf("re-read row %d of %s: %w", pos.Index+1, j.cfg.Input, err)
 		}
+		k := r.key(row)
+		if first, ok := strayFirst[k]; ok {
+			r.wait(first, pos)
+			continue
+		}
+		if strayFirst == nil {
+			strayFirst = map[batch.Key]int{}
+		}
+		strayFirst[k] = row.Index
 		if !dispatch(row) {
 			return nil
 		}
@@ -508,7 +548,11 @@ func (r *runner) requeue(wk work) {
 // will not be cached).
 func (r *runner) resolve(index int, key batch.Key, model string, res *Result) {
 	j := r.j
-	for _, f := range r.plan.waiting(index) {
+	// Rows whose fingerprint collided with this leader's go on their own, once for each request
+	// they send: alone lists the first of each, the others wait for its answer.
+	var alone []work
+	var aloneOf map[batch.Key]int
+	for _, f := range append(r.plan.waiting(index), r.takeLate(index)...) {
 		row, err := r.reread.Row(f)
 		if ch := changed(err); errors.Is(ch, ErrInputChanged) {
 			// Neither the leader's line nor its followers' is written: the leader stays
@@ -529,8 +573,16 @@ func (r *runner) resolve(index int, key batch.Key, model string, res *Result) {
 				r.resolve(f.Index, k, "", FromCache(row.ID, hits[0], j.cfg.Settings.AcceptFiltered))
 				continue
 			}
+			if i, ok := aloneOf[k]; ok {
+				r.wait(alone[i].row.Index, f)
+				continue
+			}
 			j.log.Info("row has its own request after all; submitting it", "id", row.ID, "row", f.Index+1)
-			r.requeue(work{row: row, key: k, attempt: 1, fresh: true})
+			if aloneOf == nil {
+				aloneOf = map[batch.Key]int{}
+			}
+			aloneOf[k] = len(alone)
+			alone = append(alone, work{row: row, key: k, attempt: 1, fresh: true})
 			continue
 		}
 		fr := *res
@@ -538,6 +590,9 @@ func (r *runner) resolve(index int, key batch.Key, model string, res *Result) {
 		if !r.write(f.Index, &fr, nil) {
 			return
 		}
+	}
+	for _, wk := range alone {
+		r.requeue(wk) // after the rows that wait for it were registered: it cannot be answered first
 	}
 	var durable func()
 	if r.cache != nil && res.Status == StatusSucceeded && !res.Cached && model != "" {
