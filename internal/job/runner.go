@@ -179,7 +179,10 @@ func (r *runner) feed(ctx context.Context, p *plan, launch func(work) bool) erro
 	}
 	// Strays that send the same request (true duplicates of each other, whose fingerprint
 	// collided with their leader's) go out once: the later ones wait for the first's answer.
+	// All are registered before any is dispatched: a first answered at once would not find a
+	// row registered after it. Strays are few (about 45 collisions in ten million rows).
 	var strayFirst map[batch.Key]int
+	var strayRows []batch.Row
 	for _, pos := range p.strays {
 		row, err := r.reread.Row(pos)
 		if ch := changed(err); errors.Is(ch, ErrInputChanged) {
@@ -197,6 +200,9 @@ func (r *runner) feed(ctx context.Context, p *plan, launch func(work) bool) erro
 			strayFirst = map[batch.Key]int{}
 		}
 		strayFirst[k] = row.Index
+		strayRows = append(strayRows, row)
+	}
+	for _, row := range strayRows {
 		if !dispatch(row) {
 			return nil
 		}
