@@ -6,9 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -32,16 +29,7 @@ func dupPrompt(i int) string {
 // their followers wait for them. The checkpoint keeps the groups, as job.Run writes them.
 func halfDoneWithDuplicates(t *testing.T, dir, url string) (job.Config, batch.Summary) {
 	t.Helper()
-	in := filepath.Join(dir, "in.jsonl")
-	var b strings.Builder
-	for i := range 120 {
-		line, _ := json.Marshal(map[string]string{"id": fmt.Sprintf("r%05d", i), "prompt": dupPrompt(i)})
-		b.Write(line)
-		b.WriteByte('\n')
-	}
-	if err := os.WriteFile(in, []byte(b.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	in := writePrompts(t, dir, 120, dupPrompt)
 	cfg := config(dir, in, url)
 	cfg.Tuning.Concurrency = 4
 	sum, dups, err := batch.ValidateDedup(in, cfg.Settings.Input, 0, cfg.Settings.KeyScope(), batch.WithChunkSize(chunkSize))
@@ -349,20 +337,12 @@ func TestCollidedTwinsAreSubmittedOnce(t *testing.T) {
 // run encodes them (batch.Duplicates.MarshalBinary).
 func twinsFollow2(t *testing.T, dir, url string) (job.Config, batch.Summary, []byte) {
 	t.Helper()
-	in := filepath.Join(dir, "in.jsonl")
-	var b strings.Builder
-	for i := range 120 {
-		p := prompt(i)
+	in := writePrompts(t, dir, 120, func(i int) string {
 		if i == 6 {
-			p = prompt(5)
+			return prompt(5)
 		}
-		line, _ := json.Marshal(map[string]string{"id": fmt.Sprintf("r%05d", i), "prompt": p})
-		b.Write(line)
-		b.WriteByte('\n')
-	}
-	if err := os.WriteFile(in, []byte(b.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
+		return prompt(i)
+	})
 	cfg := config(dir, in, url)
 	cfg.Tuning.Concurrency = 4
 	sum, err := batch.Validate(in, cfg.Settings.Input, 0, batch.WithChunkSize(chunkSize))

@@ -44,12 +44,15 @@ func prompt(i int) string {
 	return fmt.Sprintf("Вопрос %d: what is %d + %d?", i, i, i*7)
 }
 
-func writeJSONL(t *testing.T, dir string, n int) string {
+func writeJSONL(t *testing.T, dir string, n int) string { return writePrompts(t, dir, n, prompt) }
+
+// writePrompts writes dir/in.jsonl: n rows, row i with id r0000i and the prompt promptOf(i).
+func writePrompts(t *testing.T, dir string, n int, promptOf func(int) string) string {
 	t.Helper()
 	p := filepath.Join(dir, "in.jsonl")
 	var b strings.Builder
 	for i := range n {
-		line, _ := json.Marshal(map[string]string{"id": fmt.Sprintf("r%05d", i), "prompt": prompt(i)})
+		line, _ := json.Marshal(map[string]string{"id": fmt.Sprintf("r%05d", i), "prompt": promptOf(i)})
 		b.Write(line)
 		b.WriteByte('\n')
 	}
@@ -588,20 +591,12 @@ func TestCSVResults(t *testing.T) {
 func TestRejectedRowFailsAndRunGoesOn(t *testing.T) {
 	srv, url := startEmulator(t, emulator.Config{})
 	dir := t.TempDir()
-	in := filepath.Join(dir, "in.jsonl")
-	var b strings.Builder
-	for i := range 10 {
-		p := prompt(i)
+	in := writePrompts(t, dir, 10, func(i int) string {
 		if i == 4 {
-			p = strings.Repeat("word ", 33000)
+			return strings.Repeat("word ", 33000)
 		}
-		line, _ := json.Marshal(map[string]string{"id": fmt.Sprintf("r%05d", i), "prompt": p})
-		b.Write(line)
-		b.WriteByte('\n')
-	}
-	if err := os.WriteFile(in, []byte(b.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
+		return prompt(i)
+	})
 	cfg := config(dir, in, url)
 	sum, err := job.New(cfg).Run(context.Background())
 	if err != nil {
