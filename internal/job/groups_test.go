@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"testing"
 	"time"
 
@@ -371,5 +372,112 @@ func twinsFollow2(t *testing.T, dir, url string) (job.Config, batch.Summary, []b
 		if row.Index == 6 {
 			return cfg, sum, blob
 		}
+	}
+}
+
+// Groups as validation makes them when many fingerprints collide: rows are grouped by a bucket of
+// their request (five buckets for 17 distinct requests over 120 rows), the first row of a bucket
+// leads it. Whatever a group mixes, every distinct request is submitted once and every row gets
+// the answer to its own request: a follower that sends its leader's request takes its answer,
+// and the others go out once for each request they send, the rest of them waiting for that one.
+// With the leaders resolved, a resume finds the followers as strays and must do the same; with a
+// cache (empty at the start), nothing changes.
+func TestManyCollisionsSubmitEachRequestOnce(t *testing.T) {
+	const distinct, buckets = 17, 5
+	promptOf := func(i int) string { return prompt(i % distinct) }
+	bucket := func(i int) int { return i % distinct % buckets }
+	for _, tc := range []struct {
+		name                  string
+		leaderResolved, cache bool
+	}{
+		{"leaders open", false, false},
+		{"leaders resolved", true, false},
+		{"leaders open, with a cache", false, true},
+		{"leaders resolved, with a cache", true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, url := startEmulator(t, emulator.Config{})
+			dir := t.TempDir()
+			in := writePrompts(t, dir, 120, promptOf)
+			cfg := config(dir, in, url)
+			cfg.Tuning.Concurrency = 4
+			if tc.cache {
+				cfg.Cache = openCache(t, dir)
+			}
+			sum, err := batch.Validate(in, cfg.Settings.Input, 0, batch.WithChunkSize(chunkSize))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The groups blob (batch.Duplicates.MarshalBinary): followers sorted by leader, then
+			// by row, each as its leader's delta from the previous leader, its distance from its
+			// leader, its line and offset.
+			rows := readRows(t, cfg)
+			leaderOf := map[int]int{} // bucket -> its first row
+			followers := map[int][]batch.Row{}
+			var leaders []int
+			for _, row := range rows {
+				b := bucket(row.Index)
+				l, ok := leaderOf[b]
+				if !ok {
+					leaderOf[b] = row.Index
+					leaders = append(leaders, row.Index)
+					continue
+				}
+				followers[l] = append(followers[l], row)
+			}
+			blob := binary.AppendUvarint([]byte{1}, uint64(len(rows)-len(leaders)))
+			prev := 0
+			for _, l := range leaders {
+				for _, f := range followers[l] {
+					for _, v := range []int{l - prev, f.Index - l, f.Line, int(f.Offset)} {
+						blob = binary.AppendUvarint(blob, uint64(v))
+					}
+					prev = l
+				}
+			}
+			writeResolved(t, cfg, sum, len(rows)-len(leaders), blob, func(i int) bool {
+				return tc.leaderResolved && leaderOf[bucket(i)] == i
+			})
+
+			before := srv.Stats().Submissions
+			if _, err := job.New(cfg).Resume(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if got := srv.Stats().Submissions - before; got != distinct {
+				t.Fatalf("%d submissions, want %d: one for each distinct request", got, distinct)
+			}
+			res := readResults(t, cfg.Output)
+			if len(res) != len(rows) {
+				t.Fatalf("%d results, want %d", len(res), len(rows))
+			}
+			for _, row := range rows {
+				r := res[row.ID]
+				want := emulator.Answer(modelURI, []emulator.Message{{Role: "user", Text: promptOf(row.Index)}})
+				if r.Status != job.StatusSucceeded || r.Text != want {
+					t.Fatalf("row %d: %+v; want the answer to its own request", row.Index, r)
+				}
+			}
+		})
+	}
+}
+
+// readRows reads every row of cfg's input.
+func readRows(t *testing.T, cfg job.Config) []batch.Row {
+	t.Helper()
+	rd, err := batch.Open(cfg.Input, cfg.Settings.Input)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	var rows []batch.Row
+	for {
+		row, err := rd.Next()
+		if errors.Is(err, io.EOF) {
+			return rows
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		rows = append(rows, row)
 	}
 }
