@@ -381,22 +381,28 @@ func twinsFollow2(t *testing.T, dir, url string) (job.Config, batch.Summary, []b
 // the answer to its own request: a follower that sends its leader's request takes its answer,
 // and the others go out once for each request they send, the rest of them waiting for that one.
 // With the leaders resolved, a resume finds the followers as strays and must do the same; with a
-// cache (empty at the start), nothing changes.
+// cache (empty at the start), nothing changes; stopped midway and resumed, the total is the same.
 func TestManyCollisionsSubmitEachRequestOnce(t *testing.T) {
 	const distinct, buckets = 17, 5
 	promptOf := func(i int) string { return prompt(i % distinct) }
 	bucket := func(i int) int { return i % distinct % buckets }
 	for _, tc := range []struct {
-		name                  string
-		leaderResolved, cache bool
+		name                             string
+		leaderResolved, cache, interrupt bool
 	}{
-		{"leaders open", false, false},
-		{"leaders resolved", true, false},
-		{"leaders open, with a cache", false, true},
-		{"leaders resolved, with a cache", true, true},
+		{"leaders open", false, false, false},
+		{"leaders resolved", true, false, false},
+		{"leaders open, with a cache", false, true, false},
+		{"leaders resolved, with a cache", true, true, false},
+		{"leaders open, interrupted and resumed", false, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			srv, url := startEmulator(t, emulator.Config{})
+			var ecfg emulator.Config
+			if tc.interrupt {
+				// Operations that take a while, so that the interruption finds some in flight.
+				ecfg.Latency, _ = emulator.ParseLatency("uniform:20ms:100ms")
+			}
+			srv, url := startEmulator(t, ecfg)
 			dir := t.TempDir()
 			in := writePrompts(t, dir, 120, promptOf)
 			cfg := config(dir, in, url)
@@ -440,6 +446,22 @@ func TestManyCollisionsSubmitEachRequestOnce(t *testing.T) {
 			})
 
 			before := srv.Stats().Submissions
+			if tc.interrupt {
+				// Stopped after 10 of the 17 requests went out (the 5 leaders and some of the rows
+				// that collided with them), then resumed: the followers of resolved leaders are
+				// strays, what was sent is polled, not sent again, and the rows that waited for it
+				// still wait for it.
+				ctx, cancel := context.WithCancel(context.Background())
+				go func() {
+					for srv.Stats().Submissions-before < 10 {
+						time.Sleep(time.Millisecond)
+					}
+					cancel()
+				}()
+				if sum, err := job.New(cfg).Resume(ctx); !errors.Is(err, job.ErrInterrupted) || sum.Pending == 0 {
+					t.Fatalf("interrupted resume: err %v, summary %+v", err, sum)
+				}
+			}
 			if _, err := job.New(cfg).Resume(context.Background()); err != nil {
 				t.Fatal(err)
 			}
