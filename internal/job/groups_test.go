@@ -400,7 +400,7 @@ func TestManyCollisionsSubmitEachRequestOnce(t *testing.T) {
 			var ecfg emulator.Config
 			if tc.interrupt {
 				// Operations that take a while, so that the interruption finds some in flight.
-				ecfg.Latency, _ = emulator.ParseLatency("uniform:20ms:100ms")
+				ecfg.Latency, _ = emulator.ParseLatency("uniform:50ms:150ms")
 			}
 			srv, url := startEmulator(t, ecfg)
 			dir := t.TempDir()
