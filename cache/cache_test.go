@@ -943,3 +943,40 @@ func TestTwoHandles(t *testing.T) {
 	must(t, g.Wait())
 	checkAll(t, path, [2]int{0, 4 * n})
 }
+
+// The writer checkpoints the WAL at 10,000 pages, not SQLite's 1,000 (Put's speed with random
+// keys), and a run's WAL does not outlive it: Close checkpoints it into the file and removes it.
+func TestWALCheckpoints(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "cache.db")
+	c, err := cache.Open(path, cache.Options{})
+	must(t, err)
+	pages, err := c.WALAutoCheckpoint()
+	must(t, err)
+	if pages != 10000 {
+		t.Fatalf("wal_autocheckpoint %d pages, want 10000", pages)
+	}
+	batch := make([]cache.Entry, 0, 500)
+	for i := range 5000 {
+		batch = append(batch, entry(i, t0))
+		if len(batch) == cap(batch) {
+			must(t, c.Put(ctx, batch))
+			batch = batch[:0]
+		}
+	}
+	if fi, err := os.Stat(path + "-wal"); err != nil || fi.Size() == 0 {
+		t.Fatalf("after 5000 puts, the WAL: %v, %v; want one not yet checkpointed", fi, err)
+	}
+	must(t, c.Close())
+	if fi, err := os.Stat(path + "-wal"); err == nil && fi.Size() > 0 {
+		t.Fatalf("the WAL after Close: %d bytes, want none", fi.Size())
+	}
+	c, err = cache.Open(path, cache.Options{})
+	must(t, err)
+	defer c.Close()
+	got, ok, err := c.GetMany(ctx, []cache.Key{key(0), key(4999)}, time.Time{})
+	must(t, err)
+	if !ok[0] || !ok[1] || got[1].OperationID != entry(4999, t0).OperationID {
+		t.Fatalf("after reopening: %v %+v", ok, got)
+	}
+}

