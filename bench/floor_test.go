@@ -74,11 +74,13 @@ func procCPU(pid int) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	// The command name, field 2, may hold spaces: count fields after its closing parenthesis.
-	_, rest, ok := strings.Cut(string(b), ") ")
-	if !ok {
+	// The command name, field 2, may hold spaces and parentheses: count fields after the last
+	// closing parenthesis.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
 		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
 	}
+	rest := string(b[i+1:])
 	f := strings.Fields(rest) // f[0] is field 3 (state); utime and stime are fields 14 and 15
 	if len(f) < 13 {
 		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f)+2)
