@@ -61,8 +61,8 @@
 // again, so fewer checkpoints copy them fewer times (puts 24% faster, lookups
 // unchanged). The WAL is checkpointed and removed when the last connection
 // closes. The file is not mapped into memory: pages read through a mapping
-// count as the process's
-// resident memory, and a run answered from a large cache is no faster with it.
+// count as the process's resident memory, and a run answered from a large
+// cache is no faster with it.
 // [Cache.GetMany] looks up 256 keys per statement, and runs the statements of
 // a longer list on several reader connections at once.
 //
