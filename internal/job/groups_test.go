@@ -303,8 +303,8 @@ func TestCollidedTwinsAreSubmittedOnce(t *testing.T) {
 		leaderResolved bool
 		want           int64
 	}{
-		{"leader open", false, 62},     // rows 60-119, row 2, row 5 for itself and row 6
-		{"leader resolved", true, 61},  // rows 60-119, row 5 for itself and row 6
+		{"leader open", false, 62},    // rows 60-119, row 2, row 5 for itself and row 6
+		{"leader resolved", true, 61}, // rows 60-119, row 5 for itself and row 6
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv, url := startEmulator(t, emulator.Config{})
