@@ -61,6 +61,21 @@ func (r *runner) wait(first int, pos batch.Pos) {
 	r.late[first] = append(r.late[first], pos)
 }
 
+// firstOf reports whether the row at pos is the first with request k among those seen (and
+// notes it there); otherwise it makes that row wait for the first one's answer (runner.wait).
+// seen is allocated on first use.
+func (r *runner) firstOf(seen *map[batch.Key]int, k batch.Key, pos batch.Pos) bool {
+	if first, ok := (*seen)[k]; ok {
+		r.wait(first, pos)
+		return false
+	}
+	if *seen == nil {
+		*seen = map[batch.Key]int{}
+	}
+	(*seen)[k] = pos.Index
+	return true
+}
+
 // takeLate returns, and forgets, the rows that wait for row index's answer by runner.wait.
 func (r *runner) takeLate(index int) []batch.Pos {
 	r.lateMu.Lock()
@@ -191,16 +206,9 @@ func (r *runner) feed(ctx context.Context, p *plan, launch func(work) bool) erro
 		if err != nil {
 			return fmt.Errorf("re-read row %d of %s: %w", pos.Index+1, j.cfg.Input, err)
 		}
-		k := r.key(row)
-		if first, ok := strayFirst[k]; ok {
-			r.wait(first, pos)
-			continue
+		if r.firstOf(&strayFirst, r.key(row), pos) {
+			strayRows = append(strayRows, row)
 		}
-		if strayFirst == nil {
-			strayFirst = map[batch.Key]int{}
-		}
-		strayFirst[k] = row.Index
-		strayRows = append(strayRows, row)
 	}
 	for _, row := range strayRows {
 		if !dispatch(row) {
@@ -557,7 +565,7 @@ func (r *runner) resolve(index int, key batch.Key, model string, res *Result) {
 	// Rows whose fingerprint collided with this leader's go on their own, once for each request
 	// they send: alone lists the first of each, the others wait for its answer.
 	var alone []work
-	var aloneOf map[batch.Key]int
+	var sent map[batch.Key]int // the first of each in alone, by request
 	for _, f := range append(r.plan.waiting(index), r.takeLate(index)...) {
 		row, err := r.reread.Row(f)
 		if ch := changed(err); errors.Is(ch, ErrInputChanged) {
@@ -579,16 +587,10 @@ func (r *runner) resolve(index int, key batch.Key, model string, res *Result) {
 				r.resolve(f.Index, k, "", FromCache(row.ID, hits[0], j.cfg.Settings.AcceptFiltered))
 				continue
 			}
-			if i, ok := aloneOf[k]; ok {
-				r.wait(alone[i].row.Index, f)
-				continue
+			if r.firstOf(&sent, k, f) {
+				j.log.Info("row has its own request after all; submitting it", "id", row.ID, "row", f.Index+1)
+				alone = append(alone, work{row: row, key: k, attempt: 1, fresh: true})
 			}
-			j.log.Info("row has its own request after all; submitting it", "id", row.ID, "row", f.Index+1)
-			if aloneOf == nil {
-				aloneOf = map[batch.Key]int{}
-			}
-			aloneOf[k] = len(alone)
-			alone = append(alone, work{row: row, key: k, attempt: 1, fresh: true})
 			continue
 		}
 		fr := *res
